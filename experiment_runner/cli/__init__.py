@@ -1,0 +1,78 @@
+"""The `experiment-runner` command line: a thin layer that parses options, calls the core, prints.
+
+Errors raised by the core (`ExperimentRunnerError`) become one `Error: ...` line on stderr and the
+error's exit status here, in one place; nothing the user can get wrong prints a traceback.
+"""
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from experiment_runner import __version__
+from experiment_runner.errors import ExperimentRunnerError
+from experiment_runner.store import DEFAULT_DB, Store, open_store
+
+
+class Context:
+    """What every command gets: the database path, and the store opened on first use."""
+
+    def __init__(self, db: str):
+        self.db = db
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.db)
+        return self._store
+
+
+class Group(click.Group):
+    """A click group that reports our errors as `Error: ...` with the error's exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ExperimentRunnerError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug: say so in one line unless asked for the traceback
+            if os.environ.get("EXPERIMENT_RUNNER_DEBUG"):
+                raise
+            click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (set EXPERIMENT_RUNNER_DEBUG=1 for details)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    envvar="EXPERIMENT_RUNNER_DB",
+    default=DEFAULT_DB,
+    show_default=True,
+    help="SQLite file of the store (env EXPERIMENT_RUNNER_DB); created on first use.",
+)
+@click.version_option(__version__, prog_name="experiment-runner")
+@click.pass_context
+def cli(ctx: click.Context, db: str) -> None:
+    """Replay stored conversations against a model, annotate problem spans with an evaluator, export metrics.
+
+    Start with `experiment-runner demo`, or import your own conversations:
+
+        experiment-runner import conversations.jsonl
+    """
+    ctx.obj = Context(db)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="experiment-runner")
+
+
+from experiment_runner.cli import conversations as _conversations  # noqa: E402,F401  (registers commands)

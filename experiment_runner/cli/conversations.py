@@ -1,0 +1,47 @@
+"""`import` and `conversations`."""
+
+import click
+
+from experiment_runner.cli import Context, cli
+from experiment_runner.cli.output import echo_json, table
+from experiment_runner.conversations import list_conversations
+from experiment_runner.importing import import_files
+
+
+@cli.command("import")
+@click.argument("files", nargs=-1, required=True)
+@click.pass_obj
+def import_command(obj: Context, files: tuple[str, ...]) -> None:
+    """Store conversations from FILES (JSONL or a JSON array; `-` reads stdin).
+
+    Native parts shape or OpenAI chat shape. Prints the ids, one a line; a bad line is reported
+    with its file and line number and nothing is stored.
+
+        experiment-runner import conversations.jsonl
+    """
+    result = import_files(obj.store, files)
+    for conv_id in result.ids:
+        click.echo(conv_id)
+    click.echo(
+        f"Imported {len(result.ids)} conversation(s): {result.new} new, {result.unchanged} already stored.", err=True
+    )
+
+
+@cli.command("conversations")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N conversations.")
+@click.pass_obj
+def conversations_command(obj: Context, as_json: bool, limit: int | None) -> None:
+    """List imported conversations: id, message count, roles and the first user text.
+
+        experiment-runner conversations --limit 10
+    """
+    listing = list_conversations(obj.store, limit)
+    if as_json:
+        echo_json(listing)
+        return
+    rows = [
+        (c["id"], c["messages"], " ".join(f"{r}:{n}" for r, n in c["roles"].items()), c["first_user_text"][:60])
+        for c in listing
+    ]
+    click.echo(table(("id", "messages", "roles", "first user text"), rows))

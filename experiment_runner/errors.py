@@ -1,0 +1,32 @@
+"""The project's exception types. The CLI turns them into one `Error: ...` line and an exit code."""
+
+
+class ExperimentRunnerError(Exception):
+    """Base of every error the tool reports to its user; exit status 1 (the work failed)."""
+
+    exit_code = 1
+
+
+class BadInputError(ExperimentRunnerError):
+    """The user gave input we cannot use (a file, an option, a request body); exit status 2."""
+
+    exit_code = 2
+
+
+class NotFoundError(BadInputError):
+    """An id names nothing in the store (an experiment, a conversation); exit status 2."""
+
+
+class StoreError(ExperimentRunnerError):
+    """The database file cannot be opened or used (not SQLite, a directory, newer schema)."""
+
+    exit_code = 2
+
+
+class ModelCallError(ExperimentRunnerError):
+    """A model call failed for good, after any retries. `retryable` says whether another try could help."""
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after

@@ -1,0 +1,180 @@
+"""Conversation formats: validate the native parts shape, convert OpenAI chat to it and back.
+
+Native (the export's shape): `{"id"?, "messages": [{"role", "parts": [...], "generation"?}]}` with
+OpenTelemetry GenAI parts `text`, `tool_call`, `tool_call_response` and `reasoning`.
+OpenAI chat: `{"id"?, "messages": [{"role", "content", "tool_calls"?, "tool_call_id"?}]}`.
+Pure functions; errors are `ValueError`s whose message the importer prefixes with file and line.
+"""
+
+import hashlib
+import json
+from typing import Any
+
+ROLES = ("system", "user", "assistant", "tool")
+GENERATION_KEYS = ("model", "provider", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "finish_reasons")
+
+
+def normalize_conversation(obj: Any) -> dict[str, Any]:
+    """Validate one conversation in either import shape; return it native: `{"id": str|None, "messages": [...]}`."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"a conversation must be a JSON object, not {type(obj).__name__}")
+    conv_id = obj.get("id")
+    if conv_id is not None and (not isinstance(conv_id, str) or not conv_id.strip()):
+        raise ValueError("conversation 'id' must be a non-empty string")
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("conversation needs a non-empty 'messages' list")
+    native = [_normalize_message(m, i) for i, m in enumerate(messages)]
+    return {"id": conv_id, "messages": native}
+
+
+def _normalize_message(msg: Any, index: int) -> dict[str, Any]:
+    where = f"message {index}"
+    if not isinstance(msg, dict):
+        raise ValueError(f"{where}: must be a JSON object")
+    role = msg.get("role")
+    if role not in ROLES:
+        raise ValueError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
+    if "parts" in msg:
+        parts = msg["parts"]
+        if not isinstance(parts, list):
+            raise ValueError(f"{where}: 'parts' must be a list")
+        parts = [_check_part(p, f"{where} part {j}") for j, p in enumerate(parts)]
+    elif "content" in msg or "tool_calls" in msg:
+        parts = _openai_parts(msg, where)
+    else:
+        raise ValueError(f"{where}: needs 'parts' (native) or 'content' (OpenAI chat)")
+    out: dict[str, Any] = {"role": role, "parts": parts, "generation": _check_generation(msg.get("generation"), where)}
+    if isinstance(msg.get("id"), str) and msg["id"]:
+        out["id"] = msg["id"]
+    return out
+
+
+def _check_part(part: Any, where: str) -> dict[str, Any]:
+    if not isinstance(part, dict):
+        raise ValueError(f"{where}: must be a JSON object")
+    kind = part.get("type")
+    if kind in ("text", "reasoning"):
+        if not isinstance(part.get("content"), str):
+            raise ValueError(f"{where}: a {kind} part needs a string 'content'")
+    elif kind == "tool_call":
+        if not isinstance(part.get("name"), str) or not part["name"]:
+            raise ValueError(f"{where}: a tool_call part needs a 'name'")
+        if not isinstance(part.get("arguments", {}), dict):
+            raise ValueError(f"{where}: a tool_call part's 'arguments' must be a JSON object")
+        part = {**part, "arguments": part.get("arguments", {})}
+    elif kind == "tool_call_response":
+        if "response" not in part:
+            raise ValueError(f"{where}: a tool_call_response part needs a 'response'")
+    else:
+        raise ValueError(f"{where}: unknown part type {kind!r} (text, tool_call, tool_call_response, reasoning)")
+    if kind in ("tool_call", "tool_call_response") and part.get("id") is not None and not isinstance(part["id"], str):
+        raise ValueError(f"{where}: 'id' must be a string")
+    return part
+
+
+def _check_generation(gen: Any, where: str) -> dict[str, Any] | None:
+    if gen is None:
+        return None
+    if not isinstance(gen, dict) or not isinstance(gen.get("model"), str):
+        raise ValueError(f"{where}: 'generation' must be an object with a string 'model'")
+    out = {key: gen.get(key) for key in GENERATION_KEYS}
+    for key in ("input_tokens", "output_tokens"):
+        if out[key] is not None and (not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 0):
+            raise ValueError(f"{where}: generation.{key} must be a non-negative integer or null")
+    for key in ("cost_usd", "latency_ms"):
+        if out[key] is not None and (not isinstance(out[key], int | float) or isinstance(out[key], bool) or out[key] < 0):
+            raise ValueError(f"{where}: generation.{key} must be a non-negative number or null")
+    reasons = out["finish_reasons"]
+    if reasons is not None and (not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons)):
+        raise ValueError(f"{where}: generation.finish_reasons must be a list of strings or null")
+    return out
+
+
+def _openai_parts(msg: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The native parts of one OpenAI chat message."""
+    parts: list[dict[str, Any]] = []
+    if isinstance(msg.get("reasoning_content"), str) and msg["reasoning_content"]:
+        parts.append({"type": "reasoning", "content": msg["reasoning_content"]})
+    text_parts = _content_parts(msg.get("content"), where)
+    if msg["role"] == "tool":
+        response = "".join(p["content"] for p in text_parts if p["type"] == "text")
+        return [{"type": "tool_call_response", "id": msg.get("tool_call_id"), "response": response}]
+    parts.extend(text_parts)
+    for j, call in enumerate(msg.get("tool_calls") or []):
+        parts.append(_openai_tool_call(call, f"{where} tool_calls[{j}]"))
+    return parts
+
+
+def _content_parts(content: Any, where: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}] if content else []
+    if not isinstance(content, list):
+        raise ValueError(f"{where}: 'content' must be a string, a list of blocks or null")
+    parts = []
+    for j, block in enumerate(content):
+        if isinstance(block, str):
+            parts.append({"type": "text", "content": block})
+        elif isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+            parts.append({"type": "text", "content": block["text"]})
+        elif isinstance(block, dict) and block.get("type") in ("thinking", "reasoning"):
+            parts.append({"type": "reasoning", "content": str(block.get("thinking") or block.get("text") or "")})
+        else:
+            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            raise ValueError(f"{where}: content block {j} of type {kind!r} is not supported (text only)")
+    return parts
+
+
+def _openai_tool_call(call: Any, where: str) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise ValueError(f"{where}: needs 'function' with a 'name'")
+    arguments = function.get("arguments", "{}")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: 'arguments' is not valid JSON ({exc.msg})") from None
+    if not isinstance(arguments, dict):
+        raise ValueError(f"{where}: 'arguments' must encode a JSON object")
+    return {"type": "tool_call", "id": call.get("id"), "name": function["name"], "arguments": arguments}
+
+
+def to_openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Native messages as OpenAI chat messages, the format litellm takes for every provider.
+
+    Reasoning parts are not sent back (providers reject or ignore them in history); each
+    `tool_call_response` part becomes its own `tool` message.
+    """
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        texts = [p["content"] for p in msg["parts"] if p["type"] == "text"]
+        calls = [p for p in msg["parts"] if p["type"] == "tool_call"]
+        responses = [p for p in msg["parts"] if p["type"] == "tool_call_response"]
+        if texts or calls or not responses:
+            chat: dict[str, Any] = {"role": "assistant" if msg["role"] == "tool" else msg["role"]}
+            chat["content"] = "\n".join(texts) if texts else (None if calls else "")
+            if calls:
+                chat["tool_calls"] = [
+                    {
+                        "id": c.get("id") or f"call_{len(out)}_{k}",
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)},
+                    }
+                    for k, c in enumerate(calls)
+                ]
+            out.append(chat)
+        for resp in responses:
+            body = resp["response"]
+            content = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+            out.append({"role": "tool", "tool_call_id": resp.get("id") or "", "content": content})
+    return out
+
+
+def content_hash(messages: list[dict[str, Any]]) -> str:
+    """A fingerprint of what a conversation says (roles, parts, generation), ignoring message ids."""
+    canonical = [{"role": m["role"], "parts": m["parts"], "generation": m.get("generation")} for m in messages]
+    text = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

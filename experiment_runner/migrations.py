@@ -1,0 +1,132 @@
+"""Ordered schema migrations. Each is one function run in one transaction, recorded in `schema_migrations`.
+
+Never edit a migration that has shipped: add a new one at the end. A store created by an older release
+is brought up to date when it is opened (`store.open_store`), and its data is kept.
+"""
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection
+
+Migration = Callable[[Connection], None]
+
+
+def _run(conn: Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.exec_driver_sql(statement)
+
+
+def m001_initial(conn: Connection) -> None:
+    """Conversations, messages, experiments, items, evaluations and annotations."""
+    _run(
+        conn,
+        """
+        CREATE TABLE conversation (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL DEFAULT 'source',
+            content_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX ix_conversation_type ON conversation (type);
+        CREATE TABLE message (
+            id TEXT PRIMARY KEY,
+            conversation_id TEXT NOT NULL REFERENCES conversation (id) ON DELETE CASCADE,
+            sequence_number INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            parts JSON NOT NULL,
+            generation JSON,
+            UNIQUE (conversation_id, sequence_number)
+        );
+        CREATE INDEX ix_message_conversation_id ON message (conversation_id);
+        CREATE TABLE experiment (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            model TEXT NOT NULL,
+            pass_through BOOLEAN NOT NULL DEFAULT 0,
+            conversation_ids JSON NOT NULL,
+            reasoning_config JSON,
+            system_prompt_override TEXT,
+            output_schema JSON,
+            created_by_user_id TEXT,
+            created_by_user_name TEXT,
+            created_by_service_account_id TEXT,
+            created_by_service_account_name TEXT,
+            created_at TEXT NOT NULL,
+            completed_at TEXT
+        );
+        CREATE INDEX ix_experiment_created_at ON experiment (created_at);
+        CREATE TABLE item (
+            id TEXT PRIMARY KEY,
+            experiment_id TEXT NOT NULL REFERENCES experiment (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            source_conversation_id TEXT NOT NULL REFERENCES conversation (id),
+            result_conversation_id TEXT REFERENCES conversation (id),
+            status TEXT NOT NULL DEFAULT 'pending',
+            error_message TEXT,
+            evaluations_expected INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX ix_item_experiment_position ON item (experiment_id, position);
+        CREATE INDEX ix_item_experiment_status ON item (experiment_id, status);
+        CREATE INDEX ix_item_source_conversation_id ON item (source_conversation_id);
+        CREATE INDEX ix_item_result_conversation_id ON item (result_conversation_id);
+        CREATE TABLE evaluation (
+            id TEXT PRIMARY KEY,
+            item_id TEXT NOT NULL REFERENCES item (id) ON DELETE CASCADE,
+            message_id TEXT NOT NULL REFERENCES message (id) ON DELETE CASCADE,
+            status TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            detection_duration_ms FLOAT,
+            total_duration_ms FLOAT,
+            error_message TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (item_id, message_id)
+        );
+        CREATE INDEX ix_evaluation_item_id ON evaluation (item_id);
+        CREATE INDEX ix_evaluation_message_id ON evaluation (message_id);
+        CREATE TABLE annotation (
+            id TEXT PRIMARY KEY,
+            evaluation_id TEXT NOT NULL REFERENCES evaluation (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            label TEXT NOT NULL,
+            text TEXT NOT NULL,
+            explanation TEXT,
+            message_part_index INTEGER NOT NULL,
+            start_offset INTEGER NOT NULL,
+            end_offset INTEGER NOT NULL,
+            tool_name TEXT,
+            parameter_name TEXT
+        );
+        CREATE INDEX ix_annotation_evaluation_id ON annotation (evaluation_id);
+        """,
+    )
+
+
+def m002_run_settings(conn: Connection) -> None:
+    """Experiment settings that `resume` needs again: endpoints, evaluator, labels, re-evaluation source."""
+    _run(
+        conn,
+        """
+        ALTER TABLE experiment ADD COLUMN api_base TEXT;
+        ALTER TABLE experiment ADD COLUMN evaluator_model TEXT;
+        ALTER TABLE experiment ADD COLUMN evaluator_api_base TEXT;
+        ALTER TABLE experiment ADD COLUMN labels JSON;
+        ALTER TABLE experiment ADD COLUMN source_experiment_id TEXT
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings]
+LATEST = len(MIGRATIONS)
+
+
+def current_version(conn: Connection) -> int:
+    """The highest migration applied to this database (0 for a new one)."""
+    conn.exec_driver_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    return conn.exec_driver_sql("SELECT coalesce(max(version), 0) FROM schema_migrations").scalar_one()

@@ -1,0 +1,118 @@
+"""The store's tables, as SQLModel classes.
+
+These classes mirror the schema that `migrations.py` builds step by step; a test checks that the two
+agree. Conversation parts, generation metadata and experiment settings are JSON columns because the
+export carries them as JSON objects verbatim. Times are ISO 8601 UTC strings (see `timeutil`).
+"""
+
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _fk(target: str, on_delete: str | None = None) -> Any:
+    return Column(String, ForeignKey(target, ondelete=on_delete), nullable=False, index=True)
+
+
+class Conversation(SQLModel, table=True):
+    """A chat conversation: imported (`type="source"`) or produced by an experiment (`"result"`)."""
+
+    id: str = Field(primary_key=True)
+    type: str = Field(default="source", index=True)
+    content_hash: str
+    created_at: str
+
+
+class Message(SQLModel, table=True):
+    """One message of a conversation; `parts` are OpenTelemetry GenAI parts, `generation` its metadata."""
+
+    __table_args__ = (UniqueConstraint("conversation_id", "sequence_number"),)
+
+    id: str = Field(primary_key=True)
+    conversation_id: str = Field(sa_column=_fk("conversation.id", "CASCADE"))
+    sequence_number: int
+    role: str
+    parts: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    generation: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class Experiment(SQLModel, table=True):
+    """An experiment: which conversations, which target model and settings, which evaluator."""
+
+    id: str = Field(primary_key=True)
+    name: str
+    model: str
+    pass_through: bool = False
+    conversation_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    reasoning_config: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    system_prompt_override: str | None = None
+    output_schema: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    created_by_user_id: str | None = None
+    created_by_user_name: str | None = None
+    created_by_service_account_id: str | None = None
+    created_by_service_account_name: str | None = None
+    created_at: str = Field(index=True)
+    completed_at: str | None = None
+    # Added by migration 2: where to send calls and how to evaluate (needed again by `resume`).
+    api_base: str | None = None
+    evaluator_model: str | None = None
+    evaluator_api_base: str | None = None
+    labels: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    source_experiment_id: str | None = None
+
+
+class Item(SQLModel, table=True):
+    """One source conversation's run inside an experiment."""
+
+    __table_args__ = (
+        Index("ix_item_experiment_position", "experiment_id", "position"),
+        Index("ix_item_experiment_status", "experiment_id", "status"),
+    )
+
+    id: str = Field(primary_key=True)
+    experiment_id: str = Field(sa_column=Column(String, ForeignKey("experiment.id", ondelete="CASCADE"), nullable=False))
+    position: int
+    source_conversation_id: str = Field(sa_column=_fk("conversation.id"))
+    result_conversation_id: str | None = Field(
+        default=None, sa_column=Column(String, ForeignKey("conversation.id"), index=True)
+    )
+    status: str = "pending"
+    error_message: str | None = None
+    evaluations_expected: int = 0
+    created_at: str
+    updated_at: str
+
+
+class Evaluation(SQLModel, table=True):
+    """The evaluator's verdict on one message (the final assistant message of an item's result)."""
+
+    __table_args__ = (UniqueConstraint("item_id", "message_id"),)
+
+    id: str = Field(primary_key=True)
+    item_id: str = Field(sa_column=_fk("item.id", "CASCADE"))
+    message_id: str = Field(sa_column=_fk("message.id", "CASCADE"))
+    status: str
+    model: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    detection_duration_ms: float | None = None
+    total_duration_ms: float | None = None
+    error_message: str | None = None
+    created_at: str
+
+
+class Annotation(SQLModel, table=True):
+    """A labelled span of an evaluated message: `parts[message_part_index]`'s text[start:end]."""
+
+    id: str = Field(primary_key=True)
+    evaluation_id: str = Field(sa_column=_fk("evaluation.id", "CASCADE"))
+    position: int
+    label: str
+    text: str
+    explanation: str | None = None
+    message_part_index: int
+    start_offset: int
+    end_offset: int
+    tool_name: str | None = None
+    parameter_name: str | None = None

@@ -1,0 +1,114 @@
+"""Opening the SQLite store: file checks, pragmas, migrations, and read/write sessions.
+
+One `Store` per process and database file. Reads use plain (deferred) transactions; writes use
+`BEGIN IMMEDIATE`, so a writer waits for the lock (busy timeout) instead of failing half-way when the
+CLI and the server write to one file at once. WAL lets readers go on while one of them writes.
+"""
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlmodel import Session
+
+from experiment_runner import migrations
+from experiment_runner.errors import StoreError
+from experiment_runner.timeutil import now
+
+DEFAULT_DB = "experiments.db"
+BUSY_TIMEOUT_S = 30.0
+
+
+def _make_engine(path: Path, *, immediate: bool) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        dbapi_conn.isolation_level = None  # transactions are begun explicitly below
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: object) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")  # type: ignore[attr-defined]
+
+    return engine
+
+
+@dataclass
+class Store:
+    """An open, migrated database file."""
+
+    path: Path
+    reader: Engine
+    writer: Engine
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for queries."""
+        with Session(self.reader, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session whose work is one transaction: committed on success, rolled back on any error."""
+        with Session(self.writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.reader.dispose()
+        self.writer.dispose()
+
+
+def open_store(path: str | Path, *, target_version: int | None = None) -> Store:
+    """Open (creating if needed) the store at `path` and migrate it to `target_version` (default: latest)."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"database path {path} is a directory, not a file")
+    if not path.parent.exists():
+        raise StoreError(f"cannot create database {path}: folder {path.parent} does not exist")
+    target = migrations.LATEST if target_version is None else target_version
+    try:
+        store = Store(path, _make_engine(path, immediate=False), _make_engine(path, immediate=True))
+        _migrate(store, target)
+    except (DatabaseError, OperationalError, sqlite3.DatabaseError) as exc:
+        reason = str(getattr(exc, "orig", exc))
+        raise StoreError(f"cannot open database {path}: {reason}") from None
+    return store
+
+
+def _migrate(store: Store, target: int) -> None:
+    with store.writer.connect() as conn, conn.begin():
+        version = migrations.current_version(conn)
+    if version > migrations.LATEST:
+        raise StoreError(
+            f"database {store.path} has schema version {version}, newer than this release knows "
+            f"({migrations.LATEST}); upgrade experiment-runner"
+        )
+    for number in range(version + 1, target + 1):
+        step = migrations.MIGRATIONS[number - 1]
+        with store.writer.connect() as conn, conn.begin():
+            if migrations.current_version(conn) >= number:  # another process got there first
+                continue
+            step(conn)
+            conn.exec_driver_sql(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (number, step.__name__, now()),
+            )
+
+
+def schema_version(store: Store) -> int:
+    """The schema version recorded in the store."""
+    with store.reader.connect() as conn:
+        return conn.exec_driver_sql("SELECT coalesce(max(version), 0) FROM schema_migrations").scalar_one()

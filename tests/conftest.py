@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated environment, a real SQLite store in tmp_path, a CLI runner."""
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+import experiment_runner  # noqa: F401  (sets litellm's offline environment before anything imports it)
+from experiment_runner.cli import cli
+from experiment_runner.store import Store, open_store
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's database, API keys or retry waits."""
+    monkeypatch.setenv("EXPERIMENT_RUNNER_DB", str(tmp_path / "default.db"))
+    monkeypatch.setenv("EXPERIMENT_RUNNER_RETRY_BASE_DELAY", "0")
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "EXPERIMENT_RUNNER_API_KEY", "EXPERIMENT_RUNNER_DEBUG"):
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    opened = open_store(db_path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def run_cli(db_path: Path) -> Callable[..., Result]:
+    """Run the CLI in process against `db_path`: `run_cli("import", file, input=...)`."""
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(cli, ["--db", str(db_path), *map(str, args)], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def dump(db_path: Path) -> list[str]:
+    """Every row of every table (schema included), to show a store did not change."""
+    conn = sqlite3.connect(db_path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()

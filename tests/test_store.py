@@ -1,0 +1,90 @@
+"""Opening the store: pragmas, migrations from older schemas, and files that are not stores."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlmodel import SQLModel
+
+from experiment_runner import migrations
+from experiment_runner.errors import StoreError
+from experiment_runner.models import Conversation  # noqa: F401  (registers the tables)
+from experiment_runner.store import open_store, schema_version
+
+
+def columns(path: Path) -> dict[str, list[str]]:
+    conn = sqlite3.connect(path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name != 'schema_migrations'")]
+    result = {t: sorted(r[1] for r in conn.execute(f"PRAGMA table_info({t})")) for t in tables}
+    conn.close()
+    return result
+
+
+def test_new_store_has_latest_schema_matching_models(db_path: Path) -> None:
+    store = open_store(db_path)
+    assert schema_version(store) == migrations.LATEST
+    expected = {name: sorted(c.name for c in table.columns) for name, table in SQLModel.metadata.tables.items()}
+    assert columns(db_path) == expected
+    with store.read() as session:
+        conn = session.connection()
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0
+
+
+def test_store_from_migration_1_opens_with_current_code(db_path: Path) -> None:
+    old = open_store(db_path, target_version=1)
+    assert schema_version(old) == 1
+    assert "api_base" not in columns(db_path)["experiment"]
+    with old.write() as session:
+        conn = session.connection()
+        conn.exec_driver_sql("INSERT INTO conversation VALUES ('c1', 'source', 'h', '2026-01-01T00:00:00.000000Z')")
+        conn.exec_driver_sql(
+            "INSERT INTO experiment (id, name, model, pass_through, conversation_ids, created_at) "
+            "VALUES ('e1', 'old run', 'm', 0, '[\"c1\"]', '2026-01-01T00:00:00.000000Z')"
+        )
+    old.close()
+
+    new = open_store(db_path)
+    assert schema_version(new) == migrations.LATEST
+    assert "evaluator_model" in columns(db_path)["experiment"]
+    with new.read() as session:
+        row = session.connection().exec_driver_sql("SELECT name, api_base FROM experiment").one()
+    assert tuple(row) == ("old run", None)
+    reopened = open_store(db_path)  # opening an up-to-date store changes nothing
+    assert schema_version(reopened) == migrations.LATEST
+
+
+def test_newer_schema_is_refused(db_path: Path) -> None:
+    open_store(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("INSERT INTO schema_migrations VALUES (99, 'future', 'x')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this release"):
+        open_store(db_path)
+
+
+def test_directory_and_garbage_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a directory"):
+        open_store(tmp_path)
+    garbage = tmp_path / "notes.txt"
+    garbage.write_text("this is not a database, just some text " * 50)
+    with pytest.raises(StoreError, match="cannot open database"):
+        open_store(garbage)
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(tmp_path / "missing" / "x.db")
+    assert garbage.read_text().startswith("this is not a database")
+
+
+def test_cli_reports_bad_db_paths_without_traceback(run_cli, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from experiment_runner.cli import cli
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x00junk" * 100)
+    for path in (tmp_path, garbage):
+        result = CliRunner().invoke(cli, ["--db", str(path), "conversations"])
+        assert result.exit_code == 2
+        assert result.stderr.startswith("Error: ") and "Traceback" not in result.output
