@@ -1,0 +1,175 @@
+"""Experiment metrics, computed from plain facts about each item (pure functions, no I/O).
+
+The caller (the store / export code) turns each experiment item into an `ItemFacts` and
+passes them to `compute_metrics`, which reads the iterable exactly once and keeps only
+running totals and per-label counters, so memory grows with the number of distinct labels
+and tool parameters, never with the number of items.
+
+Decisions (the public contract of the returned keys is listed on `compute_metrics`):
+
+* An "evaluated message" is an item whose evaluation has status ``completed``. Annotations of
+  failed or pending evaluations never count, whatever the item's own status.
+* Token, latency and cost figures come only from items whose status is ``completed``; the
+  ``generation`` of any other item (e.g. a partial one on a failed item) is ignored. The
+  denominator of the token averages and of ``cost_per_1k`` is the number of completed items,
+  including those with no generation metadata or a missing value (they add 0).
+* Latency averages use only the completed items that report ``latency_ms``, because a missing
+  latency is unknown rather than zero.
+* A numeric field counts only when it is an ``int`` or ``float`` (``bool`` excluded); ``None``
+  or any other value is treated as missing. Token counts are truncated to ``int``.
+* Every ratio is 0.0 when its denominator is 0 (no ZeroDivisionError). Counts and token totals
+  are ``int``; rates and averages are ``float``; latency total and maximum keep the type the
+  generations reported (``int`` when all are ints, 0 when none report).
+* Dictionaries in the result have alphabetically sorted keys and the top-level keys come in a
+  fixed order, so equal input gives equal, identically ordered output.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ITEM_STATUSES: tuple[str, ...] = ("pending", "in_progress", "completed", "failed")
+"""The statuses an experiment item can have, in lifecycle order."""
+
+Number = int | float
+
+
+@dataclass(frozen=True)
+class AnnotationFacts:
+    """One problem span an evaluator marked: its label, and the tool call parameter it concerns."""
+
+    label: str
+    tool_name: str | None = None
+    parameter_name: str | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationFacts:
+    """The (single) evaluation of an item: its status and its annotations."""
+
+    status: str
+    annotations: tuple[AnnotationFacts, ...] = ()
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    """What the metrics need to know about one experiment item.
+
+    ``generation`` is the metadata of the final assistant message of the item's result
+    (keys model, provider, input_tokens, output_tokens, cost_usd, latency_ms, finish_reasons).
+    """
+
+    status: str
+    generation: Mapping[str, Any] | None = None
+    evaluation: EvaluationFacts | None = None
+
+
+def _number(value: Any) -> Number | None:
+    """Return `value` if it is a real number (not a bool), else None (= missing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _ratio(numerator: Number, denominator: Number) -> float:
+    """numerator / denominator as a float, or 0.0 when the denominator is 0."""
+    return float(numerator) / denominator if denominator else 0.0
+
+
+def compute_metrics(items: Iterable[ItemFacts]) -> dict[str, Any]:
+    """Aggregate the metrics of an experiment from its items, reading `items` once.
+
+    Returned keys, in this order:
+
+    * ``total_issues``: annotations over evaluated messages (completed evaluations).
+    * ``issue_labels``: ``{label: count}`` over those annotations, sorted by label.
+    * ``issue_rate``: evaluated messages with >= 1 annotation / evaluated messages.
+    * ``issue_free_message_count``: evaluated messages with no annotation.
+    * ``avg_issues_per_evaluated_message``: total_issues / evaluated messages.
+    * ``total_input_tokens``, ``total_output_tokens``: sums over completed items (int).
+    * ``avg_input_tokens``, ``avg_output_tokens``: those sums / completed items.
+    * ``total_generation_time_ms``, ``avg_response_latency_ms``, ``max_response_latency_ms``:
+      over completed items whose generation reports ``latency_ms``.
+    * ``cost_per_1k``: sum of completed items' ``cost_usd`` * 1000 / completed items.
+    * ``parameter_issues``: ``{tool_name: {parameter_name: count}}`` over annotations of
+      evaluated messages that name both, keys sorted.
+
+    Ratios are 0.0 when their denominator is 0.
+    """
+    evaluated = 0
+    with_issues = 0
+    total_issues = 0
+    labels: Counter[str] = Counter()
+    parameters: dict[str, Counter[str]] = {}
+
+    completed = 0
+    input_tokens = 0
+    output_tokens = 0
+    cost_usd: Number = 0
+    latency_total: Number = 0
+    latency_count = 0
+    latency_max: Number = 0
+
+    for item in items:
+        evaluation = item.evaluation
+        if evaluation is not None and evaluation.status == "completed":
+            evaluated += 1
+            annotations = evaluation.annotations
+            if annotations:
+                with_issues += 1
+            total_issues += len(annotations)
+            for annotation in annotations:
+                labels[annotation.label] += 1
+                if annotation.tool_name is not None and annotation.parameter_name is not None:
+                    counter = parameters.setdefault(annotation.tool_name, Counter())
+                    counter[annotation.parameter_name] += 1
+
+        if item.status != "completed":
+            continue
+        completed += 1
+        generation = item.generation or {}
+        input_tokens += int(_number(generation.get("input_tokens")) or 0)
+        output_tokens += int(_number(generation.get("output_tokens")) or 0)
+        cost_usd += _number(generation.get("cost_usd")) or 0
+        latency = _number(generation.get("latency_ms"))
+        if latency is not None:
+            latency_total += latency
+            latency_max = latency if latency_count == 0 else max(latency_max, latency)
+            latency_count += 1
+
+    return {
+        "total_issues": total_issues,
+        "issue_labels": dict(sorted(labels.items())),
+        "issue_rate": _ratio(with_issues, evaluated),
+        "issue_free_message_count": evaluated - with_issues,
+        "avg_issues_per_evaluated_message": _ratio(total_issues, evaluated),
+        "total_input_tokens": input_tokens,
+        "total_output_tokens": output_tokens,
+        "avg_input_tokens": _ratio(input_tokens, completed),
+        "avg_output_tokens": _ratio(output_tokens, completed),
+        "total_generation_time_ms": latency_total,
+        "avg_response_latency_ms": _ratio(latency_total, latency_count),
+        "max_response_latency_ms": latency_max,
+        "cost_per_1k": _ratio(cost_usd * 1000, completed),
+        "parameter_issues": {
+            tool: dict(sorted(counts.items())) for tool, counts in sorted(parameters.items())
+        },
+    }
+
+
+def status_summary(statuses: Iterable[str]) -> dict[str, int]:
+    """Count item statuses: one key per known status plus ``total``.
+
+    Unknown statuses are counted only in ``total``.
+    """
+    counts = dict.fromkeys(ITEM_STATUSES, 0)
+    total = 0
+    for status in statuses:
+        total += 1
+        if status in counts:
+            counts[status] += 1
+    counts["total"] = total
+    return counts
