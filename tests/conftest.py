@@ -9,6 +9,7 @@ from click.testing import CliRunner, Result
 
 import experiment_runner  # noqa: F401  (sets litellm's offline environment before anything imports it)
 from experiment_runner.cli import cli
+from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.store import Store, open_store
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -52,3 +53,15 @@ def dump(db_path: Path) -> list[str]:
         return list(conn.iterdump())
     finally:
         conn.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    """The bundled OpenAI-compatible server on a free port; script it with `fake_llm.configure(...)`."""
+    with FakeLLM() as server:
+        yield server
