@@ -8,9 +8,16 @@ class ExperimentRunnerError(Exception):
 
 
 class BadInputError(ExperimentRunnerError):
-    """The user gave input we cannot use (a file, an option, a request body); exit status 2."""
+    """The user gave input we cannot use (a file, an option, a request body); exit status 2.
+
+    `loc` names the offending field the way the REST API reports it (`("body", "name")`).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, *, loc: tuple[str | int, ...] = ()):
+        super().__init__(message)
+        self.loc = loc
 
 
 class NotFoundError(BadInputError):

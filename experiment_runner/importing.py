@@ -7,7 +7,6 @@ Re-importing an id with the same content stores nothing; with other content it i
 
 import json
 import sys
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from experiment_runner.formats import content_hash, normalize_conversation
 from experiment_runner.models import Conversation, Message
 from experiment_runner.store import Store
 from experiment_runner.timeutil import now
+from experiment_runner.ids import new_id
 
 CHUNK = 500  # ids per IN (...) query
 
@@ -100,7 +100,7 @@ def _parse_one(obj: Any, where: str) -> Parsed:
         conv = normalize_conversation(obj)
     except ValueError as exc:
         raise BadInputError(f"{where}: {exc}") from None
-    return Parsed(where, conv["id"] or str(uuid.uuid4()), conv["messages"], content_hash(conv["messages"]))
+    return Parsed(where, conv["id"] or new_id(), conv["messages"], content_hash(conv["messages"]))
 
 
 def import_files(store: Store, names: Iterable[str], stdin: TextIO | None = None) -> ImportResult:

@@ -75,4 +75,5 @@ def main() -> None:
     cli(prog_name="experiment-runner")
 
 
-from experiment_runner.cli import conversations as _conversations  # noqa: E402,F401  (registers commands)
+# Importing the command modules registers their commands on `cli`.
+from experiment_runner.cli import conversations, runs  # noqa: E402,F401

@@ -1,0 +1,174 @@
+"""`run`, `resume` and `reevaluate`: creating and running experiments."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from experiment_runner.cli import Context, cli
+from experiment_runner.conversations import source_conversation_ids
+from experiment_runner.engine import Progress, RunOptions, run_experiment
+from experiment_runner.errors import BadInputError, ExperimentRunnerError
+from experiment_runner.evaluation import load_labels
+from experiment_runner.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
+from experiment_runner.output_schema import check_fields
+
+concurrency_option = click.option(
+    "--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
+    envvar="EXPERIMENT_RUNNER_CONCURRENCY", help="At most K model calls at once (env EXPERIMENT_RUNNER_CONCURRENCY).",
+)
+evaluator_options = [
+    click.option("--evaluator-api-base", envvar="EXPERIMENT_RUNNER_EVALUATOR_API_BASE", help="OpenAI-compatible URL for the evaluator model."),
+    click.option("--labels", "labels_file", type=click.Path(dir_okay=False), help='Labels JSON: {"labels": [{"name", "description"}], "domain_context"?}.'),
+]
+
+
+def with_options(options: list[Any]) -> Any:
+    def decorate(function: Any) -> Any:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+@cli.command("run")
+@click.option("--name", required=True, help="Experiment name, 1 to 255 characters.")
+@click.option("--model", required=True, help="Target model, a litellm model string (openai/gpt-4o-mini, ollama/llama3, ...).")
+@click.option("--conversation", "conversation_ids", multiple=True, help="A conversation id to include (repeatable).")
+@click.option("--all", "all_conversations", is_flag=True, help="Include every imported conversation.")
+@click.option("--pass-through", is_flag=True, help="Copy the existing final replies instead of calling the target model.")
+@click.option("--system-prompt", help="Replace (or add) the system message in every replayed conversation.")
+@click.option("--reasoning-effort", type=click.Choice(EFFORTS), help="Reasoning effort passed to the target model.")
+@click.option("--output-schema", "output_schema_file", type=click.Path(dir_okay=False), help="JSON list of {name, type, is_list, is_optional}: the reply must be that JSON.")
+@click.option("--api-base", envvar="EXPERIMENT_RUNNER_API_BASE", help="OpenAI-compatible URL for the target model (a local Ollama/vLLM server).")
+@click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model; without it replies are not evaluated.")
+@with_options(evaluator_options)
+@concurrency_option
+@click.pass_obj
+def run_command(obj: Context, **opts: Any) -> None:
+    """Create an experiment over imported conversations and run it to the end.
+
+    Prints progress on stderr (on a terminal) and the experiment id as the last line on stdout.
+    Ctrl-C stops cleanly (exit 130); `resume` continues.
+
+        experiment-runner run --name baseline --model openai/gpt-4o-mini --all --evaluator-model openai/gpt-4o
+    """
+    if opts["conversation_ids"] and opts["all_conversations"]:
+        raise BadInputError("give either --conversation ID (repeatable) or --all, not both")
+    if not opts["conversation_ids"] and not opts["all_conversations"]:
+        raise BadInputError("choose conversations with --conversation ID (repeatable) or --all")
+    store = obj.store
+    if opts["all_conversations"]:
+        with store.read() as session:
+            ids = source_conversation_ids(session)
+        if not ids:
+            raise BadInputError("no conversations imported yet; run `experiment-runner import FILE` first")
+    else:
+        ids = list(opts["conversation_ids"])
+    spec = ExperimentSpec(
+        name=opts["name"],
+        model=opts["model"],
+        conversation_ids=ids,
+        pass_through=opts["pass_through"],
+        system_prompt_override=opts["system_prompt"],
+        reasoning_config={"effort": opts["reasoning_effort"]} if opts["reasoning_effort"] else None,
+        output_schema=_read_output_schema(opts["output_schema_file"]) if opts["output_schema_file"] else None,
+        api_base=opts["api_base"],
+        evaluator_model=opts["evaluator_model"],
+        evaluator_api_base=opts["evaluator_api_base"],
+        labels=load_labels(opts["labels_file"]) if opts["labels_file"] else None,
+    )
+    experiment_id = create_experiment(store, spec)
+    execute(obj, experiment_id, opts["concurrency"], retry_failed=False)
+
+
+@cli.command("resume")
+@click.argument("experiment_id")
+@click.option("--retry-failed", is_flag=True, help="Also run the failed items (and failed evaluations) again.")
+@concurrency_option
+@click.pass_obj
+def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurrency: int) -> None:
+    """Finish an interrupted experiment: only items not completed run; completed ones are never redone.
+
+        experiment-runner resume 4f6c0e1a-... --retry-failed
+    """
+    from experiment_runner.experiments import get_experiment
+
+    get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
+    execute(obj, experiment_id, concurrency, retry_failed=retry_failed)
+
+
+@cli.command("reevaluate")
+@click.argument("experiment_id")
+@click.option("--evaluator-model", required=True, envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model for the new evaluations.")
+@with_options(evaluator_options)
+@click.option("--name", help="Name of the new experiment (default: the old name + ' (re-evaluated)').")
+@concurrency_option
+@click.pass_obj
+def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concurrency: int, **opts: Any) -> None:
+    """Evaluate an experiment's replies again, offline: a new experiment, no target calls, the old one untouched.
+
+        experiment-runner reevaluate 4f6c0e1a-... --evaluator-model openai/gpt-4o --labels labels.json
+    """
+    spec = ExperimentSpec(
+        name=name or "",
+        model="-",
+        conversation_ids=[],
+        evaluator_model=opts["evaluator_model"],
+        evaluator_api_base=opts["evaluator_api_base"],
+        labels=load_labels(opts["labels_file"]) if opts["labels_file"] else None,
+    )
+    new_id = create_reevaluation(obj.store, experiment_id, spec)
+    execute(obj, new_id, concurrency, retry_failed=False)
+
+
+def _read_output_schema(path: str) -> list[dict[str, Any]]:
+    try:
+        fields = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such output schema file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path}: not a readable JSON file ({exc})") from None
+    return check_fields(fields)
+
+
+def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool) -> None:
+    """Run the experiment, show progress on a terminal, print its id last, exit as the contract says."""
+    show = sys.stderr.isatty()
+    progress = run_experiment(
+        obj.store,
+        experiment_id,
+        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True),
+        _print_progress if show else None,
+    )
+    if show:
+        click.echo("", err=True)
+    click.echo(_summary(experiment_id, progress), err=True)
+    click.echo(experiment_id)
+    if progress.interrupted:
+        click.echo(f"Interrupted. Continue with: experiment-runner resume {experiment_id}", err=True)
+        sys.exit(130)
+    if progress.total and progress.failed == progress.total:
+        raise ExperimentRunnerError(
+            f"every item failed; see `experiment-runner show {experiment_id}`, then `experiment-runner resume {experiment_id} --retry-failed`"
+        )
+
+
+def _print_progress(progress: Progress) -> None:
+    eta = f", ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else ""
+    click.echo(
+        f"\r{progress.done}/{progress.total} done, {progress.failed} failed · {progress.rate:.1f} items/s{eta}   ",
+        err=True, nl=False,
+    )
+
+
+def _summary(experiment_id: str, progress: Progress) -> str:
+    parts = [f"{progress.completed} completed", f"{progress.failed} failed"]
+    if progress.evaluations_failed:
+        parts.append(f"{progress.evaluations_failed} evaluation(s) failed")
+    if progress.total == 0:
+        return f"Experiment {experiment_id}: nothing left to run."
+    return f"Experiment {experiment_id}: {progress.total} item(s) run: " + ", ".join(parts) + "."

@@ -1,0 +1,233 @@
+"""Running an experiment to the end: replay (or pass-through), then evaluation, item by item, concurrently.
+
+Shape of a run (one anyio task group):
+
+- a feeder reads the items still to do, a page at a time, with the conversations they need;
+- K workers take items from it: each replays its conversation (one target call, retried with backoff),
+  then evaluates the reply at once (one evaluator call) — so at most K model calls are under way;
+- one writer owns every database write: workers hand it events, and it commits whatever has arrived
+  in one transaction (a thread, off the event loop). An item's result is committed as soon as the
+  writer gets to it; a crash loses at most the items whose events were not yet committed, and those are
+  still `pending`/`in_progress`, so `resume` runs them again.
+
+Item states: pending -> in_progress -> completed | failed. An item is completed when its reply is
+stored and, if an evaluator is configured, its evaluation is recorded (a failed evaluation still
+completes the item). `resume` redoes only what is missing: items without a reply are replayed, items
+with a reply but no evaluation are only evaluated.
+"""
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from experiment_runner import writer as w
+from experiment_runner.errors import ModelCallError, NotFoundError
+from experiment_runner.evaluation import EvaluatorConfig, evaluate_message
+from experiment_runner.experiments import reasoning_kwargs
+from experiment_runner.llm import RetryPolicy, complete
+from experiment_runner.models import Experiment
+from experiment_runner.output_schema import check_reply, response_format
+from experiment_runner.replay import replay_request, result_messages, split_reply, with_system_prompt
+from experiment_runner.store import Store
+from experiment_runner.workplan import WorkUnit, load_units, plan_work
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: concurrency K, whether to redo failed items, retry policy, Ctrl-C handling."""
+
+    concurrency: int = 8
+    retry_failed: bool = False
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    handle_signals: bool = False  # the CLI sets it: first Ctrl-C drains, a second one stops at once
+    grace_seconds: float = 5.0
+
+
+@dataclass
+class Progress:
+    """Counts of this run, updated by the writer after each commit."""
+
+    total: int
+    completed: int = 0
+    failed: int = 0
+    evaluations_failed: int = 0
+    started: float = field(default_factory=time.monotonic)
+    interrupted: bool = False
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed
+
+    @property
+    def rate(self) -> float:
+        """Items finished per second so far."""
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        return (self.total - self.done) / self.rate if self.rate > 0 else None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def run_experiment(
+    store: Store, experiment_id: str, options: RunOptions | None = None, on_progress: ProgressCallback | None = None
+) -> Progress:
+    """Run (or resume) an experiment to the end from synchronous code; returns the final counts."""
+    return anyio.run(run_experiment_async, store, experiment_id, options or RunOptions(), on_progress)
+
+
+async def run_experiment_async(
+    store: Store, experiment_id: str, options: RunOptions, on_progress: ProgressCallback | None = None
+) -> Progress:
+    """Run (or resume) an experiment inside a running event loop (the REST server uses this)."""
+    with store.read() as session:
+        experiment = session.get(Experiment, experiment_id)
+        if experiment is None:
+            raise NotFoundError(f"no experiment with id {experiment_id!r}")
+    units = await anyio.to_thread.run_sync(plan_work, store, experiment, options.retry_failed)
+    run = _Run(store, experiment, options, Progress(total=len(units)), on_progress)
+    await run.execute(units)
+    return run.progress
+
+
+class _Run:
+    """The state of one run: settings, the writer's channel, the stop flag."""
+
+    def __init__(
+        self, store: Store, experiment: Experiment, options: RunOptions, progress: Progress, on_progress: ProgressCallback | None
+    ):
+        self.store = store
+        self.experiment = experiment
+        self.options = options
+        self.progress = progress
+        self.on_progress = on_progress
+        self.evaluator = EvaluatorConfig.from_experiment(experiment)
+        self.limiter = anyio.CapacityLimiter(max(1, options.concurrency))
+        self.stopping = False
+        self.work_scope = anyio.CancelScope()
+        self.target_kwargs = self._target_kwargs()
+
+    def _target_kwargs(self) -> dict[str, Any]:
+        kwargs = reasoning_kwargs(self.experiment.reasoning_config)
+        if self.experiment.output_schema:
+            kwargs["response_format"] = response_format(self.experiment.output_schema)
+        return kwargs
+
+    async def execute(self, units: list[WorkUnit]) -> None:
+        events_in, events_out = anyio.create_memory_object_stream[w.Event](math.inf)
+        work_in, work_out = anyio.create_memory_object_stream[tuple[WorkUnit, list[dict[str, Any]]]](
+            2 * self.options.concurrency
+        )
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._write, events_out)
+            signals = anyio.CancelScope()
+            if self.options.handle_signals:
+                outer.start_soon(self._watch_signals, signals)
+            try:
+                with self.work_scope:
+                    async with anyio.create_task_group() as workers:
+                        workers.start_soon(self._feed, units, work_in)
+                        for _ in range(max(1, self.options.concurrency)):
+                            workers.start_soon(self._work, work_out.clone(), events_in.clone())
+                        work_out.close()
+            finally:
+                events_in.close()
+                signals.cancel()
+        self.progress.interrupted = self.stopping
+        if not self.stopping:
+            await anyio.to_thread.run_sync(w.finish_experiment, self.store, self.experiment.id)
+
+    async def _feed(self, units: list[WorkUnit], work_in: ObjectSendStream[tuple[WorkUnit, list[dict[str, Any]]]]) -> None:
+        async with work_in:
+            for start in range(0, len(units), 50):
+                page = units[start : start + 50]
+                loaded = await anyio.to_thread.run_sync(load_units, self.store, page)
+                for unit, messages in loaded:
+                    if self.stopping:
+                        return
+                    await work_in.send((unit, messages))
+
+    async def _work(
+        self,
+        work_out: ObjectReceiveStream[tuple[WorkUnit, list[dict[str, Any]]]],
+        events: ObjectSendStream[w.Event],
+    ) -> None:
+        async with work_out, events:
+            async for unit, messages in work_out:
+                if self.stopping:
+                    return
+                await self._process(unit, messages, events)
+
+    async def _process(self, unit: WorkUnit, messages: list[dict[str, Any]], events: ObjectSendStream[w.Event]) -> None:
+        await events.send(w.Started(unit.item_id))
+        if unit.needs_replay:
+            try:
+                messages, problem = await self._reply(messages)
+            except ModelCallError as exc:
+                await events.send(w.Failed(unit.item_id, str(exc)))
+                return
+            finished = problem is not None or self.evaluator is None
+            await events.send(w.Replayed(unit.item_id, messages, unit.discard_result_id, problem, finished))
+            if finished:
+                return
+        if self.evaluator is not None:
+            outcome = await evaluate_message(self.evaluator, messages, policy=self.options.policy, limiter=self.limiter)
+            await events.send(w.Evaluated(unit.item_id, messages[-1]["id"], outcome))
+
+    async def _reply(self, source: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+        """The result conversation's messages and, if the reply is unusable, why."""
+        history, original = split_reply(with_system_prompt(source, self.experiment.system_prompt_override))
+        if self.experiment.pass_through:
+            if original is None:
+                raise ModelCallError("pass-through: the conversation has no final assistant reply to copy")
+            return result_messages(history, original["parts"], original.get("generation")), None
+        if not history:
+            raise ModelCallError("the conversation has no messages before its final reply to replay")
+        request = replay_request(history)
+        reply = await complete(
+            self.experiment.model,
+            request.pop("messages"),
+            api_base=self.experiment.api_base,
+            policy=self.options.policy,
+            limiter=self.limiter,
+            **request,
+            **self.target_kwargs,
+        )
+        problem = check_reply(self.experiment.output_schema, reply.text) if self.experiment.output_schema else None
+        return result_messages(history, reply.parts, reply.generation), problem
+
+    async def _write(self, events_out: ObjectReceiveStream[w.Event]) -> None:
+        """The single writer: commit every batch of events that has arrived, in arrival order."""
+        async with events_out:
+            async for first in events_out:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(events_out.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                counts = await anyio.to_thread.run_sync(w.apply_events, self.store, self.experiment.id, batch)
+                self.progress.completed += counts.completed
+                self.progress.failed += counts.failed
+                self.progress.evaluations_failed += counts.evaluations_failed
+                if self.on_progress:
+                    self.on_progress(self.progress)
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        """First SIGINT/SIGTERM: take no new items and give calls under way a grace period. Second: stop now."""
+        with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            async for _ in received:
+                if self.stopping:
+                    self.work_scope.cancel()
+                    return
+                self.stopping = True
+                self.work_scope.deadline = anyio.current_time() + self.options.grace_seconds

@@ -1,0 +1,175 @@
+"""Creating experiments: the settings (`ExperimentSpec`), their validation, and the rows they start as.
+
+Validation follows the hosted create-experiment API: name 1..255 characters, a non-empty model, at least
+one conversation, and every conversation id known, all checked before anything is stored.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert
+from sqlmodel import select
+
+from experiment_runner.conversations import missing_conversations
+from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.models import Experiment, Item
+from experiment_runner.output_schema import check_fields
+from experiment_runner.store import Store
+from experiment_runner.timeutil import now
+from experiment_runner.ids import new_id
+
+EFFORTS = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """Everything that defines an experiment (what the CLI's `run` options and the API body carry)."""
+
+    name: str
+    model: str
+    conversation_ids: list[str]
+    pass_through: bool = False
+    system_prompt_override: str | None = None
+    reasoning_config: dict[str, Any] | None = None
+    output_schema: list[dict[str, Any]] | None = None
+    api_base: str | None = None
+    evaluator_model: str | None = None
+    evaluator_api_base: str | None = None
+    labels: dict[str, Any] | None = field(default=None)
+
+
+def reasoning_kwargs(config: dict[str, Any] | None) -> dict[str, Any]:
+    """litellm arguments for a reasoning config: `{"effort"}` -> reasoning_effort, `{"budget_tokens"}` -> thinking."""
+    if not config:
+        return {}
+    kwargs: dict[str, Any] = {}
+    if "effort" in config:
+        kwargs["reasoning_effort"] = config["effort"]
+    if "budget_tokens" in config:
+        kwargs["thinking"] = {"type": "enabled", "budget_tokens": config["budget_tokens"]}
+    return kwargs
+
+
+def check_spec(spec: ExperimentSpec) -> ExperimentSpec:
+    """Raise `BadInputError` (with the field's `loc`) for settings the hosted API would refuse."""
+    if not isinstance(spec.name, str) or not 1 <= len(spec.name) <= 255:
+        raise BadInputError("name must be 1 to 255 characters", loc=("body", "name"))
+    if not isinstance(spec.model, str) or not spec.model.strip():
+        raise BadInputError("model must be a non-empty litellm model name", loc=("body", "model"))
+    if not spec.conversation_ids:
+        raise BadInputError("an experiment needs at least one conversation", loc=("body", "conversation_ids"))
+    config = spec.reasoning_config
+    if config is not None:
+        unknown = set(config) - {"effort", "budget_tokens"}
+        if unknown or ("effort" in config and config["effort"] not in EFFORTS):
+            raise BadInputError(
+                "reasoning_config takes {\"effort\": \"low\"|\"medium\"|\"high\"} and/or {\"budget_tokens\": N}",
+                loc=("body", "reasoning_config"),
+            )
+    if spec.output_schema is not None:
+        check_fields(spec.output_schema)
+    if spec.pass_through and (spec.reasoning_config or spec.output_schema):
+        raise BadInputError(
+            "pass-through copies the existing replies, so reasoning and output schema settings would have no effect",
+            loc=("body", "pass_through"),
+        )
+    if spec.evaluator_api_base and not spec.evaluator_model:
+        raise BadInputError("an evaluator API base needs an evaluator model", loc=("body", "evaluator_model"))
+    return spec
+
+
+def create_experiment(store: Store, spec: ExperimentSpec) -> str:
+    """Store a new experiment with one pending item per conversation; return its id."""
+    check_spec(spec)
+    ids = list(dict.fromkeys(spec.conversation_ids))  # a conversation listed twice is run once
+    with store.write() as session:
+        missing = missing_conversations(session, ids)
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise BadInputError(f"unknown conversation id(s): {shown}", loc=("body", "conversation_ids"))
+        experiment_id = _insert_experiment(session, spec, ids)
+        _insert_items(session, experiment_id, [(cid, None) for cid in ids], 1 if spec.evaluator_model else 0)
+    return experiment_id
+
+
+def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> str:
+    """A new experiment whose items reuse `source_id`'s completed result conversations, to evaluate anew."""
+    with store.write() as session:
+        source = session.get(Experiment, source_id)
+        if source is None:
+            raise NotFoundError(f"no experiment with id {source_id!r}")
+        rows = session.exec(
+            select(Item.source_conversation_id, Item.result_conversation_id)
+            .where(Item.experiment_id == source_id, Item.status == "completed")
+            .order_by(Item.position)  # type: ignore[arg-type]
+        ).all()
+        if not rows:
+            raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
+        spec = ExperimentSpec(
+            name=spec.name or f"{source.name} (re-evaluated)",
+            model=source.model,
+            conversation_ids=[r[0] for r in rows],
+            pass_through=True,
+            system_prompt_override=source.system_prompt_override,
+            evaluator_model=spec.evaluator_model,
+            evaluator_api_base=spec.evaluator_api_base,
+            labels=spec.labels,
+        )
+        check_spec(spec)
+        experiment_id = _insert_experiment(session, spec, spec.conversation_ids, source_experiment_id=source_id)
+        _insert_items(session, experiment_id, [(r[0], r[1]) for r in rows], 1)
+    return experiment_id
+
+
+def _insert_experiment(session: Any, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None) -> str:
+    experiment_id = new_id()
+    session.add(
+        Experiment(
+            id=experiment_id,
+            name=spec.name,
+            model=spec.model,
+            pass_through=spec.pass_through,
+            conversation_ids=ids,
+            reasoning_config=spec.reasoning_config,
+            system_prompt_override=spec.system_prompt_override,
+            output_schema=check_fields(spec.output_schema) if spec.output_schema else None,
+            created_at=now(),
+            api_base=spec.api_base,
+            evaluator_model=spec.evaluator_model,
+            evaluator_api_base=spec.evaluator_api_base,
+            labels=spec.labels,
+            source_experiment_id=source_experiment_id,
+        )
+    )
+    session.flush()
+    return experiment_id
+
+
+def _insert_items(session: Any, experiment_id: str, pairs: list[tuple[str, str | None]], evaluations: int) -> None:
+    stamp = now()
+    session.execute(
+        insert(Item),
+        [
+            {
+                "id": new_id(),
+                "experiment_id": experiment_id,
+                "position": position,
+                "source_conversation_id": source,
+                "result_conversation_id": result,
+                "status": "pending",
+                "evaluations_expected": evaluations,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            for position, (source, result) in enumerate(pairs)
+        ],
+    )
+
+
+def get_experiment(store: Store, experiment_id: str) -> Experiment:
+    """The experiment row, or `NotFoundError`."""
+    with store.read() as session:
+        experiment = session.get(Experiment, experiment_id)
+    if experiment is None:
+        raise NotFoundError(f"no experiment with id {experiment_id!r}")
+    return experiment

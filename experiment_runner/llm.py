@@ -1,0 +1,201 @@
+"""Every model call goes through here: litellm, imported lazily, with our own retries and backoff.
+
+litellm's own retries are off (`num_retries=0`) so each attempt is counted and a timeout is a real
+per-attempt limit. 429, 408, 5xx, timeouts and connection errors are retried with exponential backoff
+and full jitter, honouring `Retry-After`; anything else (400, 401, 404, unsupported parameters) fails at
+once. A concurrency limiter is held only during an attempt, never while backing off.
+"""
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from experiment_runner.errors import ModelCallError
+
+FINISH_REASONS = {
+    "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "eos": "stop",
+    "length": "length", "max_tokens": "length",
+    "tool_calls": "tool_call", "function_call": "tool_call", "tool_use": "tool_call",
+    "content_filter": "content_filter", "safety": "content_filter", "recitation": "content_filter",
+}
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts per call, backoff base and cap (seconds), per-attempt timeout (seconds).
+
+    Defaults come from EXPERIMENT_RUNNER_MAX_ATTEMPTS, _RETRY_BASE_DELAY, _RETRY_MAX_DELAY and _TIMEOUT.
+    """
+
+    max_attempts: int = field(default_factory=lambda: int(_env_float("EXPERIMENT_RUNNER_MAX_ATTEMPTS", 6)))
+    base_delay: float = field(default_factory=lambda: _env_float("EXPERIMENT_RUNNER_RETRY_BASE_DELAY", 1.0))
+    max_delay: float = field(default_factory=lambda: _env_float("EXPERIMENT_RUNNER_RETRY_MAX_DELAY", 30.0))
+    timeout: float = field(default_factory=lambda: _env_float("EXPERIMENT_RUNNER_TIMEOUT", 120.0))
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt `attempt + 1`: Retry-After when given, else jittered exponential."""
+        if retry_after is not None and retry_after > 0:
+            return min(retry_after, self.max_delay * 4)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A model reply as native message parts, with its generation metadata and how many attempts it took."""
+
+    parts: list[dict[str, Any]]
+    generation: dict[str, Any]
+    attempts: int
+    duration_ms: float  # the successful attempt only
+
+    @property
+    def text(self) -> str:
+        return "".join(p["content"] for p in self.parts if p["type"] == "text")
+
+
+_litellm: Any = None
+
+
+def litellm_module() -> Any:
+    """Import litellm on first use (it takes seconds) and make it quiet and offline-safe."""
+    global _litellm
+    if _litellm is None:
+        import experiment_runner  # noqa: F401  (the offline environment variables, before import)
+        import litellm
+        import openai.resources  # noqa: F401  (else the first call imports it, ~0.3 s inside a timed call)
+
+        litellm.suppress_debug_info = True  # else it prints help text on stdout on errors
+        litellm.telemetry = False
+        logger = logging.getLogger("LiteLLM")
+        logger.setLevel(logging.ERROR)
+        logger.propagate = False
+        _litellm = litellm
+    return _litellm
+
+
+def credentials(model: str, api_base: str | None) -> dict[str, Any]:
+    """api_base/api_key arguments. A local OpenAI-compatible server usually needs no key, but the
+    OpenAI client insists on one, so a placeholder is sent when none is configured."""
+    kwargs: dict[str, Any] = {}
+    if api_base:
+        kwargs["api_base"] = api_base
+    key = os.environ.get("EXPERIMENT_RUNNER_API_KEY")
+    if key:
+        kwargs["api_key"] = key
+    elif api_base and model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+        kwargs["api_key"] = "sk-no-key-needed"
+    return kwargs
+
+
+async def complete(
+    model: str,
+    messages: list[dict[str, Any]],
+    *,
+    api_base: str | None = None,
+    policy: RetryPolicy | None = None,
+    limiter: AbstractAsyncContextManager[Any] | None = None,
+    on_retry: Callable[[int, str], None] | None = None,
+    **kwargs: Any,
+) -> Completion:
+    """One chat completion with retries; raises `ModelCallError` when it fails for good."""
+    litellm = litellm_module()
+    policy = policy or RetryPolicy()
+    call_kwargs = {**credentials(model, api_base), **kwargs, "num_retries": 0, "timeout": policy.timeout}
+    attempt = 0
+    while True:
+        attempt += 1
+        started = time.perf_counter()
+        try:
+            async with limiter or nullcontext():
+                started = time.perf_counter()
+                response = await litellm.acompletion(model=model, messages=messages, **call_kwargs)
+            duration_ms = (time.perf_counter() - started) * 1000
+            return _to_completion(model, response, attempt, duration_ms)
+        except Exception as exc:  # noqa: BLE001  (litellm raises many types; classified below)
+            failure = classify(exc)
+            if not failure.retryable or attempt >= policy.max_attempts:
+                suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
+                raise ModelCallError(f"{failure}{suffix}", retryable=failure.retryable) from None
+            if on_retry:
+                on_retry(attempt, str(failure))
+            await anyio.sleep(policy.delay(attempt, failure.retry_after))
+
+
+def classify(exc: BaseException) -> ModelCallError:
+    """Turn a litellm/openai exception into a one-line `ModelCallError` saying whether to retry."""
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    retryable = (
+        status in (408, 409, 429)
+        or (isinstance(status, int) and status >= 500)
+        or any(k in name for k in ("Timeout", "APIConnectionError", "ServiceUnavailable", "InternalServer"))
+    )
+    message = " ".join(str(exc).split())
+    for prefix in ("litellm.", name + ":", "OpenAIException -"):
+        message = message.split(prefix, 1)[-1].strip() if message.startswith(prefix) else message
+    if len(message) > 300:
+        message = message[:297] + "..."
+    label = f"HTTP {status}" if isinstance(status, int) else name
+    return ModelCallError(f"{label}: {message}", retryable=retryable, retry_after=_retry_after(exc))
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    headers = getattr(exc, "litellm_response_headers", None)
+    response = getattr(exc, "response", None)
+    if headers is None and response is not None:
+        headers = getattr(response, "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _to_completion(model: str, response: Any, attempts: int, duration_ms: float) -> Completion:
+    choice = response.choices[0]
+    message = choice.message
+    parts: list[dict[str, Any]] = []
+    reasoning = getattr(message, "reasoning_content", None)
+    if reasoning:
+        parts.append({"type": "reasoning", "content": reasoning})
+    calls = getattr(message, "tool_calls", None) or []
+    if message.content or not calls:
+        parts.append({"type": "text", "content": message.content or ""})
+    for call in calls:
+        raw = call.function.arguments or "{}"
+        try:
+            arguments = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            arguments = {"_unparsed_arguments": raw}  # the model sent arguments that are not a JSON object
+        parts.append({"type": "tool_call", "id": call.id, "name": call.function.name, "arguments": arguments})
+    usage = getattr(response, "usage", None)
+    hidden = getattr(response, "_hidden_params", {}) or {}
+    cost = hidden.get("response_cost")
+    reason = choice.finish_reason
+    generation = {
+        "model": model,
+        "provider": hidden.get("custom_llm_provider"),
+        "input_tokens": getattr(usage, "prompt_tokens", None),
+        "output_tokens": getattr(usage, "completion_tokens", None),
+        "cost_usd": float(cost) if isinstance(cost, int | float) else None,
+        "latency_ms": round(duration_ms, 3),
+        "finish_reasons": [FINISH_REASONS.get(reason, "error")] if reason else [],
+    }
+    return Completion(parts, generation, attempts, duration_ms)
