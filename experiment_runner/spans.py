@@ -19,9 +19,10 @@ Matching tiers, first hit wins (a later tier is tried only when an earlier one f
    case is ignored (per-character ``str.lower``), curly/prime/guillemet quotes equal ``'`` or
    ``"``, and all dashes equal ``-``. Each normalised character remembers its original range,
    so the span maps back exactly even when lowercasing changes length (``'İ'.lower()`` is two
-   characters). A whitespace run maps to the whole original run, so a quote with leading or
-   trailing whitespace covers the whole run there: target ``"a  foo\\nb"`` and quote
-   ``" foo "`` give ``"  foo\\n"`` (offsets 1..7).
+   characters). An inner whitespace run maps to the whole original run; the quote's own leading
+   and trailing whitespace covers as many characters of the original run there as the quote has
+   (at most the run, taken next to the text): target ``"a  foo\\nb"`` and quote ``" foo "``
+   give ``" foo\\n"`` (offsets 2..7), the characters one leading and one trailing space stand for.
 3. Whitespace-blind: as tier 2 but whitespace is removed on both sides (quote ``"foo, bar"``
    finds ``"foo,bar"``). The span runs from the first to the last matched non-space character,
    so the quote's own leading/trailing whitespace is not covered. This tier can match across
@@ -29,6 +30,9 @@ Matching tiers, first hit wins (a later tier is tried only when an earlier one f
 
 Edge-case decisions:
 
+* Among the occurrences of a quote, one that starts and ends at word boundaries (where the
+  quote itself starts/ends with a letter or digit) is preferred, so a case-insensitive "MMA"
+  finds the word, not the letters inside "dilemma".
 * Repeated quotes: an occurrence is "taken" when an earlier span with the same label in the
   same target (same part index and parameter) has exactly the same offsets. The first
   occurrence not taken wins; if all are taken, the first occurrence. Overlapping occurrences
@@ -180,39 +184,78 @@ class _Target:
         return _fold(self.text, keep_space=False)
 
 
-def _first_free(
+def _occurrences(
     haystack: str,
     needle: str,
     to_span: Callable[[int, int], tuple[int, int]],
     taken: set[tuple[int, int]],
-) -> tuple[int, int] | None:
-    """The first occurrence of needle whose span is not taken, else the first occurrence."""
-    first = None
+    whole_word: Callable[[tuple[int, int]], bool],
+) -> tuple[tuple[int, int] | None, tuple[int, int] | None, tuple[int, int] | None]:
+    """(first free whole-word occurrence, first free occurrence, first occurrence), each or None."""
+    first = free = None
     pos = haystack.find(needle)
     while pos != -1:
         span = to_span(pos, pos + len(needle))
         if span not in taken:
-            return span
-        if first is None:
-            first = span
+            if whole_word(span):
+                return span, free or span, first or span
+            free = free or span
+        first = first or span
         pos = haystack.find(needle, pos + 1)
-    return first
+    return None, free, first
+
+
+def _edges(text: str, quote: str) -> Callable[[tuple[int, int]], bool]:
+    """Whether a span of `text` starts and ends at word boundaries where the quote does."""
+    starts_word, ends_word = quote[:1].isalnum(), quote[-1:].isalnum()
+
+    def whole_word(span: tuple[int, int]) -> bool:
+        start, end = span
+        before = starts_word and start > 0 and text[start - 1].isalnum()
+        after = ends_word and end < len(text) and text[end].isalnum()
+        return not (before or after)
+
+    return whole_word
+
+
+def _keep_edge_whitespace(text: str, quote: str, span: tuple[int, int]) -> tuple[int, int]:
+    """Trim a normalised match's outer whitespace runs to as many characters as the quote has there."""
+    start, end = span
+    lead = len(quote) - len(quote.lstrip())
+    run = 0
+    while start + run < end and text[start + run].isspace():
+        run += 1
+    start += max(0, run - lead) if lead else 0
+    trail = len(quote) - len(quote.rstrip())
+    run = 0
+    while end - run > start and text[end - run - 1].isspace():
+        run += 1
+    end -= max(0, run - trail) if trail else 0
+    return start, end
 
 
 def _match(target: _Target, quote: str, taken: set[tuple[int, int]]) -> tuple[int, int] | None:
-    """Run the three tiers on a prepared target."""
+    """Run the three tiers on a prepared target.
+
+    Preference: a free whole-word occurrence (tier 1, then 2, then 3), then any free occurrence in tier
+    order, then the first occurrence of the first tier that matched at all.
+    """
     if not quote.strip():
         return None
-    span = _first_free(target.text, quote, lambda s, e: (s, e), taken)
-    if span is not None:
-        return span
-    for folded, keep_space in ((target.spaced, True), (target.unspaced, False)):
-        needle = _fold(quote, keep_space).text
-        if not needle:
-            continue
-        span = _first_free(folded.text, needle, folded.original_span, taken)
-        if span is not None:
-            return span
+    whole_word = _edges(target.text, quote)
+    spaced, unspaced = target.spaced, target.unspaced
+
+    def spaced_span(start: int, end: int) -> tuple[int, int]:
+        return _keep_edge_whitespace(target.text, quote, spaced.original_span(start, end))
+
+    tiers = [(target.text, quote, lambda s, e: (s, e))]
+    tiers += [(spaced.text, _fold(quote, keep_space=True).text, spaced_span)]
+    tiers += [(unspaced.text, _fold(quote, keep_space=False).text, unspaced.original_span)]
+    found = [_occurrences(hay, needle, to_span, taken, whole_word) for hay, needle, to_span in tiers if needle]
+    for rank in range(3):
+        for candidates in found:
+            if candidates[rank] is not None:
+                return candidates[rank]
     return None
 
 

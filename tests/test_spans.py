@@ -87,12 +87,22 @@ def test_quote_spanning_a_line_break():
     assert span_of(target, "ends here and the second") == (11, 35, "ends here\nand the second")
 
 
-def test_quote_leading_and_trailing_whitespace_cover_whole_runs():
-    assert span_of("a  foo\nb", " foo ") == (1, 7, "  foo\n")
+def test_quote_edge_whitespace_covers_as_many_characters_as_the_quote_has():
+    # One leading and one trailing space stand for one character each, next to the text.
+    assert span_of("a  foo\nb", " foo ") == (2, 7, " foo\n")
+    assert span_of("a  foo\nb", "  FOO") == (1, 6, "  foo")
+    assert span_of("x\n\nSarah said", " sARAH") == (2, 8, "\nSarah")  # a real annotator's choice
 
 
 def test_quote_trailing_whitespace_only():
-    assert span_of("foo \t bar", "FOO ") == (0, 6, "foo \t ")
+    assert span_of("foo \t bar", "FOO ") == (0, 4, "foo ")
+    assert span_of("foo \t bar", "FOO   ") == (0, 6, "foo \t ")
+
+
+def test_whole_words_are_preferred_over_letters_inside_words():
+    assert span_of("A dilemma for MMA fans", "mma") == (14, 17, "MMA")
+    assert span_of("in 260 days, not 26", "26") == (17, 19, "26")
+    assert span_of("therapist", "rapist") == (3, 9, "rapist")  # no whole word: the inner match still counts
 
 
 def test_whitespace_blind_tier():
