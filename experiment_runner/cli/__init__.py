@@ -41,6 +41,9 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # `experiment-runner export ID | head`: the reader left; stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: say so in one line unless asked for the traceback
@@ -76,4 +79,4 @@ def main() -> None:
 
 
 # Importing the command modules registers their commands on `cli`.
-from experiment_runner.cli import conversations, runs  # noqa: E402,F401
+from experiment_runner.cli import conversations, demo, results, runs  # noqa: E402,F401

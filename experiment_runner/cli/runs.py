@@ -142,7 +142,7 @@ def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed:
         obj.store,
         experiment_id,
         RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True),
-        _print_progress if show else None,
+        print_progress if show else None,
     )
     if show:
         click.echo("", err=True)
@@ -157,7 +157,8 @@ def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed:
         )
 
 
-def _print_progress(progress: Progress) -> None:
+def print_progress(progress: Progress) -> None:
+    """One self-overwriting progress line on stderr."""
     eta = f", ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else ""
     click.echo(
         f"\r{progress.done}/{progress.total} done, {progress.failed} failed · {progress.rate:.1f} items/s{eta}   ",

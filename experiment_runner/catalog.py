@@ -1,0 +1,181 @@
+"""Browsing and removing experiments: pages of experiments and items, a summary for `show`, delete.
+
+Pages follow `seeds/list-experiments.txt`: `{"next_page_cursor", "query", "has_more", "items"}`. Cursors
+are opaque keysets (urlsafe base64 of a JSON array: `[created_at, id]` for experiments, `[position]` for
+items), so a walk through the pages sees every row once even while new experiments are being created.
+"""
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlmodel import Session, col, select
+
+from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.export import experiment_object, item_page
+from experiment_runner.models import Experiment
+from experiment_runner.store import Store
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 100
+RECENT_ERRORS = 5
+
+
+def _check_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise BadInputError(f"limit must be between 1 and {MAX_LIMIT}", loc=("query", "limit"))
+    return limit
+
+
+def encode_cursor(key: list[Any]) -> str:
+    """An opaque cursor for a keyset."""
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, types: tuple[type, ...]) -> list[Any]:
+    """The keyset inside `cursor`, checked against `types`; `BadInputError` for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw.decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        key = None
+    valid = (
+        isinstance(key, list)
+        and len(key) == len(types)
+        and all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(key, types, strict=True))
+    )
+    if not valid:
+        raise BadInputError("invalid cursor: pass the next_page_cursor of a previous page", loc=("query", "cursor"))
+    return key  # type: ignore[return-value]
+
+
+def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] | None) -> dict[str, Any]:
+    """The page shape of `seeds/list-experiments.txt`; `next_key` is the keyset of the next page, if any."""
+    return {
+        "next_page_cursor": encode_cursor(next_key) if next_key is not None else None,
+        "query": {"limit": limit, "cursor": cursor},
+        "has_more": next_key is not None,
+        "items": items,
+    }
+
+
+def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict[str, Any]:
+    """One page of experiments, newest first (by created_at, then id), each as the export's experiment object."""
+    _check_limit(limit)
+    query = select(Experiment).order_by(col(Experiment.created_at).desc(), col(Experiment.id).desc()).limit(limit + 1)
+    if cursor is not None:
+        created_at, experiment_id = decode_cursor(cursor, (str, str))
+        query = query.where(
+            (col(Experiment.created_at) < created_at)
+            | ((col(Experiment.created_at) == created_at) & (col(Experiment.id) < experiment_id))
+        )
+    with store.read() as session:
+        rows = session.exec(query).all()
+        shown = rows[:limit]
+        items = [experiment_object(session, row) for row in shown]
+    next_key = [shown[-1].created_at, shown[-1].id] if len(rows) > limit else None
+    return _page(items, limit, cursor, next_key)
+
+
+def _require(session: Session, experiment_id: str) -> Experiment:
+    experiment = session.get(Experiment, experiment_id)
+    if experiment is None:
+        raise NotFoundError(f"no experiment with id {experiment_id!r}")
+    return experiment
+
+
+def list_items(
+    store: Store, experiment_id: str, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+) -> dict[str, Any]:
+    """One page of an experiment's items in position order, each as in the export."""
+    _check_limit(limit)
+    after = decode_cursor(cursor, (int,))[0] if cursor is not None else -1
+    with store.read() as session:
+        _require(session, experiment_id)
+        page = item_page(session, experiment_id, after=after, limit=limit + 1)
+    shown = page[:limit]
+    next_key = [shown[-1][0]] if len(page) > limit else None
+    return _page([item for _, item in shown], limit, cursor, next_key)
+
+
+_RECENT_ERRORS = text(
+    """
+    SELECT id, position, error_message FROM item
+    WHERE experiment_id = :experiment AND status = 'failed'
+    ORDER BY updated_at DESC, position DESC LIMIT :limit
+    """
+)
+
+
+def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
+    """What `show` prints: the experiment object, evaluator settings and the latest item errors."""
+    from experiment_runner.evaluation import EvaluatorConfig
+
+    with store.read() as session:
+        experiment = _require(session, experiment_id)
+        summary = experiment_object(session, experiment)
+        errors = session.connection().execute(_RECENT_ERRORS, {"experiment": experiment_id, "limit": RECENT_ERRORS})
+        recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
+    evaluator = EvaluatorConfig.from_experiment(experiment)
+    return {
+        **summary,
+        "api_base": experiment.api_base,
+        "evaluator_model": experiment.evaluator_model,
+        "evaluator_api_base": experiment.evaluator_api_base,
+        "labels": [label["name"] for label in evaluator.labels] if evaluator else [],
+        "source_experiment_id": experiment.source_experiment_id,
+        "recent_errors": recent,
+    }
+
+
+_ORPHANED_RESULTS = text(
+    """
+    SELECT c.id FROM conversation c
+    WHERE c.id IN :ids AND c.type = 'result'
+      AND NOT EXISTS (SELECT 1 FROM item i WHERE i.result_conversation_id = c.id)
+    """
+).bindparams(bindparam("ids", expanding=True))
+
+_DELETE_ANNOTATIONS = text(
+    "DELETE FROM annotation WHERE evaluation_id IN "
+    "(SELECT e.id FROM evaluation e JOIN item i ON i.id = e.item_id WHERE i.experiment_id = :experiment)"
+)
+_DELETE_EVALUATIONS = text(
+    "DELETE FROM evaluation WHERE item_id IN (SELECT id FROM item WHERE experiment_id = :experiment)"
+)
+_DELETE_MESSAGES = text("DELETE FROM message WHERE conversation_id IN :ids").bindparams(
+    bindparam("ids", expanding=True)
+)
+_DELETE_CONVERSATIONS = text("DELETE FROM conversation WHERE id IN :ids").bindparams(bindparam("ids", expanding=True))
+
+
+def delete_experiment(store: Store, experiment_id: str) -> None:
+    """Remove an experiment with its items, evaluations, annotations and the result conversations only it uses.
+
+    One transaction. Result conversations that another experiment's items still point at (a
+    re-evaluation shares them) are kept, and so are all source conversations.
+    """
+    with store.write() as session:
+        _require(session, experiment_id)
+        conn = session.connection()
+        params = {"experiment": experiment_id}
+        results = list(
+            conn.execute(
+                text(
+                    "SELECT DISTINCT result_conversation_id FROM item WHERE experiment_id = :experiment "
+                    "AND result_conversation_id IS NOT NULL ORDER BY result_conversation_id"
+                ),
+                params,
+            ).scalars()
+        )
+        conn.execute(_DELETE_ANNOTATIONS, params)
+        conn.execute(_DELETE_EVALUATIONS, params)
+        conn.execute(text("DELETE FROM item WHERE experiment_id = :experiment"), params)
+        conn.execute(text("DELETE FROM experiment WHERE id = :experiment"), params)
+        for start in range(0, len(results), 500):
+            orphans = list(conn.execute(_ORPHANED_RESULTS, {"ids": results[start : start + 500]}).scalars())
+            if orphans:
+                conn.execute(_DELETE_MESSAGES, {"ids": orphans})
+                conn.execute(_DELETE_CONVERSATIONS, {"ids": orphans})

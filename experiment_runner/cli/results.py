@@ -1,0 +1,221 @@
+"""`list`, `show`, `export`, `delete` and `score`: reading experiments back."""
+
+import sys
+from typing import Any
+
+import click
+
+from experiment_runner.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
+from experiment_runner.cli import Context, cli
+from experiment_runner.cli.output import echo_json, table
+from experiment_runner.export import write_export
+from experiment_runner.score import read_gold_file, score_experiment
+
+
+def _status(experiment: dict[str, Any]) -> str:
+    """`38/40 done, 2 failed, 1 open`."""
+    summary = experiment["status_summary"]
+    text = f"{summary['completed']}/{summary['total']} done"
+    if summary["failed"]:
+        text += f", {summary['failed']} failed"
+    open_items = summary["pending"] + summary["in_progress"]
+    if open_items:
+        text += f", {open_items} open"
+    return text
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def _issue_rate(experiment: dict[str, Any]) -> str:
+    return _percent(experiment["metrics"]["issue_rate"]) if experiment["evaluations_received"] else "-"
+
+
+def _when(stamp: str | None) -> str:
+    """`2026-11-24 09:30` from an exported timestamp."""
+    return stamp[:16].replace("T", " ") if stamp else "-"
+
+
+@cli.command("list")
+@click.option(
+    "--limit", type=int, default=DEFAULT_LIMIT, show_default=True, help=f"Experiments per page (1 to {MAX_LIMIT})."
+)
+@click.option("--cursor", default=None, help="Continue from a previous page (its next_page_cursor).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the page as JSON (next_page_cursor, query, has_more, items)."
+)
+@click.pass_obj
+def list_command(obj: Context, limit: int, cursor: str | None, as_json: bool) -> None:
+    """List experiments, newest first: status counts, issue rate, creation time.
+
+    experiment-runner list --limit 20
+    """
+    page = list_experiments(obj.store, limit=limit, cursor=cursor)
+    if as_json:
+        echo_json(page)
+        return
+    rows = [(e["id"], e["name"], e["model"], _status(e), _issue_rate(e), _when(e["created_at"])) for e in page["items"]]
+    click.echo(table(("id", "name", "model", "status", "issue rate", "created"), rows))
+    if page["has_more"]:
+        click.echo(f"More: experiment-runner list --cursor {page['next_page_cursor']}", err=True)
+
+
+def _average(total: float, count: int) -> str:
+    return f"{total / count:,.1f}" if count else "0"
+
+
+def _metrics_lines(e: dict[str, Any]) -> list[str]:
+    m, evaluated, completed = e["metrics"], e["evaluations_received"], e["completed_items_count"]
+    with_issues = evaluated - m["issue_free_message_count"]
+    tokens_in, tokens_out = m["total_input_tokens"], m["total_output_tokens"]
+    latency = f"avg {m['avg_response_latency_ms']:,.0f} ms, max {m['max_response_latency_ms']:,.0f} ms"
+    return [
+        f"  issue rate           {_percent(m['issue_rate'])} ({with_issues} of {evaluated} evaluated messages)",
+        f"  issues               {m['total_issues']} ({m['avg_issues_per_evaluated_message']:.2f} per evaluated msg.)",
+        f"  issue-free messages  {m['issue_free_message_count']}",
+        f"  tokens in            {tokens_in:,} ({_average(tokens_in, completed)} per item)",
+        f"  tokens out           {tokens_out:,} ({_average(tokens_out, completed)} per item)",
+        f"  latency              {latency}",
+        f"  generation time      {m['total_generation_time_ms'] / 1000:,.1f} s",
+        f"  cost per 1k items    ${m['cost_per_1k']:,.4f}",
+    ]
+
+
+def _settings_lines(e: dict[str, Any]) -> list[str]:
+    reasoning = ", ".join(f"{k}={v}" for k, v in (e["reasoning_config"] or {}).items()) or "none"
+    prompt = e["system_prompt_override"]
+    if prompt is not None and len(prompt) > 100:
+        prompt = prompt[:99] + "…"
+    evaluator = f"{e['evaluator_model']} (labels: {', '.join(e['labels'])})" if e["evaluator_model"] else "none"
+    lines = [
+        f"Experiment {e['name']}",
+        f"  id               {e['id']}",
+        f"  model            {e['model']}" + (f" at {e['api_base']}" if e["api_base"] else ""),
+        f"  mode             {'pass-through' if e['pass_through'] else 'replay'}",
+        f"  system prompt    {prompt!r}" if prompt is not None else "  system prompt    (as in each conversation)",
+        f"  reasoning        {reasoning}",
+        f"  evaluator        {evaluator}",
+    ]
+    if e["source_experiment_id"]:
+        lines.append(f"  re-evaluates     {e['source_experiment_id']}")
+    lines += [f"  created          {e['created_at']}", f"  completed        {e['completed_at'] or 'not yet'}"]
+    return lines
+
+
+def render_summary(e: dict[str, Any]) -> str:
+    """The text `show` prints for an `experiment_summary`."""
+    s = e["status_summary"]
+    lines = _settings_lines(e) + [
+        "",
+        f"Items: {s['total']} ({s['completed']} completed, {s['failed']} failed, {s['pending']} pending, "
+        f"{s['in_progress']} in progress)",
+        f"Evaluations: {e['evaluations_received']} completed of {e['evaluations_expected']} expected",
+        "",
+        "Metrics",
+        *_metrics_lines(e),
+    ]
+    m = e["metrics"]
+    if m["issue_labels"]:
+        total = m["total_issues"]
+        rows = [(label, n, _percent(n / total)) for label, n in m["issue_labels"].items()]
+        lines += ["", table(("label", "count", "share of issues"), rows)]
+    if m["parameter_issues"]:
+        rows = [(tool, p, n) for tool, params in m["parameter_issues"].items() for p, n in params.items()]
+        lines += ["", "Parameter issues", table(("tool", "parameter", "count"), rows)]
+    if e["recent_errors"]:
+        lines += ["", "Latest errors of failed items"]
+        lines += [f"  item {r['position']} ({r['item_id']}): {r['error_message']}" for r in e["recent_errors"]]
+    return "\n".join(lines)
+
+
+@cli.command("show")
+@click.argument("experiment_id")
+@click.pass_obj
+def show_command(obj: Context, experiment_id: str) -> None:
+    """Show one experiment: its settings, progress, metrics, issues by label and latest errors.
+
+    experiment-runner show 497f6eca-6276-4993-bfeb-53cbbbba6f08
+    """
+    click.echo(render_summary(experiment_summary(obj.store, experiment_id)))
+
+
+@cli.command("export")
+@click.argument("experiment_id")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to FILE (atomically) instead of stdout.",
+)
+@click.pass_obj
+def export_command(obj: Context, experiment_id: str, output: str | None) -> None:
+    """Export an experiment as JSON (export.schema.json): settings, metrics, items, evaluations.
+
+    experiment-runner export 497f6eca-6276-4993-bfeb-53cbbbba6f08 -o experiment.json
+    """
+    if output is None:
+        write_export(obj.store, experiment_id, sys.stdout)
+        sys.stdout.write("\n")
+        return
+    stats = write_export(obj.store, experiment_id, output)
+    click.echo(f"Wrote {output} ({stats.items} items, {stats.bytes / 1024:,.1f} KB)", err=True)
+
+
+@cli.command("delete")
+@click.argument("experiment_id")
+@click.pass_obj
+def delete_command(obj: Context, experiment_id: str) -> None:
+    """Delete an experiment with its items, evaluations and result conversations (source conversations stay).
+
+    experiment-runner delete 497f6eca-6276-4993-bfeb-53cbbbba6f08
+    """
+    delete_experiment(obj.store, experiment_id)
+
+
+def _score_row(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    exact, overlap = row["exact"], row["overlap"]
+    numbers = [f"{s[k]:.3f}" for s in (exact, overlap) for k in ("precision", "recall", "f1")]
+    return (name, *numbers, exact["predicted"], exact["gold"])
+
+
+def render_score(result: dict[str, Any]) -> str:
+    """The text `score` prints: the P/R/F1 table and what was scored or skipped."""
+    rows = [_score_row("overall", result["overall"]), _score_row("any label", result["overall_any_label"])]
+    rows += [_score_row(label, row) for label, row in result["per_label"].items()]
+    headers = ("spans", "exact P", "exact R", "exact F1", "overlap P", "overlap R", "overlap F1", "predicted", "gold")
+    return "\n".join(
+        [
+            table(headers, rows),
+            "",
+            f"Scored {result['scored']} replies; skipped {result['skipped_reply_differs']} whose reply differs "
+            f"from the gold's and {result['skipped_not_evaluated']} not evaluated; "
+            f"{result['gold_without_item']} gold lines match no item.",
+        ]
+    )
+
+
+@cli.command("score")
+@click.argument("experiment_id")
+@click.option(
+    "--gold",
+    "gold_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Gold spans JSONL (conversation_id, message_index, part_index, annotations).",
+)
+@click.option("--gold-labels", default=None, help="Keep only gold spans with these labels (comma-separated).")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+@click.pass_obj
+def score_command(obj: Context, experiment_id: str, gold_file: str, gold_labels: str | None, as_json: bool) -> None:
+    """Score an experiment's annotations against human gold spans: precision, recall, F1 (exact and overlap).
+
+    experiment-runner score 497f6eca-6276-4993-bfeb-53cbbbba6f08 --gold fixtures/ragtruth-sample.gold.jsonl
+    """
+    labels = [label.strip() for label in gold_labels.split(",") if label.strip()] if gold_labels is not None else None
+    result = score_experiment(obj.store, experiment_id, read_gold_file(gold_file), labels)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(render_score(result))

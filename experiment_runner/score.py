@@ -1,0 +1,161 @@
+"""`score`: compare an experiment's annotations with human gold spans (calibrating an evaluator).
+
+A gold line names a source conversation, the index of the labelled message in it and a part index;
+its offsets index that part's text. It is joined on the item whose SOURCE conversation it names. The
+item is scored only when its result's final assistant message has the same text in that part (a
+pass-through copy or a re-evaluation of one does; a replayed reply with other words cannot be scored
+against offsets into the original) and it has a completed evaluation of that message. The counting
+itself is `scoring.score_spans`.
+"""
+
+import json
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
+
+from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.models import Experiment
+from experiment_runner.scoring import LabelledSpan, parse_gold_line, score_spans
+from experiment_runner.store import Store
+
+CHUNK = 500  # gold lines per query
+
+
+@dataclass(frozen=True)
+class GoldLine:
+    """One parsed gold line."""
+
+    conversation_id: str
+    message_index: int
+    part_index: int
+    spans: list[LabelledSpan]
+
+
+def read_gold_file(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """`("file:line", decoded object)` for each non-blank line of a gold JSONL file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    with path.open(encoding="utf-8-sig") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{number}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadInputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+
+
+def parse_gold(lines: Iterable[tuple[str, Any]]) -> list[GoldLine]:
+    """Every gold line parsed and checked; `BadInputError` names the first bad one's file:line."""
+    parsed = []
+    for where, obj in lines:
+        try:
+            conversation_id, spans = parse_gold_line(obj)
+        except ValueError as exc:
+            raise BadInputError(f"{where}: {exc}") from None
+        parsed.append(GoldLine(conversation_id, obj["message_index"], obj.get("part_index", 0), spans))
+    return parsed
+
+
+_ITEMS = text(
+    """
+    SELECT i.id, i.source_conversation_id AS source, m.id AS message_id, m.parts AS reply_parts
+    FROM item i
+    LEFT JOIN message m ON m.id = (SELECT m2.id FROM message m2
+                                   WHERE m2.conversation_id = i.result_conversation_id AND m2.role = 'assistant'
+                                   ORDER BY m2.sequence_number DESC LIMIT 1)
+    WHERE i.experiment_id = :experiment AND i.source_conversation_id IN :sources
+    ORDER BY i.position
+    """
+).bindparams(bindparam("sources", expanding=True))
+
+_SOURCE_MESSAGES = text(
+    "SELECT conversation_id, sequence_number, parts FROM message WHERE conversation_id IN :sources"
+).bindparams(bindparam("sources", expanding=True))
+
+_PREDICTIONS = text(
+    """
+    SELECT e.item_id, e.message_id, a.label, a.start_offset, a.end_offset, a.message_part_index
+    FROM evaluation e LEFT JOIN annotation a ON a.evaluation_id = e.id
+    WHERE e.item_id IN :items AND e.status = 'completed'
+    ORDER BY e.item_id, a.position
+    """
+).bindparams(bindparam("items", expanding=True))
+
+
+def _part_text(parts: list[dict[str, Any]], index: int) -> str | None:
+    """The text gold offsets index in `parts[index]` (a text part's content), or None."""
+    if index >= len(parts) or not isinstance(parts[index].get("content"), str):
+        return None
+    return parts[index]["content"]
+
+
+Pair = tuple[list[LabelledSpan], list[LabelledSpan]]
+
+
+def _predictions(conn: Connection, item_ids: list[str]) -> dict[tuple[str, str], list[LabelledSpan]]:
+    """`{(item id, evaluated message id): spans}` of the items' completed evaluations."""
+    predictions: dict[tuple[str, str], list[LabelledSpan]] = {}
+    for r in conn.execute(_PREDICTIONS, {"items": item_ids}):
+        spans = predictions.setdefault((r.item_id, r.message_id), [])
+        if r.label is not None:
+            spans.append(LabelledSpan(r.label, r.start_offset, r.end_offset, r.message_part_index))
+    return predictions
+
+
+def _chunk_pairs(conn: Connection, experiment_id: str, chunk: list[GoldLine], counts: dict[str, int]) -> list[Pair]:
+    """The (predicted, gold) pairs of one chunk of gold lines, counting what is skipped and why."""
+    sources = sorted({g.conversation_id for g in chunk})
+    items = {r.source: r for r in conn.execute(_ITEMS, {"experiment": experiment_id, "sources": sources})}
+    if not items:
+        counts["gold_without_item"] += len(chunk)
+        return []
+    source_parts = {
+        (r.conversation_id, r.sequence_number): json.loads(r.parts)
+        for r in conn.execute(_SOURCE_MESSAGES, {"sources": sorted(items)})
+    }
+    predictions = _predictions(conn, sorted(r.id for r in items.values()))
+    pairs = []
+    for gold in chunk:
+        item = items.get(gold.conversation_id)
+        if item is None:
+            counts["gold_without_item"] += 1
+            continue
+        predicted = predictions.get((item.id, item.message_id))
+        if item.message_id is None or predicted is None:
+            counts["skipped_not_evaluated"] += 1
+            continue
+        original = source_parts.get((gold.conversation_id, gold.message_index))
+        reply = _part_text(json.loads(item.reply_parts), gold.part_index)
+        if original is None or reply is None or reply != _part_text(original, gold.part_index):
+            counts["skipped_reply_differs"] += 1
+            continue
+        counts["scored"] += 1
+        pairs.append((predicted, gold.spans))
+    return pairs
+
+
+def score_experiment(
+    store: Store, experiment_id: str, gold_lines: Iterable[tuple[str, Any]], gold_labels: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Score an experiment's annotations against gold lines (`("file:line", object)` pairs).
+
+    Returns `{"experiment_id", "scored", "skipped_reply_differs", "skipped_not_evaluated",
+    "gold_without_item", **score_spans(...)}`. An item without a completed evaluation of its final
+    reply counts as not evaluated (checked before whether the reply's text matches the gold's).
+    """
+    gold = parse_gold(gold_lines)
+    counts = dict.fromkeys(("scored", "skipped_reply_differs", "skipped_not_evaluated", "gold_without_item"), 0)
+    pairs: list[Pair] = []
+    with store.read() as session:
+        if session.get(Experiment, experiment_id) is None:
+            raise NotFoundError(f"no experiment with id {experiment_id!r}")
+        conn = session.connection()
+        for start in range(0, len(gold), CHUNK):
+            pairs.extend(_chunk_pairs(conn, experiment_id, gold[start : start + CHUNK], counts))
+    return {"experiment_id": experiment_id, **counts, **score_spans(pairs, gold_labels=gold_labels)}
