@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import experiment_runner  # noqa: F401
+from _table import print_table  # benchmarks/ is on sys.path when a script here runs
 from experiment_runner.engine import RunOptions, run_experiment
 from experiment_runner.experiments import ExperimentSpec, create_experiment
 from experiment_runner.importing import import_files
@@ -73,10 +74,7 @@ def main() -> None:
         ("TCP connections opened", f"{stats.get('connections', '?')}", f"about K ({k}) for both runs: reused"),
         ("peak RSS", f"{rss:.0f} MiB", "litellm alone is ~170 MiB"),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  {'measured':>10}  compared with")
-    for name, value, ideal_text in rows:
-        print(f"{name.ljust(width)}  {value:>10}  {ideal_text}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

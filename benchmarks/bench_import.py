@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import experiment_runner  # noqa: F401
+from _table import print_table  # benchmarks/ is on sys.path when a script here runs
 from experiment_runner.importing import import_files
 from experiment_runner.store import open_store
 
@@ -68,10 +69,7 @@ def main() -> None:
         ("import via CLI (incl. interpreter start)", f"{cli:.2f} s", "< 6 s"),
         ("peak RSS (in-process run)", f"{rss:.0f} MiB", "< 500 MiB"),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  {'measured':>16}  target")
-    for name, value, target in rows:
-        print(f"{name.ljust(width)}  {value:>16}  {target}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

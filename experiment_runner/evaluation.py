@@ -18,6 +18,7 @@ from string import Template
 from typing import Any
 
 from experiment_runner.errors import BadInputError, ModelCallError
+from experiment_runner.jsonfile import read_json_file
 from experiment_runner.llm import RetryPolicy, complete
 from experiment_runner.spans import Quote, Span, align_quotes, part_target
 
@@ -90,13 +91,7 @@ class EvaluationOutcome:
 
 def load_labels(path: str | Path) -> dict[str, Any]:
     """Read a `--labels` file: `{"labels": [{"name", "description"}], "domain_context"?: str}`."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: no such labels file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{path}: not a readable JSON file ({exc})") from None
-    return check_labels(data, str(path))
+    return check_labels(read_json_file(path, "labels"), str(path))
 
 
 def check_labels(data: Any, where: str = "labels") -> dict[str, Any]:

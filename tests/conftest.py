@@ -46,6 +46,15 @@ def run_cli(db_path: Path) -> Callable[..., Result]:
     return invoke
 
 
+def query(db_path: Path, sql: str, *args: object) -> list[tuple]:
+    """Rows of one SQL query against the store file, read with plain sqlite3."""
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
 def dump(db_path: Path) -> list[str]:
     """Every row of every table (schema included), to show a store did not change."""
     conn = sqlite3.connect(db_path)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, dump
+from conftest import query as rows
 from experiment_runner.engine import RunOptions, run_experiment
 from experiment_runner.experiments import ExperimentSpec, create_experiment
 from experiment_runner.fixtures.fakellm import FakeLLM
@@ -21,14 +22,6 @@ from experiment_runner.store import Store
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
 TOOLS = FIXTURES / "handwritten.native.jsonl"
-
-
-def rows(db: Path, sql: str, *args: object) -> list[tuple]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 def statuses(db: Path, experiment_id: str) -> dict[str, int]:

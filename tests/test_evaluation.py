@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, query
 from experiment_runner.evaluation import DEFAULT_LABELS, EvaluatorConfig, build_request, check_labels, parse_reply
 from experiment_runner.errors import BadInputError
 from experiment_runner.fixtures.fakellm import FakeLLM
@@ -24,14 +24,6 @@ def ann(label: str, text: str, part: int = 0, tool: str | None = None, param: st
 def judge_says(match: str, *annotations: dict, content: str | None = None) -> dict:
     reply = {"content": content if content is not None else json.dumps({"annotations": list(annotations)})}
     return {"model": "judge", "match": match, "reply": reply}
-
-
-def query(db: Path, sql: str, *args: object) -> list[tuple]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 def annotations(db: Path, experiment_id: str) -> list[dict]:

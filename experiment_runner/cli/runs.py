@@ -1,8 +1,6 @@
 """`run`, `resume` and `reevaluate`: creating and running experiments."""
 
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -12,6 +10,7 @@ from experiment_runner.conversations import source_conversation_ids
 from experiment_runner.engine import Progress, RunOptions, run_experiment
 from experiment_runner.errors import BadInputError, ExperimentRunnerError
 from experiment_runner.evaluation import load_labels
+from experiment_runner.jsonfile import read_json_file
 from experiment_runner.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
 from experiment_runner.output_schema import check_fields
 
@@ -75,7 +74,7 @@ def run_command(obj: Context, **opts: Any) -> None:
         pass_through=opts["pass_through"],
         system_prompt_override=opts["system_prompt"],
         reasoning_config={"effort": opts["reasoning_effort"]} if opts["reasoning_effort"] else None,
-        output_schema=_read_output_schema(opts["output_schema_file"]) if opts["output_schema_file"] else None,
+        output_schema=check_fields(read_json_file(opts["output_schema_file"], "output schema")) if opts["output_schema_file"] else None,
         api_base=opts["api_base"],
         evaluator_model=opts["evaluator_model"],
         evaluator_api_base=opts["evaluator_api_base"],
@@ -123,16 +122,6 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
     )
     new_id = create_reevaluation(obj.store, experiment_id, spec)
     execute(obj, new_id, concurrency, retry_failed=False)
-
-
-def _read_output_schema(path: str) -> list[dict[str, Any]]:
-    try:
-        fields = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: no such output schema file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{path}: not a readable JSON file ({exc})") from None
-    return check_fields(fields)
 
 
 def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool) -> None:
