@@ -5,7 +5,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from experiment_runner.errors import NotFoundError
 from experiment_runner.models import Conversation, Message
@@ -36,7 +36,7 @@ def load_conversation(session: Session, conversation_id: str) -> dict[str, Any]:
     if conv is None:
         raise NotFoundError(f"no conversation with id {conversation_id!r}")
     rows = session.exec(
-        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.sequence_number)
+        select(Message).where(Message.conversation_id == conversation_id).order_by(col(Message.sequence_number))
     ).all()
     return {"id": conv.id, "type": conv.type, "messages": [message_dict(r) for r in rows]}
 

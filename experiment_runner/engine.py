@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from experiment_runner import writer as w
 from experiment_runner.errors import ModelCallError, NotFoundError
@@ -205,7 +206,7 @@ class _Run:
         problem = check_reply(self.experiment.output_schema, reply.text) if self.experiment.output_schema else None
         return result_messages(history, reply.parts, reply.generation), problem
 
-    async def _write(self, events_out: ObjectReceiveStream[w.Event]) -> None:
+    async def _write(self, events_out: MemoryObjectReceiveStream[w.Event]) -> None:
         """The single writer: commit every batch of events that has arrived, in arrival order."""
         async with events_out:
             async for first in events_out:

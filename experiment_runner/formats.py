@@ -79,12 +79,11 @@ def _check_generation(gen: Any, where: str) -> dict[str, Any] | None:
     if not isinstance(gen, dict) or not isinstance(gen.get("model"), str):
         raise ValueError(f"{where}: 'generation' must be an object with a string 'model'")
     out = {key: gen.get(key) for key in GENERATION_KEYS}
-    for key in ("input_tokens", "output_tokens"):
-        if out[key] is not None and (not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 0):
-            raise ValueError(f"{where}: generation.{key} must be a non-negative integer or null")
-    for key in ("cost_usd", "latency_ms"):
-        if out[key] is not None and (not isinstance(out[key], int | float) or isinstance(out[key], bool) or out[key] < 0):
-            raise ValueError(f"{where}: generation.{key} must be a non-negative number or null")
+    for key, kinds, noun in (("input_tokens", int, "integer"), ("output_tokens", int, "integer"),
+                             ("cost_usd", int | float, "number"), ("latency_ms", int | float, "number")):
+        value = out[key]
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{where}: generation.{key} must be a non-negative {noun} or null")
     reasons = out["finish_reasons"]
     if reasons is not None and (not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons)):
         raise ValueError(f"{where}: generation.finish_reasons must be a list of strings or null")

@@ -287,7 +287,10 @@ def align_quotes(parts: Sequence[dict], quotes: Sequence[Quote]) -> tuple[list[S
 
     for quote in quotes:
         result = _align_one(parts, quote, prepared, taken)
-        (spans if isinstance(result, Span) else dropped).append(result)
+        if isinstance(result, Span):
+            spans.append(result)
+        else:
+            dropped.append(result)
     return spans, dropped
 
 
