@@ -10,7 +10,8 @@ OpenAI-compatible server plays both models:
   alignment is exercised).
 
 So the demo is an experiment with replay and evaluation over real HTTP through litellm, and the
-score against the human labels measures the plumbing (alignment, export), not a model.
+score against the human labels measures the plumbing (alignment, export), not a model. It writes
+the export and an HTML report of the run side by side.
 """
 
 import json
@@ -26,6 +27,7 @@ from experiment_runner.experiments import ExperimentSpec, create_experiment
 from experiment_runner.export import load_export_schema, write_export
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.importing import import_files
+from experiment_runner.report import write_report
 from experiment_runner.score import read_gold_file, score_experiment
 from experiment_runner.store import Store
 
@@ -42,6 +44,7 @@ class DemoResult:
     export_path: Path
     export_bytes: int
     export_problem: str | None  # None when the export validates against the schema
+    report_path: Path
     score: dict[str, Any]
     seconds: float
 
@@ -90,8 +93,11 @@ def run_demo(store: Store, output_dir: Path, on_progress: Callable[[Progress], N
         run_experiment(store, experiment_id, RunOptions(concurrency=8), on_progress)
     export_path = output_dir / "demo-export.json"
     stats = write_export(store, experiment_id, export_path)
+    report_path = write_report(store, experiment_id, output_dir / "demo-report.html")
     score = score_experiment(store, experiment_id, gold_lines)
-    return DemoResult(experiment_id, export_path, stats.bytes, _validate(export_path), score, time.perf_counter() - started)
+    return DemoResult(
+        experiment_id, export_path, stats.bytes, _validate(export_path), report_path, score, time.perf_counter() - started
+    )
 
 
 def _validate(path: Path) -> str | None:

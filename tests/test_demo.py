@@ -18,6 +18,8 @@ def test_demo_runs_replay_and_evaluation_and_writes_a_valid_export(run_cli, tmp_
     assert "local simulations" in result.stdout and "--model openai/gpt-4o-mini" in result.stdout
     overall = next(line for line in result.stdout.splitlines() if line.startswith("overall "))
     assert overall.split()[1:4] == ["1.000", "1.000", "1.000"]  # the simulated evaluator returns the human labels
+    report = (out / "demo-report.html").read_text()
+    assert "Report: " in result.stdout and "\\u003cmark class" in report  # highlighted replies, escaped in the data blob
     export = json.loads((out / "demo-export.json").read_text())
     jsonschema.Draft202012Validator(load_export_schema(), format_checker=jsonschema.FormatChecker()).validate(export)
     assert export["experiment"]["metrics"]["total_issues"] > 0

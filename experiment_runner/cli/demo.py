@@ -30,7 +30,7 @@ def demo_command(obj: Context, output_dir: Path) -> None:
 
     Imports 40 RAGTruth conversations, replays them and evaluates the replies through litellm against
     the bundled model server, prints the summary and the score against the human labels, and writes
-    the export.
+    the export and an HTML report.
 
         experiment-runner demo
     """
@@ -43,5 +43,6 @@ def demo_command(obj: Context, output_dir: Path) -> None:
     click.echo(render_score(result.score))
     validity = "valid against export.schema.json" if result.export_problem is None else f"INVALID: {result.export_problem}"
     click.echo(f"\nExport: {result.export_path} ({result.export_bytes / 1024:,.0f} KB, {validity})")
+    click.echo(f"Report: {result.report_path} (open it in a browser)")
     click.echo(f"Done in {result.seconds:.1f} s. Explore: experiment-runner list; experiment-runner show {result.experiment_id}")
     click.echo("\n" + REAL_MODEL_HINT)
