@@ -79,4 +79,4 @@ def main() -> None:
 
 
 # Importing the command modules registers their commands on `cli`.
-from experiment_runner.cli import conversations, demo, reporting, results, runs  # noqa: E402,F401
+from experiment_runner.cli import conversations, demo, reporting, results, runs, serving  # noqa: E402,F401

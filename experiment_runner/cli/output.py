@@ -1,7 +1,7 @@
 """Small printing helpers shared by the commands."""
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -19,3 +19,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def output_option(help_text: str) -> Callable[[Any], Any]:
+    """The `-o/--output FILE` option of commands that write a file."""
+    return click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help=help_text)

@@ -5,20 +5,14 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
-from experiment_runner.cli.output import echo_json, table
+from experiment_runner.cli.output import echo_json, output_option, table
 from experiment_runner.compare import compare_experiments
 from experiment_runner.report import METRIC_NAMES, write_report
 
 
 @cli.command("report")
 @click.argument("experiment_id")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="HTML file to write (default: report-<first 8 characters of the id>.html).",
-)
+@output_option("HTML file to write (default: report-<first 8 characters of the id>.html).")
 @click.option(
     "--compare", "compare_id", default=None, help="Show this second experiment's replies side by side (B vs A)."
 )

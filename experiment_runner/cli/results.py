@@ -7,7 +7,7 @@ import click
 
 from experiment_runner.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
 from experiment_runner.cli import Context, cli
-from experiment_runner.cli.output import echo_json, table
+from experiment_runner.cli.output import echo_json, output_option, table
 from experiment_runner.export import write_export
 from experiment_runner.score import read_gold_file, score_experiment
 
@@ -142,13 +142,7 @@ def show_command(obj: Context, experiment_id: str) -> None:
 
 @cli.command("export")
 @click.argument("experiment_id")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write to FILE (atomically) instead of stdout.",
-)
+@output_option("Write to FILE (atomically) instead of stdout.")
 @click.pass_obj
 def export_command(obj: Context, experiment_id: str, output: str | None) -> None:
     """Export an experiment as JSON (export.schema.json): settings, metrics, items, evaluations.

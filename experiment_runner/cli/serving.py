@@ -1,0 +1,90 @@
+"""`serve`: the REST API."""
+
+import copy
+import ipaddress
+import socket
+from typing import Any
+
+import click
+
+from experiment_runner.cli import Context, cli
+from experiment_runner.cli.runs import concurrency_option
+from experiment_runner.errors import BadInputError
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="EXPERIMENT_RUNNER_HOST",
+              help="Address to listen on (env EXPERIMENT_RUNNER_HOST); 0.0.0.0 for every interface.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="EXPERIMENT_RUNNER_PORT",
+              help="TCP port (env EXPERIMENT_RUNNER_PORT); 0 picks a free one.")
+@click.option("--token", envvar="EXPERIMENT_RUNNER_TOKEN",
+              help="Require `Authorization: Bearer TOKEN` on every request but the docs (env EXPERIMENT_RUNNER_TOKEN).")
+@concurrency_option
+@click.pass_obj
+def serve_command(obj: Context, host: str, port: int, token: str | None, concurrency: int) -> None:
+    """Serve the experiments REST API (docs at /docs); created experiments run inside the server.
+
+    Paths and shapes follow the hosted experiments API: POST/GET /v1/experiments, GET
+    /v1/experiments/ID, /items and /export, DELETE /v1/experiments/ID, POST /v1/conversations.
+    Experiments left unfinished by a previous server are resumed at startup. Ctrl-C stops.
+
+        experiment-runner serve --port 8000 --token "$EXPERIMENT_RUNNER_TOKEN"
+    """
+    import uvicorn
+
+    from experiment_runner.server import create_app
+
+    store = obj.store  # a bad database is reported before anything listens
+    sock = _listen(host, port)
+    if not token and not _is_loopback(host):
+        click.echo(
+            f"Warning: listening on {host} without --token: anyone who can reach this port can read, create "
+            "and delete experiments (the API has no authentication).",
+            err=True,
+        )
+    app = create_app(store, token=token, concurrency=concurrency)
+    bound_port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"Serving the experiments API on http://{shown}:{bound_port} (docs at /docs)", err=True)
+    config = uvicorn.Config(app, log_config=_log_config(), timeout_graceful_shutdown=5)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: uvicorn has shut down cleanly
+        click.echo("Stopped.", err=True)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound socket, so a port in use is one `Error:` line rather than a server log."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise BadInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise BadInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with the runner's own log lines (experiment started, finished) beside its own."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["experiment_runner"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
