@@ -155,7 +155,10 @@ class _Run:
                 for unit, messages in loaded:
                     if self.stopping:
                         return
-                    await work_in.send((unit, messages))
+                    try:
+                        await work_in.send((unit, messages))
+                    except anyio.BrokenResourceError:  # every worker has stopped (Ctrl-C): nothing takes more
+                        return
 
     async def _work(
         self,
