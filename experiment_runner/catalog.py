@@ -11,9 +11,10 @@ import json
 from typing import Any
 
 from sqlalchemy import bindparam, text
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.errors import BadInputError
+from experiment_runner.experiments import require_experiment
 from experiment_runner.export import experiment_object, item_page
 from experiment_runner.models import Experiment
 from experiment_runner.store import Store
@@ -79,13 +80,6 @@ def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | 
     return _page(items, limit, cursor, next_key)
 
 
-def _require(session: Session, experiment_id: str) -> Experiment:
-    experiment = session.get(Experiment, experiment_id)
-    if experiment is None:
-        raise NotFoundError(f"no experiment with id {experiment_id!r}")
-    return experiment
-
-
 def list_items(
     store: Store, experiment_id: str, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
 ) -> dict[str, Any]:
@@ -93,7 +87,7 @@ def list_items(
     _check_limit(limit)
     after = decode_cursor(cursor, (int,))[0] if cursor is not None else -1
     with store.read() as session:
-        _require(session, experiment_id)
+        require_experiment(session, experiment_id)
         page = item_page(session, experiment_id, after=after, limit=limit + 1)
     shown = page[:limit]
     next_key = [shown[-1][0]] if len(page) > limit else None
@@ -114,7 +108,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
     from experiment_runner.evaluation import EvaluatorConfig
 
     with store.read() as session:
-        experiment = _require(session, experiment_id)
+        experiment = require_experiment(session, experiment_id)
         summary = experiment_object(session, experiment)
         errors = session.connection().execute(_RECENT_ERRORS, {"experiment": experiment_id, "limit": RECENT_ERRORS})
         recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
@@ -158,7 +152,7 @@ def delete_experiment(store: Store, experiment_id: str) -> None:
     re-evaluation shares them) are kept, and so are all source conversations.
     """
     with store.write() as session:
-        _require(session, experiment_id)
+        require_experiment(session, experiment_id)
         conn = session.connection()
         params = {"experiment": experiment_id}
         results = list(

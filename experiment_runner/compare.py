@@ -11,9 +11,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from experiment_runner.errors import NotFoundError
+from experiment_runner.experiments import require_experiment
 from experiment_runner.export import METRIC_KEYS, experiment_object
-from experiment_runner.models import Experiment
 from experiment_runner.store import Store
 
 TOP_CHANGED = 10
@@ -89,10 +88,7 @@ _ISSUES = text(
 
 def _load(store: Store, experiment_id: str) -> tuple[dict[str, Any], dict[str, int | None]]:
     with store.read() as session:
-        experiment = session.get(Experiment, experiment_id)
-        if experiment is None:
-            raise NotFoundError(f"no experiment with id {experiment_id!r}")
-        summary = experiment_object(session, experiment)
+        summary = experiment_object(session, require_experiment(session, experiment_id))
         rows = session.connection().execute(_ISSUES, {"experiment": experiment_id}).all()
     return summary, {r.source: r.issues if r.evaluation_status == "completed" else None for r in rows}
 

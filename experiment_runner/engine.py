@@ -28,13 +28,18 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from experiment_runner import writer as w
-from experiment_runner.errors import ModelCallError, NotFoundError
+from experiment_runner.errors import ModelCallError
 from experiment_runner.evaluation import EvaluatorConfig, evaluate_message
-from experiment_runner.experiments import reasoning_kwargs
+from experiment_runner.experiments import get_experiment, reasoning_kwargs
 from experiment_runner.llm import RetryPolicy, complete
 from experiment_runner.models import Experiment
 from experiment_runner.output_schema import check_reply, response_format
-from experiment_runner.replay import replay_request, result_messages, split_reply, with_system_prompt
+from experiment_runner.replay import (
+    replay_request,
+    result_messages,
+    split_reply,
+    with_system_prompt,
+)
 from experiment_runner.store import Store
 from experiment_runner.workplan import WorkUnit, load_units, plan_work
 
@@ -90,10 +95,7 @@ async def run_experiment_async(
     store: Store, experiment_id: str, options: RunOptions, on_progress: ProgressCallback | None = None
 ) -> Progress:
     """Run (or resume) an experiment inside a running event loop (the REST server uses this)."""
-    with store.read() as session:
-        experiment = session.get(Experiment, experiment_id)
-        if experiment is None:
-            raise NotFoundError(f"no experiment with id {experiment_id!r}")
+    experiment = get_experiment(store, experiment_id)
     units = await anyio.to_thread.run_sync(plan_work, store, experiment, options.retry_failed)
     run = _Run(store, experiment, options, Progress(total=len(units)), on_progress)
     await run.execute(units)

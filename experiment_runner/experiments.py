@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from experiment_runner.conversations import missing_conversations
 from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.ids import new_id
 from experiment_runner.models import Experiment, Item
 from experiment_runner.output_schema import check_fields
 from experiment_runner.store import Store
 from experiment_runner.timeutil import now
-from experiment_runner.ids import new_id
 
 EFFORTS = ("low", "medium", "high")
 
@@ -95,9 +95,7 @@ def create_experiment(store: Store, spec: ExperimentSpec) -> str:
 def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> str:
     """A new experiment whose items reuse `source_id`'s completed result conversations, to evaluate anew."""
     with store.write() as session:
-        source = session.get(Experiment, source_id)
-        if source is None:
-            raise NotFoundError(f"no experiment with id {source_id!r}")
+        source = require_experiment(session, source_id)
         rows = session.exec(
             select(Item.source_conversation_id, Item.result_conversation_id)
             .where(Item.experiment_id == source_id, Item.status == "completed")
@@ -166,10 +164,15 @@ def _insert_items(session: Any, experiment_id: str, pairs: list[tuple[str, str |
     )
 
 
-def get_experiment(store: Store, experiment_id: str) -> Experiment:
-    """The experiment row, or `NotFoundError`."""
-    with store.read() as session:
-        experiment = session.get(Experiment, experiment_id)
+def require_experiment(session: Session, experiment_id: str) -> Experiment:
+    """The experiment row, or `NotFoundError` (the one place that says an id is unknown)."""
+    experiment = session.get(Experiment, experiment_id)
     if experiment is None:
         raise NotFoundError(f"no experiment with id {experiment_id!r}")
     return experiment
+
+
+def get_experiment(store: Store, experiment_id: str) -> Experiment:
+    """The experiment row, or `NotFoundError`."""
+    with store.read() as session:
+        return require_experiment(session, experiment_id)

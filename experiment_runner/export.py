@@ -19,8 +19,15 @@ from typing import Any, TextIO
 from sqlalchemy import bindparam, text
 from sqlmodel import Session
 
-from experiment_runner.errors import BadInputError, NotFoundError
-from experiment_runner.metrics import AnnotationFacts, EvaluationFacts, ItemFacts, compute_metrics, status_summary
+from experiment_runner.errors import BadInputError
+from experiment_runner.experiments import require_experiment
+from experiment_runner.metrics import (
+    AnnotationFacts,
+    EvaluationFacts,
+    ItemFacts,
+    compute_metrics,
+    status_summary,
+)
 from experiment_runner.models import Experiment
 from experiment_runner.store import Store
 from experiment_runner.timeutil import to_rfc3339
@@ -287,16 +294,9 @@ class ExportStats:
     bytes: int = 0
 
 
-def _require(session: Session, experiment_id: str) -> Experiment:
-    experiment = session.get(Experiment, experiment_id)
-    if experiment is None:
-        raise NotFoundError(f"no experiment with id {experiment_id!r}")
-    return experiment
-
-
 def _stream(store: Store, experiment_id: str, stats: ExportStats) -> Iterator[str]:
     with store.read() as session:
-        experiment = _require(session, experiment_id)  # again: it may have been deleted since the check
+        experiment = require_experiment(session, experiment_id)  # again: it may have been deleted since the check
         yield '{"experiment": ' + _dumps(experiment_object(session, experiment)) + ', "items": ['
         for item in _items(session, experiment_id):
             yield (", " if stats.items else "") + _dumps(item)
@@ -309,7 +309,7 @@ def _stream(store: Store, experiment_id: str, stats: ExportStats) -> Iterator[st
 
 def _chunks(store: Store, experiment_id: str, stats: ExportStats) -> Iterator[str]:
     with store.read() as session:
-        _require(session, experiment_id)
+        require_experiment(session, experiment_id)
     return _stream(store, experiment_id, stats)
 
 

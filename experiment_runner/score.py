@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
-from experiment_runner.errors import BadInputError, NotFoundError
-from experiment_runner.models import Experiment
+from experiment_runner.errors import BadInputError
+from experiment_runner.experiments import require_experiment
 from experiment_runner.scoring import LabelledSpan, parse_gold_line, score_spans
 from experiment_runner.store import Store
 
@@ -153,8 +153,7 @@ def score_experiment(
     counts = dict.fromkeys(("scored", "skipped_reply_differs", "skipped_not_evaluated", "gold_without_item"), 0)
     pairs: list[Pair] = []
     with store.read() as session:
-        if session.get(Experiment, experiment_id) is None:
-            raise NotFoundError(f"no experiment with id {experiment_id!r}")
+        require_experiment(session, experiment_id)
         conn = session.connection()
         for start in range(0, len(gold), CHUNK):
             pairs.extend(_chunk_pairs(conn, experiment_id, gold[start : start + CHUNK], counts))

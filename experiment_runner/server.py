@@ -24,6 +24,8 @@ from fastapi import Body, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from experiment_runner import __version__
+from experiment_runner.api_models import CreateExperiment, ErrorDetail, ImportResponse
+from experiment_runner.background import Runs, unfinished_experiments
 from experiment_runner.catalog import delete_experiment, list_experiments, list_items
 from experiment_runner.errors import (
     BadInputError,
@@ -31,16 +33,13 @@ from experiment_runner.errors import (
     NotFoundError,
     StoreError,
 )
-from experiment_runner.experiments import create_experiment
+from experiment_runner.experiments import create_experiment, require_experiment
 from experiment_runner.export import (
     experiment_object,
     export_chunks,
     load_export_schema,
 )
-from experiment_runner.api_models import CreateExperiment, ErrorDetail, ImportResponse
-from experiment_runner.background import Runs, unfinished_experiments
 from experiment_runner.importing import import_conversations
-from experiment_runner.models import Experiment
 from experiment_runner.store import Store
 
 log = logging.getLogger("experiment_runner.server")
@@ -52,10 +51,7 @@ EXPORT_CHUNK_CHARS = 64 * 1024
 def experiment_document(store: Store, experiment_id: str) -> dict[str, Any]:
     """The export's `experiment` object for one experiment, or `NotFoundError`."""
     with store.read() as session:
-        experiment = session.get(Experiment, experiment_id)
-        if experiment is None:
-            raise NotFoundError(f"no experiment with id {experiment_id!r}")
-        return experiment_object(session, experiment)
+        return experiment_object(session, require_experiment(session, experiment_id))
 
 
 def _batched(chunks: Iterator[str], size: int = EXPORT_CHUNK_CHARS) -> Iterator[str]:
