@@ -16,10 +16,10 @@ from pathlib import Path
 
 import experiment_runner  # noqa: F401
 from _table import print_table  # benchmarks/ is on sys.path when a script here runs
-from experiment_runner.engine import RunOptions, run_experiment
-from experiment_runner.experiments import ExperimentSpec, create_experiment
-from experiment_runner.importing import import_files
-from experiment_runner.llm import litellm_module
+from experiment_runner.engine.run import RunOptions, run_experiment
+from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.ingest.importing import import_files
+from experiment_runner.engine.llm import litellm_module
 from experiment_runner.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent

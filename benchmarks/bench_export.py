@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import insert
 
 import experiment_runner  # noqa: F401
-from experiment_runner.models import Annotation, Conversation, Evaluation, Experiment, Item, Message
+from experiment_runner.store.tables import Annotation, Conversation, Evaluation, Experiment, Item, Message
 from experiment_runner.store import Store, open_store
-from experiment_runner.timeutil import now
+from experiment_runner.store.timeutil import now
 
 SIZES = (1_000, 10_000)
 WORDS = "the a river passage city report model answer fire pine seed cone growth forest data value year".split()
@@ -178,7 +178,7 @@ def _current_rss_kib() -> int:
 
 def measure(db: str, experiment_id: str, out: str) -> None:
     """In a fresh process: time one export and the peak-RSS growth it causes; print JSON."""
-    from experiment_runner.export import write_export
+    from experiment_runner.results.export import write_export
 
     store = open_store(db)
     current = _current_rss_kib()
@@ -205,7 +205,7 @@ def validate(path: Path) -> float:
     """Seconds to validate an export file against the packaged schema (raises if invalid)."""
     import jsonschema
 
-    from experiment_runner.export import load_export_schema
+    from experiment_runner.results.export import load_export_schema
 
     start = time.perf_counter()
     validator = jsonschema.Draft202012Validator(load_export_schema(), format_checker=jsonschema.FormatChecker())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import experiment_runner  # noqa: F401
 from _table import print_table  # benchmarks/ is on sys.path when a script here runs
-from experiment_runner.importing import import_files
+from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent

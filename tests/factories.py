@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlmodel import select
 
-from experiment_runner.experiments import ExperimentSpec, create_experiment
-from experiment_runner.importing import import_files
-from experiment_runner.models import Annotation, Conversation, Evaluation, Experiment, Item, Message
+from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.ingest.importing import import_files
+from experiment_runner.store.tables import Annotation, Conversation, Evaluation, Experiment, Item, Message
 from experiment_runner.store import Store
-from experiment_runner.timeutil import now
+from experiment_runner.store.timeutil import now
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RAGTRUTH = FIXTURES / "ragtruth-sample.conversations.jsonl"

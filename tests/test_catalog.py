@@ -16,7 +16,7 @@ from factories import (
 )
 from sqlalchemy import text
 
-from experiment_runner.catalog import (
+from experiment_runner.results.catalog import (
     delete_experiment,
     encode_cursor,
     experiment_summary,
@@ -24,8 +24,8 @@ from experiment_runner.catalog import (
     list_items,
 )
 from experiment_runner.errors import BadInputError, NotFoundError
-from experiment_runner.experiments import ExperimentSpec, create_reevaluation
-from experiment_runner.export import export_document
+from experiment_runner.engine.experiments import ExperimentSpec, create_reevaluation
+from experiment_runner.results.export import export_document
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ def test_delete_keeps_result_conversations_a_reevaluation_shares(store) -> None:
 def test_delete_is_one_transaction(store, db_path, monkeypatch) -> None:
     experiment_id = build_finished(store)
     before = dump(db_path)
-    monkeypatch.setattr("experiment_runner.catalog._DELETE_CONVERSATIONS", text("DELETE FROM no_such_table"))
+    monkeypatch.setattr("experiment_runner.results.catalog._DELETE_CONVERSATIONS", text("DELETE FROM no_such_table"))
     with pytest.raises(Exception, match="no_such_table"):
         delete_experiment(store, experiment_id)
     assert dump(db_path) == before

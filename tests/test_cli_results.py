@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from factories import RAGTRUTH_GOLD, build_finished
 
-from experiment_runner.export import export_document
+from experiment_runner.results.export import export_document
 from experiment_runner.store import open_store
 
 

@@ -5,10 +5,10 @@ import json
 import pytest
 from factories import NATIVE, RAGTRUTH, SpanSpec, finish_experiment, import_fixture, new_experiment
 
-from experiment_runner.compare import changed_items, compare_experiments, compare_summaries
+from experiment_runner.results.compare import changed_items, compare_experiments, compare_summaries
 from experiment_runner.errors import NotFoundError
-from experiment_runner.export import export_document
-from experiment_runner.report import issue_counts
+from experiment_runner.results.export import export_document
+from experiment_runner.report.html import issue_counts
 
 WEATHER, BOOKING, MATH, REFUSAL = "hw-weather-tools", "hw-booking-args", "hw-reasoning-math", "hw-refusal"
 
@@ -85,7 +85,7 @@ def test_changed_items_keeps_the_top_ten_and_skips_unevaluated() -> None:
 def test_float_deltas_are_rounded() -> None:
     metrics = {"issue_labels": {}, "parameter_issues": {}}
     doc = {"total_items_count": 1, "completed_items_count": 1, "evaluations_received": 1}
-    from experiment_runner.compare import NUMERIC_METRICS
+    from experiment_runner.results.compare import NUMERIC_METRICS
 
     a = {**doc, "metrics": {**metrics, **dict.fromkeys(NUMERIC_METRICS, 0.1)}}
     b = {**doc, "metrics": {**metrics, **dict.fromkeys(NUMERIC_METRICS, 0.3)}}

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from experiment_runner.export import load_export_schema
+from experiment_runner.results.export import load_export_schema
 
 
 def test_demo_runs_replay_and_evaluation_and_writes_a_valid_export(run_cli, tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import pytest
 
 from conftest import FIXTURES, dump
 from conftest import query as rows
-from experiment_runner.engine import RunOptions, run_experiment
-from experiment_runner.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.run import RunOptions, run_experiment
+from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
 from experiment_runner.fixtures.fakellm import FakeLLM
-from experiment_runner.importing import import_files
+from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"

@@ -10,10 +10,10 @@ import pytest
 from factories import RAGTRUTH, SpanSpec, build_finished, finish_experiment, import_fixture, new_experiment
 
 from experiment_runner.errors import NotFoundError
-from experiment_runner.experiments import ExperimentSpec, create_reevaluation
-from experiment_runner.export import export_chunks, export_document, item_facts, load_export_schema, write_export
-from experiment_runner.importing import import_files
-from experiment_runner.metrics import compute_metrics
+from experiment_runner.engine.experiments import ExperimentSpec, create_reevaluation
+from experiment_runner.results.export import export_chunks, export_document, item_facts, load_export_schema, write_export
+from experiment_runner.ingest.importing import import_files
+from experiment_runner.results.metrics import compute_metrics
 from experiment_runner.store import open_store
 
 
@@ -118,8 +118,8 @@ def test_two_exports_are_identical(store, tmp_path: Path) -> None:
 
 
 def test_item_facts_pages_through_many_items(store, monkeypatch) -> None:
-    monkeypatch.setattr("experiment_runner.export.FACTS_PAGE", 7)
-    monkeypatch.setattr("experiment_runner.export.PAGE", 3)
+    monkeypatch.setattr("experiment_runner.results.export.FACTS_PAGE", 7)
+    monkeypatch.setattr("experiment_runner.results.export.PAGE", 3)
     ids = import_fixture(store, RAGTRUTH)
     experiment_id = new_experiment(store, ids)
     finish_experiment(store, experiment_id, spans={i: [SpanSpec("Fabrication", 0, 4)] for i in ids[::2]})
@@ -186,7 +186,7 @@ def test_an_interrupted_export_leaves_no_file(store, tmp_path: Path, monkeypatch
         yield {"id": "x"}
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("experiment_runner.export._items", broken)
+    monkeypatch.setattr("experiment_runner.results.export._items", broken)
     with pytest.raises(RuntimeError):
         write_export(store, experiment_id, target)
     assert target.read_text() == "old"

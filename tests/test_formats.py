@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiment_runner.formats import content_hash, normalize_conversation, to_openai_messages
+from experiment_runner.ingest.formats import content_hash, normalize_conversation, to_openai_messages
 
 OPENAI = {
     "id": "c1",

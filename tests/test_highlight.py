@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from experiment_runner.highlight import (
+from experiment_runner.report.highlight import (
     DEFAULT_COLOURS,
     HighlightSpan,
     annotation_location,

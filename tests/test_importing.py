@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, dump
-from experiment_runner.conversations import load_conversation
-from experiment_runner.importing import import_files
+from experiment_runner.ingest.conversations import load_conversation
+from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
 
 

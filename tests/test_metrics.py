@@ -1,4 +1,4 @@
-"""Tests for experiment_runner.metrics: hand-built items with answers worked out in comments."""
+"""Tests for experiment_runner.results.metrics: hand-built items with answers worked out in comments."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from experiment_runner.metrics import (
+from experiment_runner.results.metrics import (
     AnnotationFacts,
     EvaluationFacts,
     ItemFacts,

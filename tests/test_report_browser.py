@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from factories import build_finished
 
-from experiment_runner.report import write_report
+from experiment_runner.report.html import write_report
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars")

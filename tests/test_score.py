@@ -7,8 +7,8 @@ import pytest
 from factories import RAGTRUTH, RAGTRUTH_GOLD, SpanSpec, finish_experiment, import_fixture, new_experiment
 
 from experiment_runner.errors import BadInputError, NotFoundError
-from experiment_runner.importing import import_files
-from experiment_runner.score import read_gold_file, score_experiment
+from experiment_runner.ingest.importing import import_files
+from experiment_runner.results.gold import read_gold_file, score_experiment
 
 REPLIES = {
     "c1": "Alpha beta gamma delta.",

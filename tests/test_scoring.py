@@ -1,4 +1,4 @@
-"""Tests for experiment_runner.scoring: small cases whose P/R/F1 are worked out in comments."""
+"""Tests for experiment_runner.results.span_scores: small cases whose P/R/F1 are worked out in comments."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from experiment_runner.scoring import LabelledSpan, parse_gold_line, score_spans
+from experiment_runner.results.span_scores import LabelledSpan, parse_gold_line, score_spans
 
 FAB = "Fabrication"
 CON = "Contradiction"

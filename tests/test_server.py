@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator, FormatChecker
 
 from conftest import FIXTURES
-from experiment_runner.experiments import ExperimentSpec, create_experiment
-from experiment_runner.export import load_export_schema
+from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.results.export import load_export_schema
 from experiment_runner.fixtures.fakellm import FakeLLM
-from experiment_runner.importing import import_files
-from experiment_runner.server import create_app
+from experiment_runner.ingest.importing import import_files
+from experiment_runner.server.app import create_app
 from experiment_runner.store import Store
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"

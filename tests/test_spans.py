@@ -1,11 +1,11 @@
-"""Tests for experiment_runner.spans: the pure quote-to-offset alignment."""
+"""Tests for experiment_runner.evaluation.spans: the pure quote-to-offset alignment."""
 
 import random
 import re
 
 import pytest
 
-from experiment_runner.spans import Dropped, Quote, Span, align_quotes, find_quote, part_target
+from experiment_runner.evaluation.spans import Dropped, Quote, Span, align_quotes, find_quote, part_target
 
 
 def text(content: str) -> dict:

@@ -4,8 +4,8 @@ import click
 
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json, table
-from experiment_runner.conversations import list_conversations
-from experiment_runner.importing import import_files
+from experiment_runner.ingest.conversations import list_conversations
+from experiment_runner.ingest.importing import import_files
 
 
 @cli.command("import")

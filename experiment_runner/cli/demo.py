@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from experiment_runner.catalog import experiment_summary
+from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.results import render_score, render_summary
 from experiment_runner.cli.runs import print_progress

@@ -6,13 +6,13 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
-from experiment_runner.conversations import source_conversation_ids
-from experiment_runner.engine import Progress, RunOptions, run_experiment
+from experiment_runner.ingest.conversations import source_conversation_ids
+from experiment_runner.engine.run import Progress, RunOptions, run_experiment
 from experiment_runner.errors import BadInputError, ExperimentRunnerError
-from experiment_runner.evaluation import load_labels
-from experiment_runner.jsonfile import read_json_file
-from experiment_runner.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
-from experiment_runner.output_schema import check_fields
+from experiment_runner.evaluation.evaluator import load_labels
+from experiment_runner.files import read_json_file
+from experiment_runner.engine.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
+from experiment_runner.engine.output_schema import check_fields
 
 concurrency_option = click.option(
     "--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
@@ -94,7 +94,7 @@ def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurr
 
         experiment-runner resume 4f6c0e1a-... --retry-failed
     """
-    from experiment_runner.experiments import get_experiment
+    from experiment_runner.engine.experiments import get_experiment
 
     get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
     execute(obj, experiment_id, concurrency, retry_failed=retry_failed)

@@ -32,7 +32,7 @@ def serve_command(obj: Context, host: str, port: int, token: str | None, concurr
     """
     import uvicorn
 
-    from experiment_runner.server import create_app
+    from experiment_runner.server.app import create_app
 
     store = obj.store  # a bad database is reported before anything listens
     sock = _listen(host, port)

@@ -10,17 +10,15 @@ dropped, and the evaluation's `error_message` counts them.
 """
 
 import json
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import Any
 
-from experiment_runner.errors import BadInputError, ModelCallError
-from experiment_runner.jsonfile import read_json_file
-from experiment_runner.llm import RetryPolicy, complete
-from experiment_runner.spans import Quote, Span, align_quotes, part_target
+from experiment_runner.errors import BadInputError
+from experiment_runner.files import read_json_file
+from experiment_runner.evaluation.spans import Quote, Span, part_target
 
 DEFAULT_LABELS: tuple[dict[str, str], ...] = (
     {
@@ -116,14 +114,19 @@ def check_labels(data: Any, where: str = "labels") -> dict[str, Any]:
     return result
 
 
+def response_format() -> dict[str, Any]:
+    """The `response_format` the evaluator asks for: the reply schema, strict."""
+    return {"type": "json_schema", "json_schema": {"name": "evaluator_response", "strict": True, "schema": strict_schema(response_schema())}}
+
+
 def response_schema() -> dict[str, Any]:
     """The evaluator reply schema shipped with the package."""
-    return json.loads(resources.files("experiment_runner").joinpath(RESPONSE_SCHEMA_FILE).read_text())
+    return json.loads(resources.files("experiment_runner.evaluation").joinpath(RESPONSE_SCHEMA_FILE).read_text())
 
 
 def build_request(config: EvaluatorConfig, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The evaluator's chat messages for the final message of `messages`."""
-    template = resources.files("experiment_runner").joinpath("prompts/evaluator.md").read_text(encoding="utf-8")
+    template = resources.files("experiment_runner.evaluation").joinpath("prompts/evaluator.md").read_text(encoding="utf-8")
     template = template.split("-->", 1)[1] if template.startswith("<!--") else template
     system, user = template.split("=== user message ===")
     labels = "\n".join(f"- **{x['name']}**: {x['description']}" for x in config.labels)
@@ -211,51 +214,6 @@ def _decode_object(text: str) -> Any:
     return value
 
 
-async def evaluate_message(
-    config: EvaluatorConfig, messages: list[dict[str, Any]], *, policy: RetryPolicy, limiter: Any = None
-) -> EvaluationOutcome:
-    """Evaluate the final message of `messages`; never raises for model or reply problems."""
-    started = time.perf_counter()
-    tokens = [0, 0]
-
-    def failed(reason: str, detection_ms: float | None = None) -> EvaluationOutcome:
-        return EvaluationOutcome(
-            "failed", config.model, tokens[0] or None, tokens[1] or None, detection_ms,
-            (time.perf_counter() - started) * 1000, reason,
-        )
-
-    if not messages or messages[-1]["role"] != "assistant":
-        return failed("the conversation does not end with an assistant reply to evaluate")
-    request = build_request(config, messages)
-    schema = {"type": "json_schema", "json_schema": {"name": "evaluator_response", "strict": True, "schema": _strict(response_schema())}}
-    names = [x["name"] for x in config.labels]
-    problem = ""
-    for _attempt in range(2):  # a reply we cannot use is asked for once more
-        try:
-            reply = await complete(config.model, request, api_base=config.api_base, policy=policy, limiter=limiter, response_format=schema)
-        except ModelCallError as exc:
-            return failed(f"evaluator call failed: {exc}")
-        tokens[0] += reply.generation["input_tokens"] or 0
-        tokens[1] += reply.generation["output_tokens"] or 0
-        try:
-            quotes, unknown = parse_reply(reply.text, names)
-            break
-        except ValueError as exc:
-            problem = str(exc)
-    else:
-        return failed(f"evaluator reply unusable after 2 attempts: {problem}", reply.duration_ms)
-    spans, dropped = align_quotes(messages[-1]["parts"], quotes)
-    notes = []
-    if dropped:
-        notes.append(f"{len(dropped)} quote(s) not found in the message were dropped")
-    if unknown:
-        notes.append(f"{unknown} annotation(s) with labels outside the configured set were dropped")
-    return EvaluationOutcome(
-        "completed", config.model, tokens[0], tokens[1], round(reply.duration_ms, 3),
-        round((time.perf_counter() - started) * 1000, 3), "; ".join(notes) or None, spans,
-    )
-
-
-def _strict(schema: dict[str, Any]) -> dict[str, Any]:
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema without the annotation keywords providers reject in strict mode at the top level."""
     return {k: v for k, v in schema.items() if k not in ("$schema", "title", "description")}

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from experiment_runner.models import Experiment
+from experiment_runner.store.tables import Experiment
 from experiment_runner.store import Store
 
 

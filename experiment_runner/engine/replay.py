@@ -9,8 +9,8 @@ can call the same tools.
 
 from typing import Any
 
-from experiment_runner.formats import to_openai_messages
-from experiment_runner.ids import new_id
+from experiment_runner.ingest.formats import to_openai_messages
+from experiment_runner.store.ids import new_id
 
 JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
 

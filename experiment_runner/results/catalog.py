@@ -14,9 +14,9 @@ from sqlalchemy import bindparam, text
 from sqlmodel import col, select
 
 from experiment_runner.errors import BadInputError
-from experiment_runner.experiments import require_experiment
-from experiment_runner.export import experiment_object, item_page
-from experiment_runner.models import Experiment
+from experiment_runner.engine.experiments import require_experiment
+from experiment_runner.results.export import experiment_object, item_page
+from experiment_runner.store.tables import Experiment
 from experiment_runner.store import Store
 
 DEFAULT_LIMIT = 50
@@ -105,7 +105,7 @@ _RECENT_ERRORS = text(
 
 def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
     """What `show` prints: the experiment object, evaluator settings and the latest item errors."""
-    from experiment_runner.evaluation import EvaluatorConfig
+    from experiment_runner.evaluation.evaluator import EvaluatorConfig
 
     with store.read() as session:
         experiment = require_experiment(session, experiment_id)

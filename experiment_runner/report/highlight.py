@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from experiment_runner.spans import TEXT_PART_TYPES, part_target
+from experiment_runner.evaluation.spans import TEXT_PART_TYPES, part_target
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session
 
-from experiment_runner import migrations
+from experiment_runner.store import migrations
 from experiment_runner.errors import StoreError
-from experiment_runner.timeutil import now
+from experiment_runner.store.timeutil import now
 
 DEFAULT_DB = "experiments.db"
 BUSY_TIMEOUT_S = 30.0

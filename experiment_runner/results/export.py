@@ -20,17 +20,17 @@ from sqlalchemy import bindparam, text
 from sqlmodel import Session
 
 from experiment_runner.errors import BadInputError
-from experiment_runner.experiments import require_experiment
-from experiment_runner.metrics import (
+from experiment_runner.engine.experiments import require_experiment
+from experiment_runner.results.metrics import (
     AnnotationFacts,
     EvaluationFacts,
     ItemFacts,
     compute_metrics,
     status_summary,
 )
-from experiment_runner.models import Experiment
+from experiment_runner.store.tables import Experiment
 from experiment_runner.store import Store
-from experiment_runner.timeutil import to_rfc3339
+from experiment_runner.store.timeutil import to_rfc3339
 
 PAGE = 200  # items (or evaluations) per query page
 FACTS_PAGE = 1000  # items per page when only metrics facts are read
@@ -354,4 +354,4 @@ def write_export(store: Store, experiment_id: str, target: str | Path | TextIO) 
 
 def load_export_schema() -> dict[str, Any]:
     """The JSON Schema of the export, as shipped in the package."""
-    return json.loads(resources.files("experiment_runner").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    return json.loads(resources.files("experiment_runner.results").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))

@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from experiment_runner.evaluation import EvaluationOutcome
-from experiment_runner.formats import content_hash
-from experiment_runner.ids import new_id
+from experiment_runner.evaluation.evaluator import EvaluationOutcome
+from experiment_runner.ingest.formats import content_hash
+from experiment_runner.store.ids import new_id
 from experiment_runner.store import Store
-from experiment_runner.timeutil import now
+from experiment_runner.store.timeutil import now
 
 
 @dataclass(frozen=True)

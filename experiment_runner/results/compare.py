@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from experiment_runner.experiments import require_experiment
-from experiment_runner.export import METRIC_KEYS, experiment_object
+from experiment_runner.engine.experiments import require_experiment
+from experiment_runner.results.export import METRIC_KEYS, experiment_object
 from experiment_runner.store import Store
 
 TOP_CHANGED = 10

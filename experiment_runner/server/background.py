@@ -11,11 +11,11 @@ import anyio
 from anyio.abc import TaskGroup
 from sqlmodel import col, select
 
-from experiment_runner.engine import Progress, RunOptions, run_experiment_async
-from experiment_runner.models import Experiment, Item
+from experiment_runner.engine.run import Progress, RunOptions, run_experiment_async
+from experiment_runner.store.tables import Experiment, Item
 from experiment_runner.store import Store
 
-log = logging.getLogger("experiment_runner.server")
+log = logging.getLogger("experiment_runner.server.app")
 
 
 class Runs:
@@ -68,7 +68,7 @@ class Runs:
 
     async def _import_litellm(self, ready: anyio.Event) -> None:
         """Import litellm (seconds) in a worker thread, so the first model call does not block the event loop."""
-        from experiment_runner.llm import litellm_module
+        from experiment_runner.engine.llm import litellm_module
 
         try:
             await anyio.to_thread.run_sync(litellm_module, abandon_on_cancel=True)
