@@ -14,12 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import experiment_runner  # noqa: F401
 from _table import print_table  # benchmarks/ is on sys.path when a script here runs
-from experiment_runner.engine.run import RunOptions, run_experiment
+
+import experiment_runner  # noqa: F401
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
-from experiment_runner.ingest.importing import import_files
 from experiment_runner.engine.llm import litellm_module
+from experiment_runner.engine.run import RunOptions, run_experiment
+from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent

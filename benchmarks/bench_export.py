@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import insert
 
 import experiment_runner  # noqa: F401
-from experiment_runner.store.tables import Annotation, Conversation, Evaluation, Experiment, Item, Message
 from experiment_runner.store import Store, open_store
+from experiment_runner.store.tables import Annotation, Conversation, Evaluation, Experiment, Item, Message
 from experiment_runner.store.timeutil import now
 
 SIZES = (1_000, 10_000)

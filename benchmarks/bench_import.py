@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import experiment_runner  # noqa: F401
 from _table import print_table  # benchmarks/ is on sys.path when a script here runs
+
+import experiment_runner  # noqa: F401
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import open_store
 

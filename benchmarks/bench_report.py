@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import insert
 
 import experiment_runner  # noqa: F401
-from experiment_runner.store.tables import Annotation, Conversation, Evaluation, Experiment, Item, Message
 from experiment_runner.report.html import write_report
 from experiment_runner.store import Store, open_store
+from experiment_runner.store.tables import Annotation, Conversation, Evaluation, Experiment, Item, Message
 from experiment_runner.store.timeutil import now
 
 ROOT = Path(__file__).resolve().parent.parent / "fixtures"

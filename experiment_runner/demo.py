@@ -22,12 +22,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from experiment_runner.engine.run import Progress, RunOptions, run_experiment
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
-from experiment_runner.results.export import load_export_schema, write_export
+from experiment_runner.engine.run import Progress, RunOptions, run_experiment
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.report.html import write_report
+from experiment_runner.results.export import load_export_schema, write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
 from experiment_runner.store import Store
 

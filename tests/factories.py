@@ -12,8 +12,8 @@ from sqlmodel import select
 
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
 from experiment_runner.ingest.importing import import_files
-from experiment_runner.store.tables import Annotation, Conversation, Evaluation, Experiment, Item, Message
 from experiment_runner.store import Store
+from experiment_runner.store.tables import Annotation, Conversation, Evaluation, Experiment, Item, Message
 from experiment_runner.store.timeutil import now
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

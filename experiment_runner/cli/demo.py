@@ -5,11 +5,11 @@ from pathlib import Path
 
 import click
 
-from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.results import render_score, render_summary
 from experiment_runner.cli.runs import print_progress
 from experiment_runner.demo import run_demo
+from experiment_runner.results.catalog import experiment_summary
 
 REAL_MODEL_HINT = """\
 The demo's models were local simulations: the bundled server replayed the recorded replies and

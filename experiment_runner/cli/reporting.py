@@ -6,8 +6,8 @@ import click
 
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json, output_option, table
-from experiment_runner.results.compare import compare_experiments
 from experiment_runner.report.html import METRIC_NAMES, write_report
+from experiment_runner.results.compare import compare_experiments
 
 
 @cli.command("report")

@@ -5,9 +5,9 @@ from typing import Any
 
 import click
 
-from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json, output_option, table
+from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
 from experiment_runner.results.export import write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
 

@@ -6,13 +6,13 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
-from experiment_runner.ingest.conversations import source_conversation_ids
+from experiment_runner.engine.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
+from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.run import Progress, RunOptions, run_experiment
 from experiment_runner.errors import BadInputError, ExperimentRunnerError
 from experiment_runner.evaluation.evaluator import load_labels
 from experiment_runner.files import read_json_file
-from experiment_runner.engine.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
-from experiment_runner.engine.output_schema import check_fields
+from experiment_runner.ingest.conversations import source_conversation_ids
 
 concurrency_option = click.option(
     "--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,

@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import insert
 from sqlmodel import Session, select
 
-from experiment_runner.ingest.conversations import missing_conversations
+from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.ingest.conversations import missing_conversations
+from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
 from experiment_runner.store.tables import Experiment, Item
-from experiment_runner.engine.output_schema import check_fields
-from experiment_runner.store import Store
 from experiment_runner.store.timeutil import now
 
 EFFORTS = ("low", "medium", "high")

@@ -75,9 +75,10 @@ def litellm_module() -> Any:
     """Import litellm on first use (it takes seconds) and make it quiet and offline-safe."""
     global _litellm
     if _litellm is None:
-        import experiment_runner  # noqa: F401  (the offline environment variables, before import)
         import litellm
         import openai.resources  # noqa: F401  (else the first call imports it, ~0.3 s inside a timed call)
+
+        import experiment_runner  # noqa: F401  (the offline environment variables, before import)
 
         litellm.suppress_debug_info = True  # else it prints help text on stdout on errors
         litellm.telemetry = False

@@ -28,12 +28,9 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from experiment_runner.engine import writer as w
-from experiment_runner.errors import ModelCallError
 from experiment_runner.engine.evaluate import evaluate_message
-from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs
 from experiment_runner.engine.llm import RetryPolicy, complete
-from experiment_runner.store.tables import Experiment
 from experiment_runner.engine.output_schema import check_reply, response_format
 from experiment_runner.engine.replay import (
     replay_request,
@@ -41,8 +38,11 @@ from experiment_runner.engine.replay import (
     split_reply,
     with_system_prompt,
 )
-from experiment_runner.store import Store
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
+from experiment_runner.errors import ModelCallError
+from experiment_runner.evaluation.evaluator import EvaluatorConfig
+from experiment_runner.store import Store
+from experiment_runner.store.tables import Experiment
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from experiment_runner.store.tables import Experiment
 from experiment_runner.store import Store
+from experiment_runner.store.tables import Experiment
 
 
 @dataclass(frozen=True)

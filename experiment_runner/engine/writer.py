@@ -13,8 +13,8 @@ from sqlalchemy import Connection
 
 from experiment_runner.evaluation.evaluator import EvaluationOutcome
 from experiment_runner.ingest.formats import content_hash
-from experiment_runner.store.ids import new_id
 from experiment_runner.store import Store
+from experiment_runner.store.ids import new_id
 from experiment_runner.store.timeutil import now
 
 

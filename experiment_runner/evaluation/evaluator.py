@@ -17,8 +17,8 @@ from string import Template
 from typing import Any
 
 from experiment_runner.errors import BadInputError
-from experiment_runner.files import read_json_file
 from experiment_runner.evaluation.spans import Quote, Span, part_target
+from experiment_runner.files import read_json_file
 
 DEFAULT_LABELS: tuple[dict[str, str], ...] = (
     {

@@ -8,8 +8,8 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from experiment_runner.errors import NotFoundError
-from experiment_runner.store.tables import Conversation, Message
 from experiment_runner.store import Store
+from experiment_runner.store.tables import Conversation, Message
 
 MESSAGE_NAMESPACE = uuid.UUID("7f1d2c3e-9a41-4c55-8a7e-3f5b2e1d0c99")
 

@@ -15,13 +15,13 @@ from typing import Any, TextIO
 from sqlalchemy import insert
 from sqlmodel import Session, select
 
-from experiment_runner.ingest.conversations import message_id_for
 from experiment_runner.errors import BadInputError
+from experiment_runner.ingest.conversations import message_id_for
 from experiment_runner.ingest.formats import content_hash, normalize_conversation
-from experiment_runner.store.tables import Conversation, Message
 from experiment_runner.store import Store
-from experiment_runner.store.timeutil import now
 from experiment_runner.store.ids import new_id
+from experiment_runner.store.tables import Conversation, Message
+from experiment_runner.store.timeutil import now
 
 CHUNK = 500  # ids per IN (...) query
 

@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from experiment_runner.errors import BadInputError
+from experiment_runner.report.highlight import annotation_location, label_class, label_colour, parts_view
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.results.compare import IssueCounts, compare_summaries
-from experiment_runner.errors import BadInputError
 from experiment_runner.results.export import export_chunks
-from experiment_runner.report.highlight import annotation_location, label_class, label_colour, parts_view
 from experiment_runner.store import Store
 
 PER_PAGE = 50

@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlmodel import col, select
 
-from experiment_runner.errors import BadInputError
 from experiment_runner.engine.experiments import require_experiment
+from experiment_runner.errors import BadInputError
 from experiment_runner.results.export import experiment_object, item_page
-from experiment_runner.store.tables import Experiment
 from experiment_runner.store import Store
+from experiment_runner.store.tables import Experiment
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -49,7 +49,7 @@ def decode_cursor(cursor: str, types: tuple[type, ...]) -> list[Any]:
     )
     if not valid:
         raise BadInputError("invalid cursor: pass the next_page_cursor of a previous page", loc=("query", "cursor"))
-    return key  # type: ignore[return-value]
+    return key
 
 
 def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] | None) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from typing import Any, TextIO
 from sqlalchemy import bindparam, text
 from sqlmodel import Session
 
-from experiment_runner.errors import BadInputError
 from experiment_runner.engine.experiments import require_experiment
+from experiment_runner.errors import BadInputError
 from experiment_runner.results.metrics import (
     AnnotationFacts,
     EvaluationFacts,
@@ -28,8 +28,8 @@ from experiment_runner.results.metrics import (
     compute_metrics,
     status_summary,
 )
-from experiment_runner.store.tables import Experiment
 from experiment_runner.store import Store
+from experiment_runner.store.tables import Experiment
 from experiment_runner.store.timeutil import to_rfc3339
 
 PAGE = 200  # items (or evaluations) per query page

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
-from experiment_runner.errors import BadInputError
 from experiment_runner.engine.experiments import require_experiment
+from experiment_runner.errors import BadInputError
 from experiment_runner.results.span_scores import LabelledSpan, parse_gold_line, score_spans
 from experiment_runner.store import Store
 

@@ -24,22 +24,22 @@ from fastapi import Body, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from experiment_runner import __version__
-from experiment_runner.server.schemas import CreateExperiment, ErrorDetail, ImportResponse
-from experiment_runner.server.background import Runs, unfinished_experiments
-from experiment_runner.results.catalog import delete_experiment, list_experiments, list_items
+from experiment_runner.engine.experiments import create_experiment, require_experiment
 from experiment_runner.errors import (
     BadInputError,
     ExperimentRunnerError,
     NotFoundError,
     StoreError,
 )
-from experiment_runner.engine.experiments import create_experiment, require_experiment
+from experiment_runner.ingest.importing import import_conversations
+from experiment_runner.results.catalog import delete_experiment, list_experiments, list_items
 from experiment_runner.results.export import (
     experiment_object,
     export_chunks,
     load_export_schema,
 )
-from experiment_runner.ingest.importing import import_conversations
+from experiment_runner.server.background import Runs, unfinished_experiments
+from experiment_runner.server.schemas import CreateExperiment, ErrorDetail, ImportResponse
 from experiment_runner.store import Store
 
 log = logging.getLogger("experiment_runner.server.app")

@@ -12,8 +12,8 @@ from anyio.abc import TaskGroup
 from sqlmodel import col, select
 
 from experiment_runner.engine.run import Progress, RunOptions, run_experiment_async
-from experiment_runner.store.tables import Experiment, Item
 from experiment_runner.store import Store
+from experiment_runner.store.tables import Experiment, Item
 
 log = logging.getLogger("experiment_runner.server.app")
 

@@ -4,9 +4,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from experiment_runner.engine.experiments import ExperimentSpec
 from experiment_runner.errors import BadInputError
 from experiment_runner.evaluation.evaluator import check_labels
-from experiment_runner.engine.experiments import ExperimentSpec
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt optional field is an error, not silently ignored

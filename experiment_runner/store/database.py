@@ -15,8 +15,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session
 
-from experiment_runner.store import migrations
 from experiment_runner.errors import StoreError
+from experiment_runner.store import migrations
 from experiment_runner.store.timeutil import now
 
 DEFAULT_DB = "experiments.db"

@@ -2,20 +2,20 @@
 
 import json
 import os
-from collections import Counter
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, dump
 from conftest import query as rows
-from experiment_runner.engine.run import RunOptions, run_experiment
+
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.run import RunOptions, run_experiment
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store

@@ -5,10 +5,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, query
-from experiment_runner.evaluation.evaluator import DEFAULT_LABELS, EvaluatorConfig, build_request, check_labels, parse_reply
+
 from experiment_runner.errors import BadInputError
+from experiment_runner.evaluation.evaluator import DEFAULT_LABELS, EvaluatorConfig, build_request, check_labels, parse_reply
 from experiment_runner.fixtures.fakellm import FakeLLM
 
 TOOLS = FIXTURES / "handwritten.native.jsonl"

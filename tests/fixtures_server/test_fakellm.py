@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 import jsonschema
+import litellm
 import pytest
 
 import experiment_runner  # noqa: F401  (sets litellm's offline env vars before litellm is imported)
-import litellm
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.fixtures.fakellm_schema import example_instance
 

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, dump
+
 from experiment_runner.ingest.conversations import load_conversation
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store

@@ -12,13 +12,13 @@ import pytest
 from conftest import FIXTURES
 from factories import RAGTRUTH, RAGTRUTH_GOLD, SpanSpec, finish_experiment, import_fixture, new_experiment
 
+from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
 from experiment_runner.engine.run import run_experiment
 from experiment_runner.errors import NotFoundError
 from experiment_runner.evaluation.evaluator import DEFAULT_LABELS
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
-from experiment_runner.results.export import export_document
 from experiment_runner.ingest.importing import import_conversations, import_files
 from experiment_runner.report.html import render_report, write_report
+from experiment_runner.results.export import export_document
 
 XSS_REPLY = "Sure! <script>alert(1)</script> The answer is 42, \"quoted\" & 'single' 🎉 東京."
 XSS = {"id": "xss", "messages": [

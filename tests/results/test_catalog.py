@@ -16,6 +16,8 @@ from factories import (
 )
 from sqlalchemy import text
 
+from experiment_runner.engine.experiments import ExperimentSpec, create_reevaluation
+from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.results.catalog import (
     delete_experiment,
     encode_cursor,
@@ -23,8 +25,6 @@ from experiment_runner.results.catalog import (
     list_experiments,
     list_items,
 )
-from experiment_runner.errors import BadInputError, NotFoundError
-from experiment_runner.engine.experiments import ExperimentSpec, create_reevaluation
 from experiment_runner.results.export import export_document
 
 

@@ -5,10 +5,10 @@ import json
 import pytest
 from factories import NATIVE, RAGTRUTH, SpanSpec, finish_experiment, import_fixture, new_experiment
 
-from experiment_runner.results.compare import changed_items, compare_experiments, compare_summaries
 from experiment_runner.errors import NotFoundError
-from experiment_runner.results.export import export_document
 from experiment_runner.report.html import issue_counts
+from experiment_runner.results.compare import changed_items, compare_experiments, compare_summaries
+from experiment_runner.results.export import export_document
 
 WEATHER, BOOKING, MATH, REFUSAL = "hw-weather-tools", "hw-booking-args", "hw-reasoning-math", "hw-refusal"
 

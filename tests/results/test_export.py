@@ -9,10 +9,10 @@ import jsonschema
 import pytest
 from factories import RAGTRUTH, SpanSpec, build_finished, finish_experiment, import_fixture, new_experiment
 
-from experiment_runner.errors import NotFoundError
 from experiment_runner.engine.experiments import ExperimentSpec, create_reevaluation
-from experiment_runner.results.export import export_chunks, export_document, item_facts, load_export_schema, write_export
+from experiment_runner.errors import NotFoundError
 from experiment_runner.ingest.importing import import_files
+from experiment_runner.results.export import export_chunks, export_document, item_facts, load_export_schema, write_export
 from experiment_runner.results.metrics import compute_metrics
 from experiment_runner.store import open_store
 

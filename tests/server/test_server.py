@@ -14,14 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import FIXTURES
 from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator, FormatChecker
 
-from conftest import FIXTURES
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
-from experiment_runner.results.export import load_export_schema
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
+from experiment_runner.results.export import load_export_schema
 from experiment_runner.server.app import create_app
 from experiment_runner.store import Store
 

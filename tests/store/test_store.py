@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import SQLModel
 
-from experiment_runner.store import migrations
 from experiment_runner.errors import StoreError
-from experiment_runner.store.tables import Conversation  # noqa: F401  (registers the tables)
+from experiment_runner.store import migrations
 from experiment_runner.store.database import open_store, schema_version
+from experiment_runner.store.tables import Conversation  # noqa: F401  (registers the tables)
 
 
 def columns(path: Path) -> dict[str, list[str]]:
