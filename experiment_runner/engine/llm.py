@@ -1,7 +1,7 @@
 """Every model call goes through here: litellm, imported lazily, with our own retries and backoff.
 
 litellm's own retries are off (`num_retries=0`) so each attempt is counted and a timeout is a real
-per-attempt limit. 429, 408, 5xx, timeouts and connection errors are retried with exponential backoff
+per-attempt limit. 408, 409, 429, 5xx, timeouts and connection errors are retried with exponential backoff
 and full jitter, honouring `Retry-After`; anything else (400, 401, 404, unsupported parameters) fails at
 once. A concurrency limiter is held only during an attempt, never while backing off.
 """
@@ -11,7 +11,6 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,7 +109,6 @@ async def complete(
     api_base: str | None = None,
     policy: RetryPolicy | None = None,
     limiter: AbstractAsyncContextManager[Any] | None = None,
-    on_retry: Callable[[int, str], None] | None = None,
     **kwargs: Any,
 ) -> Completion:
     """One chat completion with retries; raises `ModelCallError` when it fails for good."""
@@ -120,7 +118,6 @@ async def complete(
     attempt = 0
     while True:
         attempt += 1
-        started = time.perf_counter()
         try:
             async with limiter or nullcontext():
                 started = time.perf_counter()
@@ -132,8 +129,6 @@ async def complete(
             if not failure.retryable or attempt >= policy.max_attempts:
                 suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
                 raise ModelCallError(f"{failure}{suffix}", retryable=failure.retryable) from None
-            if on_retry:
-                on_retry(attempt, str(failure))
             await anyio.sleep(policy.delay(attempt, failure.retry_after))
 
 

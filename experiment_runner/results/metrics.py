@@ -27,8 +27,8 @@ Decisions (the public contract of the returned keys is listed on `compute_metric
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 ITEM_STATUSES: tuple[str, ...] = ("pending", "in_progress", "completed", "failed")
@@ -99,65 +99,87 @@ def compute_metrics(items: Iterable[ItemFacts]) -> dict[str, Any]:
 
     Ratios are 0.0 when their denominator is 0.
     """
-    evaluated = 0
-    with_issues = 0
-    total_issues = 0
-    labels: Counter[str] = Counter()
-    parameters: dict[str, Counter[str]] = {}
+    issues, generations = _IssueTally(), _GenerationTally()
+    for item in items:
+        if item.evaluation is not None and item.evaluation.status == "completed":
+            issues.add(item.evaluation.annotations)
+        if item.status == "completed":
+            generations.add(item.generation or {})
+    found = {**issues.metrics(), **generations.metrics()}
+    return {key: found[key] for key in METRIC_ORDER}
 
-    completed = 0
-    input_tokens = 0
-    output_tokens = 0
+
+METRIC_ORDER = (
+    "total_issues", "issue_labels", "issue_rate", "issue_free_message_count", "avg_issues_per_evaluated_message",
+    "total_input_tokens", "total_output_tokens", "avg_input_tokens", "avg_output_tokens", "total_generation_time_ms",
+    "avg_response_latency_ms", "max_response_latency_ms", "cost_per_1k", "parameter_issues",
+)
+
+
+@dataclass
+class _IssueTally:
+    """Counts over the annotations of evaluated messages (completed evaluations)."""
+
+    evaluated: int = 0
+    with_issues: int = 0
+    total: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    parameters: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def add(self, annotations: Sequence[AnnotationFacts]) -> None:
+        self.evaluated += 1
+        self.with_issues += bool(annotations)
+        self.total += len(annotations)
+        for annotation in annotations:
+            self.labels[annotation.label] += 1
+            if annotation.tool_name is not None and annotation.parameter_name is not None:
+                self.parameters.setdefault(annotation.tool_name, Counter())[annotation.parameter_name] += 1
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "total_issues": self.total,
+            "issue_labels": dict(sorted(self.labels.items())),
+            "issue_rate": _ratio(self.with_issues, self.evaluated),
+            "issue_free_message_count": self.evaluated - self.with_issues,
+            "avg_issues_per_evaluated_message": _ratio(self.total, self.evaluated),
+            "parameter_issues": {tool: dict(sorted(counts.items())) for tool, counts in sorted(self.parameters.items())},
+        }
+
+
+@dataclass
+class _GenerationTally:
+    """Sums over the generation metadata of completed items."""
+
+    completed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
     cost_usd: Number = 0
     latency_total: Number = 0
-    latency_count = 0
+    latency_count: int = 0
     latency_max: Number = 0
 
-    for item in items:
-        evaluation = item.evaluation
-        if evaluation is not None and evaluation.status == "completed":
-            evaluated += 1
-            annotations = evaluation.annotations
-            if annotations:
-                with_issues += 1
-            total_issues += len(annotations)
-            for annotation in annotations:
-                labels[annotation.label] += 1
-                if annotation.tool_name is not None and annotation.parameter_name is not None:
-                    counter = parameters.setdefault(annotation.tool_name, Counter())
-                    counter[annotation.parameter_name] += 1
-
-        if item.status != "completed":
-            continue
-        completed += 1
-        generation = item.generation or {}
-        input_tokens += int(_number(generation.get("input_tokens")) or 0)
-        output_tokens += int(_number(generation.get("output_tokens")) or 0)
-        cost_usd += _number(generation.get("cost_usd")) or 0
+    def add(self, generation: Mapping[str, Any]) -> None:
+        self.completed += 1
+        self.input_tokens += int(_number(generation.get("input_tokens")) or 0)
+        self.output_tokens += int(_number(generation.get("output_tokens")) or 0)
+        self.cost_usd += _number(generation.get("cost_usd")) or 0
         latency = _number(generation.get("latency_ms"))
         if latency is not None:
-            latency_total += latency
-            latency_max = latency if latency_count == 0 else max(latency_max, latency)
-            latency_count += 1
+            self.latency_total += latency
+            self.latency_max = latency if self.latency_count == 0 else max(self.latency_max, latency)
+            self.latency_count += 1
 
-    return {
-        "total_issues": total_issues,
-        "issue_labels": dict(sorted(labels.items())),
-        "issue_rate": _ratio(with_issues, evaluated),
-        "issue_free_message_count": evaluated - with_issues,
-        "avg_issues_per_evaluated_message": _ratio(total_issues, evaluated),
-        "total_input_tokens": input_tokens,
-        "total_output_tokens": output_tokens,
-        "avg_input_tokens": _ratio(input_tokens, completed),
-        "avg_output_tokens": _ratio(output_tokens, completed),
-        "total_generation_time_ms": latency_total,
-        "avg_response_latency_ms": _ratio(latency_total, latency_count),
-        "max_response_latency_ms": latency_max,
-        "cost_per_1k": _ratio(cost_usd * 1000, completed),
-        "parameter_issues": {
-            tool: dict(sorted(counts.items())) for tool, counts in sorted(parameters.items())
-        },
-    }
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "total_input_tokens": self.input_tokens,
+            "total_output_tokens": self.output_tokens,
+            "avg_input_tokens": _ratio(self.input_tokens, self.completed),
+            "avg_output_tokens": _ratio(self.output_tokens, self.completed),
+            "total_generation_time_ms": self.latency_total,
+            "avg_response_latency_ms": _ratio(self.latency_total, self.latency_count),
+            "max_response_latency_ms": self.latency_max,
+            "cost_per_1k": _ratio(self.cost_usd * 1000, self.completed),
+        }
 
 
 def status_summary(statuses: Iterable[str]) -> dict[str, int]:

@@ -4,24 +4,38 @@ Never edit a migration that has shipped: add a new one at the end. A store creat
 is brought up to date when it is opened (`store.open_store`), and its data is kept.
 """
 
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import Connection
 
 Migration = Callable[[Connection], None]
 
 
+def statements(script: str) -> Iterator[str]:
+    """The complete SQL statements of `script`, in order.
+
+    Split where SQLite itself says a statement is complete (`sqlite3.complete_statement`), not at every
+    `;`, so a trigger body (`BEGIN ...; ...; END;`) or a `;` inside a string literal stays whole.
+    """
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip().rstrip(";").strip():
+                yield pending.strip()
+            pending = ""
+    if pending.strip():
+        yield pending.strip()
+
+
 def _run(conn: Connection, script: str) -> None:
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.exec_driver_sql(statement)
+    """Run every statement of `script` inside the migration's transaction (unlike `executescript`)."""
+    for statement in statements(script):
+        conn.exec_driver_sql(statement)
 
 
-def m001_initial(conn: Connection) -> None:
-    """Conversations, messages, experiments, items, evaluations and annotations."""
-    _run(
-        conn,
-        """
+_M001_SQL = """
         CREATE TABLE conversation (
             id TEXT PRIMARY KEY,
             type TEXT NOT NULL DEFAULT 'source',
@@ -102,8 +116,12 @@ def m001_initial(conn: Connection) -> None:
             parameter_name TEXT
         );
         CREATE INDEX ix_annotation_evaluation_id ON annotation (evaluation_id);
-        """,
-    )
+        """
+
+
+def m001_initial(conn: Connection) -> None:
+    """Conversations, messages, experiments, items, evaluations and annotations."""
+    _run(conn, _M001_SQL)
 
 
 def m002_run_settings(conn: Connection) -> None:

@@ -88,3 +88,21 @@ def test_cli_reports_bad_db_paths_without_traceback(run_cli, tmp_path: Path) -> 
         result = CliRunner().invoke(cli, ["--db", str(path), "conversations"])
         assert result.exit_code == 2
         assert result.stderr.startswith("Error: ") and "Traceback" not in result.output
+
+
+def test_migration_scripts_keep_trigger_bodies_and_quoted_semicolons_whole() -> None:
+    script = """
+        CREATE TABLE t (a TEXT);
+        CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN
+            UPDATE t SET a = a || ';' WHERE rowid = new.rowid;
+            SELECT 1;
+        END;
+        INSERT INTO t VALUES ('x;y')
+    """
+    found = list(migrations.statements(script))
+    assert len(found) == 3
+    assert found[1].startswith("CREATE TRIGGER") and found[1].rstrip().endswith("END;")
+    conn = sqlite3.connect(":memory:")
+    for statement in found:
+        conn.execute(statement)
+    assert conn.execute("SELECT a FROM t").fetchall() == [("x;y;",)]

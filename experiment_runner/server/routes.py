@@ -1,0 +1,194 @@
+"""The API's endpoints, one thin function each: parse, call one core function (in a worker thread), format.
+
+The store and the background runs come from the app (`request.app.state`) through dependencies, so the
+router holds no state of its own and can be mounted on any app.
+"""
+
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from experiment_runner.engine.experiments import create_experiment, require_experiment
+from experiment_runner.errors import BadInputError
+from experiment_runner.ingest.importing import import_conversations
+from experiment_runner.results.catalog import delete_experiment, list_experiments, list_items
+from experiment_runner.results.export import experiment_object, export_chunks
+from experiment_runner.server.background import Runs
+from experiment_runner.server.openapi import NOT_FOUND, json_response
+from experiment_runner.server.schemas import CreateExperiment, ImportResponse
+from experiment_runner.store import Store
+
+EXPORT_CHUNK_CHARS = 64 * 1024
+
+
+def get_store(request: Request) -> Store:
+    """The store the app serves."""
+    store: Store = request.app.state.store
+    return store
+
+
+def get_runs(request: Request) -> Runs:
+    """The app's background runs."""
+    runs: Runs = request.app.state.runs
+    return runs
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+RunsDep = Annotated[Runs, Depends(get_runs)]
+ExperimentId = Annotated[uuid.UUID, Path(description="Experiment UUID")]
+Cursor = Annotated[str | None, Query(description="Cursor for pagination")]
+_BODY_INDEX = re.compile(r"^body\[(\d+)\]")
+
+router = APIRouter()
+
+
+def experiment_document(store: Store, experiment_id: str) -> dict[str, Any]:
+    """The export's `experiment` object for one experiment, or `NotFoundError`."""
+    with store.read() as session:
+        return experiment_object(session, require_experiment(session, experiment_id))
+
+
+def _batched(chunks: Iterator[str], size: int = EXPORT_CHUNK_CHARS) -> Iterator[str]:
+    """Join small chunks, so streaming a large export is not one thread hop per item."""
+    buffer: list[str] = []
+    length = 0
+    for chunk in chunks:
+        buffer.append(chunk)
+        length += len(chunk)
+        if length >= size:
+            yield "".join(buffer)
+            buffer, length = [], 0
+    if buffer:
+        yield "".join(buffer)
+
+
+@router.post(
+    "/v1/experiments",
+    status_code=201,
+    tags=["experiments"],
+    summary="Create Experiment",
+    responses={201: json_response("Experiment", "The created experiment; it runs in the background")},
+)
+async def create(body: CreateExperiment, store: StoreDep, runs: RunsDep) -> JSONResponse:
+    """Run an issue-detection experiment on traced conversations."""
+    if not runs.active:
+        raise HTTPException(503, "the server is starting or shutting down; try again")
+    spec = body.to_spec()
+    experiment_id = await anyio.to_thread.run_sync(create_experiment, store, spec)
+    try:
+        document = await anyio.to_thread.run_sync(experiment_document, store, experiment_id)
+    finally:
+        runs.start(experiment_id)
+    return JSONResponse(document, status_code=201, headers={"Location": f"/v1/experiments/{experiment_id}"})
+
+@router.get(
+    "/v1/experiments",
+    tags=["experiments"],
+    summary="List Experiments",
+    responses={200: json_response("ExperimentPage", "A page of experiments, newest first")},
+)
+async def list_(
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Maximum number of experiments to return")] = 50,
+    cursor: Cursor = None,
+) -> JSONResponse:
+    """Browse experiments, newest first."""
+    page = await anyio.to_thread.run_sync(lambda: list_experiments(store, limit=limit, cursor=cursor))
+    return JSONResponse(page)
+
+@router.get(
+    "/v1/experiments/{experiment_id}",
+    tags=["experiments"],
+    summary="Get Experiment",
+    responses={200: json_response("Experiment", "The experiment with its counts and metrics so far"), **NOT_FOUND},
+)
+async def get(experiment_id: ExperimentId, store: StoreDep) -> JSONResponse:
+    """One experiment: settings, status summary and metrics (poll it to follow a run)."""
+    return JSONResponse(await anyio.to_thread.run_sync(experiment_document, store, str(experiment_id)))
+
+@router.get(
+    "/v1/experiments/{experiment_id}/items",
+    tags=["experiments"],
+    summary="List Experiment Items",
+    responses={200: json_response("ExperimentItemPage", "A page of items in conversation order"), **NOT_FOUND},
+)
+async def items(
+    experiment_id: ExperimentId,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Maximum number of items to return")] = 50,
+    cursor: Cursor = None,
+) -> JSONResponse:
+    """An experiment's items, each with its source and result conversations, as in the export."""
+    page = await anyio.to_thread.run_sync(
+        lambda: list_items(store, str(experiment_id), limit=limit, cursor=cursor)
+    )
+    return JSONResponse(page)
+
+@router.get(
+    "/v1/experiments/{experiment_id}/export",
+    tags=["experiments"],
+    summary="Export Experiment",
+    response_class=StreamingResponse,
+    responses={200: json_response("ExperimentExport", "The export document (export.schema.json)"), **NOT_FOUND},
+)
+async def export(experiment_id: ExperimentId, store: StoreDep) -> StreamingResponse:
+    """Export full experiment data as JSON."""
+    chunks = await anyio.to_thread.run_sync(export_chunks, store, str(experiment_id))  # 404 before streaming
+    return StreamingResponse(
+        _batched(chunks),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="experiment-{experiment_id}.json"'},
+    )
+
+@router.delete(
+    "/v1/experiments/{experiment_id}",
+    status_code=204,
+    tags=["experiments"],
+    summary="Delete Experiment",
+    response_class=Response,
+    responses=NOT_FOUND,
+)
+async def delete(experiment_id: ExperimentId, store: StoreDep, runs: RunsDep) -> Response:
+    """Delete an experiment (stopping its run), its items, result conversations and evaluations."""
+    await runs.stop(str(experiment_id))
+    await anyio.to_thread.run_sync(delete_experiment, store, str(experiment_id))
+    return Response(status_code=204)
+
+@router.post(
+    "/v1/conversations",
+    status_code=201,
+    tags=["conversations"],
+    summary="Import Conversations",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/ImportConversation"},
+                            {"type": "array", "items": {"$ref": "#/components/schemas/ImportConversation"}},
+                        ]
+                    }
+                }
+            },
+        }
+    },
+)
+async def import_(body: Annotated[Any, Body()], store: StoreDep) -> ImportResponse:
+    """Store one conversation or a list of them, as `experiment-runner import` does: all or nothing."""
+    objects = body if isinstance(body, list) else [body]
+    try:
+        result = await anyio.to_thread.run_sync(import_conversations, store, objects, "body")
+    except BadInputError as exc:
+        if exc.loc:
+            raise
+        match = _BODY_INDEX.match(str(exc))
+        loc: tuple[str | int, ...] = ("body", int(match[1])) if match and isinstance(body, list) else ("body",)
+        raise BadInputError(str(exc), loc=loc) from None
+    return ImportResponse(ids=result.ids, new=result.new, unchanged=result.unchanged)
