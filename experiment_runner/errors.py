@@ -31,9 +31,28 @@ class StoreError(ExperimentRunnerError):
 
 
 class ModelCallError(ExperimentRunnerError):
-    """A model call failed for good, after any retries. `retryable` says whether another try could help."""
+    """A model call failed for good, after any retries.
 
-    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None):
+    `retryable`: another try could help (rate limits, timeouts, a 5xx). `systematic`: every call to this
+    endpoint will fail the same way (nothing listens, bad credentials, no such model), so the run stops
+    instead of failing item after item. `format_rejected`: the server refused the `response_format`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        systematic: bool = False,
+        format_rejected: bool = False,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.systematic = systematic
+        self.format_rejected = format_rejected
+
+
+class RunStoppedError(ExperimentRunnerError):
+    """A run stopped early on a systematic failure; the items not attempted stay pending (exit status 1)."""

@@ -47,6 +47,7 @@ def new_experiment(
     return create_experiment(
         store,
         ExperimentSpec(name=name, model="openai/target", conversation_ids=list(ids), evaluator_model=evaluator, **spec),
+        check_models=False,
     )
 
 

@@ -6,10 +6,12 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
+from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
 from experiment_runner.engine.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.run import Progress, RunOptions, run_experiment
-from experiment_runner.errors import BadInputError, ExperimentRunnerError
+from experiment_runner.engine.structured import SETTINGS
+from experiment_runner.errors import BadInputError, ExperimentRunnerError, RunStoppedError
 from experiment_runner.evaluation.evaluator import load_labels
 from experiment_runner.files import read_json_file
 from experiment_runner.ingest.conversations import source_conversation_ids
@@ -18,9 +20,14 @@ concurrency_option = click.option(
     "--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
     envvar="EXPERIMENT_RUNNER_CONCURRENCY", help="At most K model calls at once (env EXPERIMENT_RUNNER_CONCURRENCY).",
 )
+FORMAT_HELP = "auto tries json_schema, then json_object (+schema), then json_object, then the prompt alone, and keeps what the server accepts."
 evaluator_options = [
     click.option("--evaluator-api-base", envvar="EXPERIMENT_RUNNER_EVALUATOR_API_BASE", help="OpenAI-compatible URL for the evaluator model."),
     click.option("--labels", "labels_file", type=click.Path(dir_okay=False), help='Labels JSON: {"labels": [{"name", "description"}], "domain_context"?}.'),
+    click.option("--evaluator-response-format", type=click.Choice(SETTINGS), default="auto", show_default=True,
+                 envvar="EXPERIMENT_RUNNER_EVALUATOR_RESPONSE_FORMAT", help="Structured output for the evaluator: " + FORMAT_HELP),
+    click.option("--evaluator-max-tokens", type=click.IntRange(1), envvar="EXPERIMENT_RUNNER_EVALUATOR_MAX_TOKENS",
+                 help=f"Cap on each evaluator reply (default {DEFAULT_MAX_TOKENS}; lower it for small local context windows)."),
 ]
 
 
@@ -43,6 +50,8 @@ def with_options(options: list[Any]) -> Any:
 @click.option("--reasoning-effort", type=click.Choice(EFFORTS), help="Reasoning effort passed to the target model.")
 @click.option("--output-schema", "output_schema_file", type=click.Path(dir_okay=False), help="JSON list of {name, type, is_list, is_optional}: the reply must be that JSON.")
 @click.option("--api-base", envvar="EXPERIMENT_RUNNER_API_BASE", help="OpenAI-compatible URL for the target model (a local Ollama/vLLM server).")
+@click.option("--response-format", type=click.Choice(SETTINGS), default="auto", show_default=True,
+              envvar="EXPERIMENT_RUNNER_RESPONSE_FORMAT", help="Structured output for --output-schema: " + FORMAT_HELP)
 @click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model; without it replies are not evaluated.")
 @with_options(evaluator_options)
 @concurrency_option
@@ -79,6 +88,9 @@ def run_command(obj: Context, **opts: Any) -> None:
         evaluator_model=opts["evaluator_model"],
         evaluator_api_base=opts["evaluator_api_base"],
         labels=load_labels(opts["labels_file"]) if opts["labels_file"] else None,
+        response_format=opts["response_format"],
+        evaluator_response_format=opts["evaluator_response_format"],
+        evaluator_max_tokens=opts["evaluator_max_tokens"],
     )
     experiment_id = create_experiment(store, spec)
     execute(obj, experiment_id, opts["concurrency"], retry_failed=False)
@@ -119,6 +131,8 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
         evaluator_model=opts["evaluator_model"],
         evaluator_api_base=opts["evaluator_api_base"],
         labels=load_labels(opts["labels_file"]) if opts["labels_file"] else None,
+        evaluator_response_format=opts["evaluator_response_format"],
+        evaluator_max_tokens=opts["evaluator_max_tokens"],
     )
     new_id = create_reevaluation(obj.store, experiment_id, spec)
     execute(obj, new_id, concurrency, retry_failed=False)
@@ -126,6 +140,7 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
 
 def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool) -> None:
     """Run the experiment, show progress on a terminal, print its id last, exit as the contract says."""
+    click.echo(f"Experiment {experiment_id}: running (if stopped, continue with: experiment-runner resume {experiment_id})", err=True)
     show = sys.stderr.isatty()
     progress = run_experiment(
         obj.store,
@@ -140,10 +155,25 @@ def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed:
     if progress.interrupted:
         click.echo(f"Interrupted. Continue with: experiment-runner resume {experiment_id}", err=True)
         sys.exit(130)
+    if progress.stopped_by:
+        raise RunStoppedError(
+            f"stopped: {progress.stopped_by}; the items not run stay pending: fix it, then `experiment-runner resume {experiment_id}`"
+        )
+    common = _most_common(progress)
     if progress.total and progress.failed == progress.total:
         raise ExperimentRunnerError(
-            f"every item failed; see `experiment-runner show {experiment_id}`, then `experiment-runner resume {experiment_id} --retry-failed`"
+            f"every item failed{common}; see `experiment-runner show {experiment_id}`, then `experiment-runner resume {experiment_id} --retry-failed`"
         )
+    if progress.failed:
+        click.echo(f"{progress.failed} item(s) failed{common}; see `experiment-runner show {experiment_id}`", err=True)
+
+
+def _most_common(progress: Progress) -> str:
+    """', most often: "REASON" (N)' for the failures of this run, or nothing."""
+    if not progress.failure_reasons:
+        return ""
+    reason, count = progress.failure_reasons.most_common(1)[0]
+    return f", most often: {reason} ({count}x)"
 
 
 def print_progress(progress: Progress) -> None:

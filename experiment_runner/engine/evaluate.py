@@ -1,44 +1,97 @@
 """The evaluation step of a run: one evaluator model call per reply, its reply turned into spans.
 
 What to ask and how to read the answer is `evaluation.evaluator` (pure); this module makes the call
-through `llm`, asks once more when the reply is unusable, and returns an `EvaluationOutcome`.
+through `llm` in the structured-output mode the endpoint accepts (`structured.FormatLearner`), with a
+bounded `max_tokens`, asks once more when the reply is unusable or cut off, and returns an
+`EvaluationOutcome` that says what was dropped and why.
 """
 
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-from experiment_runner.engine.llm import RetryPolicy, complete
+from experiment_runner.engine.llm import Completion, RetryPolicy, complete
+from experiment_runner.engine.structured import FormatLearner, request_kwargs, with_instructions
 from experiment_runner.errors import ModelCallError
-from experiment_runner.evaluation.evaluator import EvaluationOutcome, EvaluatorConfig, build_request, parse_reply, response_format
+from experiment_runner.evaluation.evaluator import (
+    RESPONSE_NAME,
+    EvaluationOutcome,
+    EvaluatorConfig,
+    build_request,
+    parse_reply,
+    reply_schema,
+)
 from experiment_runner.evaluation.spans import align_quotes
+
+DEFAULT_MAX_TOKENS = 4096
+
+
+@dataclass
+class _Tally:
+    """Tokens and cost over the attempts of one evaluation."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, reply: Completion) -> None:
+        self.input_tokens += reply.generation["input_tokens"] or 0
+        self.output_tokens += reply.generation["output_tokens"] or 0
+        if reply.generation.get("cost_usd") is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + reply.generation["cost_usd"]
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
 
 
 async def evaluate_message(
-    config: EvaluatorConfig, messages: list[dict[str, Any]], *, policy: RetryPolicy, limiter: Any = None
+    config: EvaluatorConfig,
+    messages: list[dict[str, Any]],
+    *,
+    policy: RetryPolicy,
+    limiter: Any = None,
+    learner: FormatLearner | None = None,
 ) -> EvaluationOutcome:
-    """Evaluate the final message of `messages`; never raises for model or reply problems."""
-    started = time.perf_counter()
-    tokens = [0, 0]
+    """Evaluate the final message of `messages`; never raises for model or reply problems (but see below).
+
+    A systematic failure (the endpoint is down, the key is wrong) is raised as `ModelCallError`, so the
+    run can stop instead of recording the same failure for every item."""
+    tally = _Tally()
+    learner = learner or FormatLearner()
 
     def failed(reason: str, detection_ms: float | None = None) -> EvaluationOutcome:
         return EvaluationOutcome(
-            "failed", config.model, tokens[0] or None, tokens[1] or None, detection_ms,
-            (time.perf_counter() - started) * 1000, reason,
+            "failed", config.model, tally.input_tokens or None, tally.output_tokens or None, detection_ms,
+            tally.elapsed_ms(), reason, cost_usd=tally.cost_usd, response_format=learner.mode,
         )
 
     if not messages or messages[-1]["role"] != "assistant":
         return failed("the conversation does not end with an assistant reply to evaluate")
-    request = build_request(config, messages)
-    schema = response_format()
     names = [x["name"] for x in config.labels]
+    request = build_request(config, messages)
+    schema = reply_schema(names, messages[-1]["parts"])
+    max_tokens = config.max_tokens or DEFAULT_MAX_TOKENS
+
+    async def send(mode: str) -> Completion:
+        return await complete(
+            config.model, with_instructions(mode, request, schema), api_base=config.api_base, policy=policy,
+            limiter=limiter, max_tokens=max_tokens, **request_kwargs(mode, RESPONSE_NAME, schema),
+        )
+
     problem = ""
-    for _attempt in range(2):  # a reply we cannot use is asked for once more
+    for _attempt in range(2):  # a reply we cannot use (or one cut off by max_tokens) is asked for once more
         try:
-            reply = await complete(config.model, request, api_base=config.api_base, policy=policy, limiter=limiter, response_format=schema)
+            reply = await learner.call(send)
         except ModelCallError as exc:
+            if exc.systematic:
+                raise
             return failed(f"evaluator call failed: {exc}")
-        tokens[0] += reply.generation["input_tokens"] or 0
-        tokens[1] += reply.generation["output_tokens"] or 0
+        tally.add(reply)
+        if "length" in reply.generation["finish_reasons"]:
+            problem = f"reply cut off at max_tokens ({max_tokens}); raise --evaluator-max-tokens"
+            continue
         try:
             quotes, unknown = parse_reply(reply.text, names)
             break
@@ -47,12 +100,29 @@ async def evaluate_message(
     else:
         return failed(f"evaluator reply unusable after 2 attempts: {problem}", reply.duration_ms)
     spans, dropped = align_quotes(messages[-1]["parts"], quotes)
-    notes = []
-    if dropped:
-        notes.append(f"{len(dropped)} quote(s) not found in the message were dropped")
+    reasons = Counter(d.kind for d in dropped)
     if unknown:
-        notes.append(f"{unknown} annotation(s) with labels outside the configured set were dropped")
+        reasons["unknown_label"] = unknown
     return EvaluationOutcome(
-        "completed", config.model, tokens[0], tokens[1], round(reply.duration_ms, 3),
-        round((time.perf_counter() - started) * 1000, 3), "; ".join(notes) or None, spans,
+        "completed", config.model, tally.input_tokens, tally.output_tokens, round(reply.duration_ms, 3),
+        tally.elapsed_ms(), dropped_note(reasons), spans, dict(sorted(reasons.items())), tally.cost_usd, learner.mode,
     )
+
+
+DROP_REASONS = {
+    "unknown_label": "with labels outside the configured set",
+    "quote_not_found": "whose quote is not in the reply",
+    "part_index_out_of_range": "with a part index out of range whose quote is in no part",
+    "empty_quote": "with an empty quote",
+    "no_such_parameter": "naming a tool parameter the call does not have",
+    "duplicate": "repeating an earlier annotation",
+}
+
+
+def dropped_note(reasons: Counter[str] | dict[str, int]) -> str | None:
+    """The evaluation's note on dropped annotations, e.g. '2 annotation(s) dropped: 1 with labels outside ...'."""
+    if not reasons:
+        return None
+    total = sum(reasons.values())
+    detail = "; ".join(f"{n} {DROP_REASONS.get(kind, kind)}" for kind, n in sorted(reasons.items()))
+    return f"{total} annotation(s) dropped: {detail}"

@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import insert
 from sqlmodel import Session, select
 
+from experiment_runner.engine.llm import check_model
 from experiment_runner.engine.output_schema import check_fields
+from experiment_runner.engine.structured import check_setting
 from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.ingest.conversations import missing_conversations
 from experiment_runner.store import Store
@@ -36,6 +38,16 @@ class ExperimentSpec:
     evaluator_model: str | None = None
     evaluator_api_base: str | None = None
     labels: dict[str, Any] | None = field(default=None)
+    response_format: str = "auto"  # structured output for --output-schema: auto | json_schema | json_object | prompt
+    evaluator_response_format: str = "auto"
+    evaluator_max_tokens: int | None = None
+
+    def structured_output(self) -> dict[str, Any]:
+        """The settings stored on the experiment (the mode each model used is added by the run)."""
+        evaluator: dict[str, Any] = {"setting": self.evaluator_response_format}
+        if self.evaluator_max_tokens:
+            evaluator["max_tokens"] = self.evaluator_max_tokens
+        return {"target": {"setting": self.response_format}, "evaluator": evaluator}
 
 
 def reasoning_kwargs(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -75,25 +87,53 @@ def check_spec(spec: ExperimentSpec) -> ExperimentSpec:
         )
     if spec.evaluator_api_base and not spec.evaluator_model:
         raise BadInputError("an evaluator API base needs an evaluator model", loc=("body", "evaluator_model"))
+    check_setting(spec.response_format, "response_format")
+    check_setting(spec.evaluator_response_format, "evaluator_response_format")
+    if spec.evaluator_max_tokens is not None and not (isinstance(spec.evaluator_max_tokens, int) and spec.evaluator_max_tokens >= 1):
+        raise BadInputError("evaluator_max_tokens must be a positive integer", loc=("body", "evaluator_max_tokens"))
     return spec
 
 
-def create_experiment(store: Store, spec: ExperimentSpec) -> str:
-    """Store a new experiment with one pending item per conversation; return its id."""
+def preflight(spec: ExperimentSpec) -> None:
+    """Before anything is stored: every model the run will call resolves to a provider litellm knows, with
+    its credentials present (unless an endpoint is given). `BadInputError` names the model and the variable."""
+    if not spec.pass_through:
+        check_model(spec.model, spec.api_base, "--model")
+    if spec.evaluator_model:
+        check_model(spec.evaluator_model, spec.evaluator_api_base, "--evaluator-model")
+
+
+def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool = True) -> str:
+    """Store a new experiment with one pending item per conversation; return its id.
+
+    `check_models=False` skips the preflight (rows built for tests, models that are never called)."""
     check_spec(spec)
     ids = list(dict.fromkeys(spec.conversation_ids))  # a conversation listed twice is run once
+    with store.read() as session:
+        _check_known(session, ids)
+    if check_models:
+        preflight(spec)
     with store.write() as session:
-        missing = missing_conversations(session, ids)
-        if missing:
-            shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise BadInputError(f"unknown conversation id(s): {shown}", loc=("body", "conversation_ids"))
+        _check_known(session, ids)  # again inside the write: one may have been deleted meanwhile
         experiment_id = _insert_experiment(session, spec, ids)
         _insert_items(session, experiment_id, [(cid, None) for cid in ids], 1 if spec.evaluator_model else 0)
     return experiment_id
 
 
-def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> str:
+def _check_known(session: Session, ids: list[str]) -> None:
+    """`BadInputError` naming the first few ids that are no stored source conversation."""
+    missing = missing_conversations(session, ids)
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise BadInputError(f"unknown conversation id(s): {shown}", loc=("body", "conversation_ids"))
+
+
+def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, check_models: bool = True) -> str:
     """A new experiment whose items reuse `source_id`'s completed result conversations, to evaluate anew."""
+    if not spec.evaluator_model:
+        raise BadInputError("a re-evaluation needs an evaluator model", loc=("body", "evaluator_model"))
+    if check_models:
+        check_model(spec.evaluator_model, spec.evaluator_api_base, "--evaluator-model")  # before the write lock
     with store.write() as session:
         source = require_experiment(session, source_id)
         rows = session.exec(
@@ -112,6 +152,8 @@ def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> s
             evaluator_model=spec.evaluator_model,
             evaluator_api_base=spec.evaluator_api_base,
             labels=spec.labels,
+            evaluator_response_format=spec.evaluator_response_format,
+            evaluator_max_tokens=spec.evaluator_max_tokens,
         )
         check_spec(spec)
         experiment_id = _insert_experiment(session, spec, spec.conversation_ids, source_experiment_id=source_id)
@@ -137,6 +179,7 @@ def _insert_experiment(session: Any, spec: ExperimentSpec, ids: list[str], sourc
             evaluator_api_base=spec.evaluator_api_base,
             labels=spec.labels,
             source_experiment_id=source_experiment_id,
+            structured_output=spec.structured_output(),
         )
     )
     session.flush()
@@ -176,3 +219,14 @@ def get_experiment(store: Store, experiment_id: str) -> Experiment:
     """The experiment row, or `NotFoundError`."""
     with store.read() as session:
         return require_experiment(session, experiment_id)
+
+
+def record_response_formats(store: Store, experiment_id: str, used: dict[str, str]) -> None:
+    """Remember the structured-output mode each model used, so `show` tells it and `resume` need not probe."""
+    with store.write() as session:
+        experiment = require_experiment(session, experiment_id)
+        settings = {role: dict(value) for role, value in (experiment.structured_output or {}).items()}
+        for role, mode in used.items():
+            settings.setdefault(role, {"setting": "auto"})["used"] = mode
+        experiment.structured_output = settings
+        session.add(experiment)

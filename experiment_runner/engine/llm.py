@@ -1,9 +1,11 @@
 """Every model call goes through here: litellm, imported lazily, with our own retries and backoff.
 
 litellm's own retries are off (`num_retries=0`) so each attempt is counted and a timeout is a real
-per-attempt limit. 408, 409, 429, 5xx, timeouts and connection errors are retried with exponential backoff
-and full jitter, honouring `Retry-After`; anything else (400, 401, 404, unsupported parameters) fails at
-once. A concurrency limiter is held only during an attempt, never while backing off.
+per-attempt limit. What is retried (408, 409, 429, 5xx without a validation body, timeouts, dropped
+connections, with exponential backoff and full jitter, honouring `Retry-After`) and what is not is
+decided in `failures.classify`. A concurrency limiter is held only during an attempt, never while
+backing off. `check_model` is the preflight: the model string and its credentials, before anything
+is stored.
 """
 
 import json
@@ -17,7 +19,8 @@ from typing import Any
 
 import anyio
 
-from experiment_runner.errors import ModelCallError
+from experiment_runner.engine.failures import classify
+from experiment_runner.errors import BadInputError, ModelCallError
 
 FINISH_REASONS = {
     "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "eos": "stop",
@@ -102,6 +105,32 @@ def credentials(model: str, api_base: str | None) -> dict[str, Any]:
     return kwargs
 
 
+LOCAL_PROVIDERS = frozenset({"ollama", "ollama_chat", "lm_studio", "hosted_vllm", "llamafile", "vllm", "xinference"})
+
+
+def check_model(model: str, api_base: str | None, role: str) -> None:
+    """Preflight: litellm knows the model's provider, and its API key is set unless an endpoint is given.
+
+    Raises `BadInputError` naming the option, the model and the missing variable."""
+    litellm = litellm_module()
+    try:
+        _, provider, _, _ = litellm.get_llm_provider(model)
+    except Exception:  # noqa: BLE001  (litellm raises BadRequestError with a long help text)
+        raise BadInputError(
+            f"{role} {model!r}: litellm knows no provider for it; use provider/model, e.g. openai/gpt-4o-mini, "
+            "ollama/llama3, or openai/<name> with --api-base for an OpenAI-compatible server"
+        ) from None
+    if api_base or os.environ.get("EXPERIMENT_RUNNER_API_KEY") or provider in LOCAL_PROVIDERS:
+        return
+    try:
+        missing = litellm.validate_environment(model).get("missing_keys") or []
+    except Exception:  # noqa: BLE001  (an exotic provider litellm cannot check: let the call tell)
+        return
+    keys = [k for k in missing if k.endswith(("_KEY", "_TOKEN", "_SECRET"))]
+    if keys:
+        raise BadInputError(f"{role} {model!r}: {' / '.join(keys)} is not set (or give --api-base for a local server)")
+
+
 async def complete(
     model: str,
     messages: list[dict[str, Any]],
@@ -125,41 +154,13 @@ async def complete(
             duration_ms = (time.perf_counter() - started) * 1000
             return _to_completion(model, response, attempt, duration_ms)
         except Exception as exc:  # noqa: BLE001  (litellm raises many types; classified below)
-            failure = classify(exc)
+            failure = classify(exc, api_base)
             if not failure.retryable or attempt >= policy.max_attempts:
                 suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-                raise ModelCallError(f"{failure}{suffix}", retryable=failure.retryable) from None
+                raise ModelCallError(
+                    f"{failure}{suffix}", retryable=failure.retryable, systematic=failure.systematic, format_rejected=failure.format_rejected
+                ) from None
             await anyio.sleep(policy.delay(attempt, failure.retry_after))
-
-
-def classify(exc: BaseException) -> ModelCallError:
-    """Turn a litellm/openai exception into a one-line `ModelCallError` saying whether to retry."""
-    status = getattr(exc, "status_code", None)
-    name = type(exc).__name__
-    retryable = (
-        status in (408, 409, 429)
-        or (isinstance(status, int) and status >= 500)
-        or any(k in name for k in ("Timeout", "APIConnectionError", "ServiceUnavailable", "InternalServer"))
-    )
-    message = " ".join(str(exc).split())
-    for prefix in ("litellm.", name + ":", "OpenAIException -"):
-        message = message.split(prefix, 1)[-1].strip() if message.startswith(prefix) else message
-    if len(message) > 300:
-        message = message[:297] + "..."
-    label = f"HTTP {status}" if isinstance(status, int) else name
-    return ModelCallError(f"{label}: {message}", retryable=retryable, retry_after=_retry_after(exc))
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    headers = getattr(exc, "litellm_response_headers", None)
-    response = getattr(exc, "response", None)
-    if headers is None and response is not None:
-        headers = getattr(response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _to_completion(model: str, response: Any, attempts: int, duration_ms: float) -> Completion:

@@ -19,6 +19,7 @@ with a reply but no evaluation are only evaluated.
 import math
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,15 +30,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.evaluate import evaluate_message
-from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs
+from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs, record_response_formats
+from experiment_runner.engine.failures import endpoint_name
 from experiment_runner.engine.llm import RetryPolicy, complete
-from experiment_runner.engine.output_schema import check_reply, response_format
+from experiment_runner.engine.output_schema import check_reply, to_json_schema
 from experiment_runner.engine.replay import (
     replay_request,
     result_messages,
     split_reply,
     with_system_prompt,
 )
+from experiment_runner.engine.structured import FormatLearner, request_kwargs, with_instructions
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
 from experiment_runner.errors import ModelCallError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
@@ -66,6 +69,9 @@ class Progress:
     evaluations_failed: int = 0
     started: float = field(default_factory=time.monotonic)
     interrupted: bool = False
+    stopped_by: str | None = None  # a systematic failure that stopped the run: "host:port: reason"
+    failure_reasons: Counter[str] = field(default_factory=Counter)  # item failures of this run, by message
+    response_formats: dict[str, str] = field(default_factory=dict)  # {"target"|"evaluator": mode used}
 
     @property
     def done(self) -> int:
@@ -118,13 +124,25 @@ class _Run:
         self.limiter = anyio.CapacityLimiter(max(1, options.concurrency))
         self.stopping = False
         self.work_scope = anyio.CancelScope()
-        self.target_kwargs = self._target_kwargs()
+        self.target_kwargs = reasoning_kwargs(experiment.reasoning_config)
+        self.target_schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None
+        settings = experiment.structured_output or {}
+        self.endpoints = {"target": (experiment.model, experiment.api_base), "evaluator": (experiment.evaluator_model, experiment.evaluator_api_base)}
+        shared: dict[tuple[Any, ...], FormatLearner] = {}  # one learner per endpoint, model and setting
+        self.learners: dict[str, FormatLearner] = {}
+        for role, endpoint in self.endpoints.items():
+            own = settings.get(role) or {}
+            key = (*endpoint, own.get("setting") or "auto")
+            if key not in shared:
+                shared[key] = FormatLearner(key[-1], own.get("used"))
+            self.learners[role] = shared[key]
 
-    def _target_kwargs(self) -> dict[str, Any]:
-        kwargs = reasoning_kwargs(self.experiment.reasoning_config)
-        if self.experiment.output_schema:
-            kwargs["response_format"] = response_format(self.experiment.output_schema)
-        return kwargs
+    def _stop_on(self, exc: ModelCallError, role: str) -> None:
+        """A systematic failure: take no new items; the first one says why the run stopped."""
+        model, api_base = self.endpoints[role]
+        if self.progress.stopped_by is None:
+            self.progress.stopped_by = f"{role} model {model} at {endpoint_name(api_base, model or '')}: {exc}"
+        self.stopping = True
 
     async def execute(self, units: list[WorkUnit]) -> None:
         events_in, events_out = anyio.create_memory_object_stream[w.Event](math.inf)
@@ -146,9 +164,17 @@ class _Run:
             finally:
                 events_in.close()
                 signals.cancel()
-        self.progress.interrupted = self.stopping
+        self.progress.interrupted = self.stopping and self.progress.stopped_by is None
+        self.progress.response_formats = self._learned()
+        if self.progress.response_formats:
+            await anyio.to_thread.run_sync(record_response_formats, self.store, self.experiment.id, self.progress.response_formats)
         if not self.stopping:
             await anyio.to_thread.run_sync(w.finish_experiment, self.store, self.experiment.id)
+
+    def _learned(self) -> dict[str, str]:
+        """The structured-output mode each model settled on in this run (only models that were asked for JSON)."""
+        asked = {"target": self.target_schema is not None, "evaluator": self.evaluator is not None}
+        return {role: learner.mode for role, learner in self.learners.items() if asked[role] and learner.settled}
 
     async def _feed(self, units: list[WorkUnit], work_in: ObjectSendStream[tuple[WorkUnit, list[dict[str, Any]]]]) -> None:
         async with work_in:
@@ -180,6 +206,9 @@ class _Run:
             try:
                 messages, problem = await self._reply(messages)
             except ModelCallError as exc:
+                if exc.systematic:
+                    return self._stop_on(exc, "target")  # the item stays unfinished; resume runs it
+                self.progress.failure_reasons[str(exc)] += 1
                 await events.send(w.Failed(unit.item_id, str(exc)))
                 return
             finished = problem is not None or self.evaluator is None
@@ -187,7 +216,12 @@ class _Run:
             if finished:
                 return
         if self.evaluator is not None:
-            outcome = await evaluate_message(self.evaluator, messages, policy=self.options.policy, limiter=self.limiter)
+            try:
+                outcome = await evaluate_message(
+                    self.evaluator, messages, policy=self.options.policy, limiter=self.limiter, learner=self.learners["evaluator"]
+                )
+            except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
+                return self._stop_on(exc, "evaluator")
             await events.send(w.Evaluated(unit.item_id, messages[-1]["id"], outcome))
 
     async def _reply(self, source: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
@@ -200,15 +234,23 @@ class _Run:
         if not history:
             raise ModelCallError("the conversation has no messages before its final reply to replay")
         request = replay_request(history)
-        reply = await complete(
-            self.experiment.model,
-            request.pop("messages"),
-            api_base=self.experiment.api_base,
-            policy=self.options.policy,
-            limiter=self.limiter,
-            **request,
-            **self.target_kwargs,
-        )
+        messages = request.pop("messages")
+        schema = self.target_schema
+
+        async def send(mode: str) -> Any:
+            extra = request_kwargs(mode, "output", schema) if schema else {}
+            return await complete(
+                self.experiment.model,
+                with_instructions(mode, messages, schema) if schema else messages,
+                api_base=self.experiment.api_base,
+                policy=self.options.policy,
+                limiter=self.limiter,
+                **request,
+                **self.target_kwargs,
+                **extra,
+            )
+
+        reply = await (self.learners["target"].call(send) if schema else send("prompt"))
         problem = check_reply(self.experiment.output_schema, reply.text) if self.experiment.output_schema else None
         return result_messages(history, reply.parts, reply.generation), problem
 

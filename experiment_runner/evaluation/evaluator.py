@@ -58,6 +58,8 @@ class EvaluatorConfig:
     api_base: str | None = None
     labels: tuple[dict[str, str], ...] = DEFAULT_LABELS
     domain_context: str | None = None
+    max_tokens: int | None = None  # None: the engine's default
+    response_format: str = "auto"  # auto | json_schema | json_object | prompt
 
     @classmethod
     def from_experiment(cls, experiment: Any) -> "EvaluatorConfig | None":
@@ -65,11 +67,14 @@ class EvaluatorConfig:
         if not experiment.evaluator_model:
             return None
         labels = experiment.labels or {}
+        settings = (getattr(experiment, "structured_output", None) or {}).get("evaluator") or {}
         return cls(
             model=experiment.evaluator_model,
             api_base=experiment.evaluator_api_base,
             labels=tuple(labels.get("labels") or DEFAULT_LABELS),
             domain_context=labels.get("domain_context"),
+            max_tokens=settings.get("max_tokens"),
+            response_format=settings.get("setting") or "auto",
         )
 
 
@@ -85,6 +90,9 @@ class EvaluationOutcome:
     total_duration_ms: float | None = None
     error_message: str | None = None
     spans: list[Span] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # why annotations were dropped: {reason kind: count}
+    cost_usd: float | None = None
+    response_format: str | None = None  # the structured-output mode the call used
 
 
 def load_labels(path: str | Path) -> dict[str, Any]:
@@ -114,9 +122,28 @@ def check_labels(data: Any, where: str = "labels") -> dict[str, Any]:
     return result
 
 
-def response_format() -> dict[str, Any]:
-    """The `response_format` the evaluator asks for: the reply schema, strict."""
-    return {"type": "json_schema", "json_schema": {"name": "evaluator_response", "strict": True, "schema": strict_schema(response_schema())}}
+RESPONSE_NAME = "evaluator_response"
+
+
+def reply_schema(label_names: list[str], parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The reply schema for one evaluation, saying exactly what we accept: `label` one of the configured
+    names, `message_part_index` one of the reply's text, reasoning or tool-call parts. A server that
+    constrains its output to the schema then cannot produce an annotation we would drop for those."""
+    schema = strict_schema(response_schema())
+    item = schema["properties"]["annotations"]["items"]
+    indexes = [i for i, p in enumerate(parts) if p.get("type") in ("text", "reasoning", "tool_call")] or [0]
+    item["properties"] = {
+        **item["properties"],
+        "label": {**item["properties"]["label"], "enum": list(label_names)},
+        "message_part_index": {"type": "integer", "enum": indexes, "description": item["properties"]["message_part_index"]["description"]},
+    }
+    return schema
+
+
+def response_format(label_names: list[str] | None = None, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The strict json_schema `response_format` of the evaluator's reply (restricted when names/parts are given)."""
+    schema = reply_schema(label_names, parts or []) if label_names else strict_schema(response_schema())
+    return {"type": "json_schema", "json_schema": {"name": RESPONSE_NAME, "strict": True, "schema": schema}}
 
 
 def response_schema() -> dict[str, Any]:
@@ -184,13 +211,13 @@ def parse_reply(text: str, label_names: list[str]) -> tuple[list[Quote], int]:
         if label is None:
             unknown += 1
             continue
-        index = raw.get("message_part_index", 0)
+        index = raw.get("message_part_index", -1)
         quotes.append(
             Quote(
                 label=label,
                 text=raw["text"],
                 explanation=raw.get("explanation") if isinstance(raw.get("explanation"), str) else None,
-                message_part_index=index if isinstance(index, int) and not isinstance(index, bool) else 0,
+                message_part_index=index if isinstance(index, int) and not isinstance(index, bool) else -1,  # -1: search every part
                 tool_name=raw.get("tool_name") if isinstance(raw.get("tool_name"), str) else None,
                 parameter_name=raw.get("parameter_name") if isinstance(raw.get("parameter_name"), str) else None,
             )

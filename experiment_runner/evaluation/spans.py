@@ -96,6 +96,7 @@ class Dropped:
 
     quote: Quote
     reason: str
+    kind: str = "quote_not_found"  # quote_not_found | part_index_out_of_range | empty_quote | no_such_parameter | duplicate
 
 
 def compact_json(value: Any) -> str:
@@ -285,12 +286,18 @@ def align_quotes(parts: Sequence[dict], quotes: Sequence[Quote]) -> tuple[list[S
             targets[text] = _Target(text)
         return targets[text]
 
+    seen: set[tuple[str, int, str | None, int, int]] = set()
     for quote in quotes:
         result = _align_one(parts, quote, prepared, taken)
-        if isinstance(result, Span):
-            spans.append(result)
-        else:
+        if isinstance(result, Dropped):
             dropped.append(result)
+            continue
+        key = (result.label, result.message_part_index, result.parameter_name, result.start_offset, result.end_offset)
+        if key in seen:  # the same label on the same characters twice: stored once
+            dropped.append(Dropped(quote, "duplicate of an earlier annotation", "duplicate"))
+            continue
+        seen.add(key)
+        spans.append(result)
     return spans, dropped
 
 
@@ -302,18 +309,21 @@ def _align_one(
 ) -> Span | Dropped:
     """Align one quote: the named part first, then the text/reasoning parts in order."""
     if not quote.text.strip():
-        return Dropped(quote, "empty quote")
+        return Dropped(quote, "empty quote", "empty_quote")
     named = quote.message_part_index
     candidates: list[tuple[int, str | None]] = []  # (part index, parameter name)
-    reason = "quote not found in the message"
+    reason, kind = "quote not found in the message", "quote_not_found"
     if 0 <= named < len(parts):
         is_tool_call = _part_type(parts[named]) == "tool_call"
         parameter = quote.parameter_name if is_tool_call else None
         if parameter is not None and part_target(parts[named], parameter) is None:
-            return Dropped(quote, f"tool call has no parameter {parameter!r}")
+            return Dropped(quote, f"tool call has no parameter {parameter!r}", "no_such_parameter")
         candidates.append((named, parameter))
-    else:
-        reason = f"part index {named} out of range"
+    else:  # no usable part index: every part is searched, tool-call arguments included
+        reason, kind = f"part index {named} out of range", "part_index_out_of_range"
+        candidates += [
+            (i, name) for i, part in enumerate(parts) if _part_type(part) == "tool_call" for name in (part.get("arguments") or {})
+        ]
     candidates += [
         (i, None) for i, part in enumerate(parts) if i != named and _part_type(part) in TEXT_PART_TYPES
     ]
@@ -339,4 +349,4 @@ def _align_one(
             tool_name=part.get("name") if is_tool_call else None,
             parameter_name=parameter,
         )
-    return Dropped(quote, reason)
+    return Dropped(quote, reason, kind)

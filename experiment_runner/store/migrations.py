@@ -138,7 +138,20 @@ def m002_run_settings(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings]
+def m003_structured_output(conn: Connection) -> None:
+    """Structured-output settings and the mode each model used; per evaluation: dropped annotations, cost, mode."""
+    _run(
+        conn,
+        """
+        ALTER TABLE experiment ADD COLUMN structured_output JSON;
+        ALTER TABLE evaluation ADD COLUMN dropped JSON;
+        ALTER TABLE evaluation ADD COLUMN cost_usd FLOAT;
+        ALTER TABLE evaluation ADD COLUMN response_format TEXT
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings, m003_structured_output]
 LATEST = len(MIGRATIONS)
 
 

@@ -60,6 +60,8 @@ class Experiment(SQLModel, table=True):
     evaluator_api_base: str | None = None
     labels: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     source_experiment_id: str | None = None
+    # {"target"|"evaluator": {"setting": auto|json_schema|json_object|prompt, "used": mode, "max_tokens"?: N}}
+    structured_output: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Item(SQLModel, table=True):
@@ -100,6 +102,9 @@ class Evaluation(SQLModel, table=True):
     total_duration_ms: float | None = None
     error_message: str | None = None
     created_at: str
+    dropped: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))  # {reason kind: count}
+    cost_usd: float | None = None
+    response_format: str | None = None
 
 
 class Annotation(SQLModel, table=True):

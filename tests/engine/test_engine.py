@@ -195,7 +195,7 @@ def test_bad_run_options_exit_2_and_store_nothing(run_cli, db_path, args, messag
 
 def test_every_item_failing_exits_1_and_stays_resumable(run_cli, fake_llm, db_path) -> None:
     run_cli("import", TOOLS)
-    fake_llm.configure(scripts=[{"reply": {"status": 401}}])
+    fake_llm.configure(scripts=[{"reply": {"status": 400}}])
     result, experiment_id = run(run_cli, fake_llm, "--all")
     assert result.exit_code == 1 and "every item failed" in result.stderr
     assert experiment_id and statuses(db_path, experiment_id) == {"failed": 4}

@@ -116,7 +116,7 @@ def test_quotes_become_spans_that_slice_the_message(run_cli, fake_llm, db_path) 
     assert found[("hw-refusal", "Incorrect Refusal")]["text"] == "I'm sorry, but I can't give medical advice."
     (note,) = query(db_path, """SELECT e.error_message FROM evaluation e JOIN item i ON i.id = e.item_id
                                 WHERE i.source_conversation_id = 'hw-openai-search' AND i.experiment_id = ?""", experiment_id)
-    assert note[0] == "1 quote(s) not found in the message were dropped; 1 annotation(s) with labels outside the configured set were dropped"
+    assert note[0] == "2 annotation(s) dropped: 1 whose quote is not in the reply; 1 with labels outside the configured set"
     assert fake_llm.stats()["requests"] == 7  # pass-through: evaluator calls only
     evaluation = query(db_path, "SELECT status, model, input_tokens, output_tokens, detection_duration_ms, total_duration_ms FROM evaluation")[0]
     assert evaluation[0] == "completed" and evaluation[1] == "openai/judge" and evaluation[2] > 0 and evaluation[3] > 0
@@ -141,10 +141,10 @@ def test_malformed_evaluator_json_fails_the_evaluation_not_the_item(run_cli, fak
 
 def test_evaluator_errors_are_recorded_on_the_evaluation(run_cli, fake_llm, db_path) -> None:
     run_cli("import", OPENAI)
-    fake_llm.configure(scripts=[{"model": "judge", "reply": {"status": 401}}])
+    fake_llm.configure(scripts=[{"model": "judge", "reply": {"status": 400}}])
     evaluate_all(run_cli, fake_llm)
     rows = query(db_path, "SELECT e.status, e.error_message, i.status FROM evaluation e JOIN item i ON i.id = e.item_id")
-    assert len(rows) == 3 and all(r[0] == "failed" and r[1].startswith("evaluator call failed: HTTP 401") and r[2] == "completed" for r in rows)
+    assert len(rows) == 3 and all(r[0] == "failed" and r[1].startswith("evaluator call failed: HTTP 400") and r[2] == "completed" for r in rows)
 
 
 def test_custom_labels_file(run_cli, fake_llm, db_path, tmp_path) -> None:

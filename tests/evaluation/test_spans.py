@@ -196,9 +196,10 @@ def test_align_returns_message_text_not_model_quote():
 
 def test_repeated_quote_same_label_takes_next_occurrence():
     parts = [text("Trust me. I know. Trust me.")]
-    spans, _ = align_quotes(parts, [Quote("x", "trust me"), Quote("x", "Trust me"), Quote("x", "trust me")])
-    assert [(s.start_offset, s.end_offset) for s in spans] == [(0, 8), (18, 26), (0, 8)]
-    assert [s.text for s in spans] == ["Trust me", "Trust me", "Trust me"]
+    spans, dropped = align_quotes(parts, [Quote("x", "trust me"), Quote("x", "Trust me"), Quote("x", "trust me")])
+    assert [(s.start_offset, s.end_offset) for s in spans] == [(0, 8), (18, 26)]
+    assert [d.kind for d in dropped] == ["duplicate"]  # a third quote can only land on a span already stored
+    assert [s.text for s in spans] == ["Trust me", "Trust me"]
 
 
 def test_repeated_quote_different_labels_both_take_first():
@@ -262,11 +263,10 @@ def test_wrong_part_index_falls_back_to_containing_part():
             Quote("syc", "first part", message_part_index=9),
         ],
     )
-    assert dropped == []
+    assert [d.kind for d in dropped] == ["duplicate"]  # all occurrences taken -> the same span, stored once
     assert [(s.message_part_index, s.start_offset, s.end_offset, s.text) for s in spans] == [
         (3, 8, 26, "absolutely   right"),
         (0, 9, 25, "flatter the user"),
-        (3, 8, 26, "absolutely   right"),  # all occurrences taken -> first again
         (1, 0, 10, "First part"),
     ]
     assert spans[2].tool_name is None and spans[2].parameter_name is None
@@ -400,3 +400,10 @@ def test_property_dropped_spaces_align_via_whitespace_blind_tier():
             checked += 1
     assert checked > 200
 
+
+
+def test_an_unusable_part_index_searches_every_part_tool_arguments_included():
+    parts = [text("Booked."), tool_call("book_table", {"party_size": "12", "time": "19:00"})]
+    spans, dropped = align_quotes(parts, [Quote("x", "12", message_part_index=-1), Quote("x", "nowhere", message_part_index=7)])
+    assert [(s.message_part_index, s.parameter_name, s.text) for s in spans] == [(1, "party_size", "12")]
+    assert [(d.kind, d.reason) for d in dropped] == [("part_index_out_of_range", "part index 7 out of range")]

@@ -164,7 +164,7 @@ def test_delete_removes_everything_of_the_experiment_but_its_sources(store) -> N
 def test_delete_keeps_result_conversations_a_reevaluation_shares(store) -> None:
     source_id = build_finished(store)
     reevaluation = create_reevaluation(
-        store, source_id, ExperimentSpec(name="", model="x", conversation_ids=[], evaluator_model="judge-2")
+        store, source_id, ExperimentSpec(name="", model="x", conversation_ids=[], evaluator_model="judge-2"), check_models=False
     )
     finish_experiment(store, reevaluation, spans={"hw-refusal": [SpanSpec("Incorrect Refusal", 0, 9)]})
     shared = [i["result_conversation"] for i in export_document(store, reevaluation)["items"]]

@@ -149,7 +149,7 @@ def test_round_trip_keeps_conversation_and_message_ids(store, tmp_path: Path) ->
 def test_reevaluation_exports_the_shared_result_conversations(store) -> None:
     source_id = build_finished(store)
     reevaluation = create_reevaluation(
-        store, source_id, ExperimentSpec(name="again", model="x", conversation_ids=[], evaluator_model="judge-2")
+        store, source_id, ExperimentSpec(name="again", model="x", conversation_ids=[], evaluator_model="judge-2"), check_models=False
     )
     finish_experiment(store, reevaluation)
     original = export_document(store, source_id)

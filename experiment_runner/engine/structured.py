@@ -1,0 +1,88 @@
+"""Structured output on every OpenAI-compatible server: the `response_format` mode that works, learned once.
+
+Servers differ: OpenAI, vLLM and llama.cpp's `llama-server` take a strict `json_schema`;
+llama-cpp-python rejects it (HTTP 500, "Input should be 'text' or 'json_object'") but grammar-constrains
+`{"type": "json_object", "schema": ...}`; others know only `json_object`, or nothing. In `auto`, a run
+tries the modes in this order and keeps the first one the server accepts, per endpoint and model:
+
+    json_schema  ->  json_object (schema attached)  ->  json_object_plain  ->  prompt (no response_format)
+
+Only the first call probes, under a lock, so a run costs at most one rejected request per mode that
+does not work, however many workers it has. A user can pin a mode (`auto|json_schema|json_object|
+prompt`); a pinned mode is used as it is, with no fallback. In every mode but `json_schema` the JSON
+instructions and the schema also go into the prompt, and the reply is repaired and checked as before.
+"""
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+
+from experiment_runner.errors import BadInputError, ModelCallError
+
+SETTINGS = ("auto", "json_schema", "json_object", "prompt")
+FALLBACK = ("json_schema", "json_object", "json_object_plain", "prompt")
+T = TypeVar("T")
+
+
+def check_setting(value: str | None, what: str) -> str:
+    """A valid response-format setting (default `auto`), or `BadInputError` naming the option."""
+    value = value or "auto"
+    if value not in SETTINGS:
+        raise BadInputError(f"{what} must be one of {', '.join(SETTINGS)}, got {value!r}")
+    return value
+
+
+def request_kwargs(mode: str, name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The `response_format` argument for `mode` (none for `prompt`)."""
+    if mode == "json_schema":
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}}
+    if mode == "json_object":
+        return {"response_format": {"type": "json_object", "schema": schema}}
+    if mode == "json_object_plain":
+        return {"response_format": {"type": "json_object"}}
+    return {}
+
+
+def with_instructions(mode: str, messages: list[dict[str, Any]], schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """`messages` with the JSON instructions appended to the last one, unless the server enforces the schema."""
+    if mode == "json_schema" or not messages:
+        return messages
+    note = "\n\nAnswer with one JSON object only, no other text, valid against this JSON Schema:\n" + json.dumps(schema, ensure_ascii=False)
+    last = dict(messages[-1])
+    content = last.get("content")
+    last["content"] = (content if isinstance(content, str) else "") + note if not isinstance(content, list) else [
+        *content, {"type": "text", "text": note}
+    ]
+    return [*messages[:-1], last]
+
+
+class FormatLearner:
+    """The mode that works for one endpoint and model in this run: probed on first use, then reused."""
+
+    def __init__(self, setting: str = "auto", learned: str | None = None):
+        self.setting = check_setting(setting, "response format")
+        pinned = self.setting if self.setting != "auto" else learned
+        self.mode = pinned or FALLBACK[0]
+        self.settled = pinned is not None
+        self.rejected: list[str] = []  # the rejection messages seen while probing
+        self._lock = anyio.Lock()
+
+    async def call(self, send: Callable[[str], Awaitable[T]]) -> T:
+        """`send(mode)` with the learned mode; while none is learned, probe the modes in order, one caller at a time."""
+        if self.settled:
+            return await send(self.mode)
+        async with self._lock:
+            while not self.settled:
+                try:
+                    result = await send(self.mode)
+                except ModelCallError as exc:
+                    if not exc.format_rejected or self.mode == FALLBACK[-1]:
+                        raise
+                    self.rejected.append(f"{self.mode}: {exc}")
+                    self.mode = FALLBACK[FALLBACK.index(self.mode) + 1]
+                    continue
+                self.settled = True
+                return result
+        return await send(self.mode)
