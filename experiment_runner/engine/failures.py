@@ -34,8 +34,10 @@ def one_line(exc: BaseException) -> str:
     """The exception's message on one line, without litellm's prefixes, at most 300 characters."""
     name = type(exc).__name__
     message = " ".join(str(exc).split())
-    for prefix in ("litellm.", name + ":", "OpenAIException -"):
-        message = message.split(prefix, 1)[-1].strip() if message.startswith(prefix) else message
+    prefixes = ("litellm.", name + ":", "OpenAIException -")
+    while message.startswith(prefixes):  # litellm repeats the class name: "litellm.X: X: OpenAIException - ..."
+        prefix = next(p for p in prefixes if message.startswith(p))
+        message = message[len(prefix):].strip()
     message = re.sub(r"\s*(Learn more|Give Feedback / Get Help|Provider List):? https?://\S+.*$", "", message)
     return message[:297] + "..." if len(message) > 300 else message
 
