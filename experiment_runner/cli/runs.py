@@ -6,6 +6,8 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
+from experiment_runner.cli.estimates import show_estimate
+from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_reevaluation
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
 from experiment_runner.engine.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
 from experiment_runner.engine.output_schema import check_fields
@@ -28,6 +30,17 @@ evaluator_options = [
                  envvar="EXPERIMENT_RUNNER_EVALUATOR_RESPONSE_FORMAT", help="Structured output for the evaluator: " + FORMAT_HELP),
     click.option("--evaluator-max-tokens", type=click.IntRange(1), envvar="EXPERIMENT_RUNNER_EVALUATOR_MAX_TOKENS",
                  help=f"Cap on each evaluator reply (default {DEFAULT_MAX_TOKENS}; lower it for small local context windows)."),
+]
+
+
+budget_options = [
+    click.option("--max-cost", type=float, envvar="EXPERIMENT_RUNNER_MAX_COST",
+                 help="Stop starting items before this run's model calls pass USD (calls under way finish; the rest stay pending)."),
+    click.option("--max-cost-unpriced-ok", is_flag=True, help="Allow --max-cost when a model has no known price (its calls count as $0)."),
+]
+dry_run_options = [
+    click.option("--dry-run", is_flag=True, help="Check everything and print the estimated calls, tokens and cost; store and call nothing."),
+    click.option("--json", "as_json", is_flag=True, help="With --dry-run: the estimate as JSON."),
 ]
 
 
@@ -55,6 +68,7 @@ def with_options(options: list[Any]) -> Any:
 @click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model; without it replies are not evaluated.")
 @with_options(evaluator_options)
 @concurrency_option
+@with_options(budget_options + dry_run_options)
 @click.pass_obj
 def run_command(obj: Context, **opts: Any) -> None:
     """Create an experiment over imported conversations and run it to the end.
@@ -92,24 +106,31 @@ def run_command(obj: Context, **opts: Any) -> None:
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
     )
+    if opts["dry_run"]:
+        return show_estimate(dry_run(store, spec), opts["as_json"])
+    check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
-    execute(obj, experiment_id, opts["concurrency"], retry_failed=False)
+    execute(obj, experiment_id, opts["concurrency"], retry_failed=False, max_cost=opts["max_cost"])
 
 
 @cli.command("resume")
 @click.argument("experiment_id")
 @click.option("--retry-failed", is_flag=True, help="Also run the failed items (and failed evaluations) again.")
 @concurrency_option
+@with_options(budget_options)
 @click.pass_obj
-def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurrency: int) -> None:
+def resume_command(
+    obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, max_cost: float | None, max_cost_unpriced_ok: bool
+) -> None:
     """Finish an interrupted experiment: only items not completed run; completed ones are never redone.
 
         experiment-runner resume 4f6c0e1a-... --retry-failed
     """
     from experiment_runner.engine.experiments import get_experiment
 
-    get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
-    execute(obj, experiment_id, concurrency, retry_failed=retry_failed)
+    experiment = get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
+    check_priced(called_models(experiment), max_cost, max_cost_unpriced_ok)
+    execute(obj, experiment_id, concurrency, retry_failed=retry_failed, max_cost=max_cost)
 
 
 @cli.command("reevaluate")
@@ -118,6 +139,7 @@ def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurr
 @with_options(evaluator_options)
 @click.option("--name", help="Name of the new experiment (default: the old name + ' (re-evaluated)').")
 @concurrency_option
+@with_options(budget_options + dry_run_options)
 @click.pass_obj
 def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concurrency: int, **opts: Any) -> None:
     """Evaluate an experiment's replies again, offline: a new experiment, no target calls, the old one untouched.
@@ -134,18 +156,21 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
     )
+    if opts["dry_run"]:
+        return show_estimate(dry_run_reevaluation(obj.store, experiment_id, spec), opts["as_json"])
+    check_priced([opts["evaluator_model"]], opts["max_cost"], opts["max_cost_unpriced_ok"])
     new_id = create_reevaluation(obj.store, experiment_id, spec)
-    execute(obj, new_id, concurrency, retry_failed=False)
+    execute(obj, new_id, concurrency, retry_failed=False, max_cost=opts["max_cost"])
 
 
-def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool) -> None:
+def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, max_cost: float | None = None) -> None:
     """Run the experiment, show progress on a terminal, print its id last, exit as the contract says."""
     click.echo(f"Experiment {experiment_id}: running (if stopped, continue with: experiment-runner resume {experiment_id})", err=True)
     show = sys.stderr.isatty()
     progress = run_experiment(
         obj.store,
         experiment_id,
-        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True),
+        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, max_cost_usd=max_cost),
         print_progress if show else None,
     )
     if show:
@@ -155,6 +180,11 @@ def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed:
     if progress.interrupted:
         click.echo(f"Interrupted. Continue with: experiment-runner resume {experiment_id}", err=True)
         sys.exit(130)
+    if progress.budget_reached:
+        raise ExperimentRunnerError(
+            f"budget of ${max_cost:g} reached after {progress.done} items (${progress.spent_usd:.4f} spent); "
+            f"resume {experiment_id} --max-cost Z to go on"
+        )
     if progress.stopped_by:
         raise RunStoppedError(
             f"stopped: {progress.stopped_by}; the items not run stay pending: fix it, then `experiment-runner resume {experiment_id}`"

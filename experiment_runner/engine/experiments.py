@@ -5,6 +5,7 @@ one conversation, and every conversation id known, all checked before anything i
 """
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import insert
@@ -110,22 +111,38 @@ def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool 
     check_spec(spec)
     ids = list(dict.fromkeys(spec.conversation_ids))  # a conversation listed twice is run once
     with store.read() as session:
-        _check_known(session, ids)
+        check_known(session, ids)
     if check_models:
         preflight(spec)
     with store.write() as session:
-        _check_known(session, ids)  # again inside the write: one may have been deleted meanwhile
+        check_known(session, ids)  # again inside the write: one may have been deleted meanwhile
         experiment_id = _insert_experiment(session, spec, ids)
         _insert_items(session, experiment_id, [(cid, None) for cid in ids], 1 if spec.evaluator_model else 0)
     return experiment_id
 
 
-def _check_known(session: Session, ids: list[str]) -> None:
+def check_known(session: Session, ids: list[str]) -> None:
     """`BadInputError` naming the first few ids that are no stored source conversation."""
     missing = missing_conversations(session, ids)
     if missing:
         shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise BadInputError(f"unknown conversation id(s): {shown}", loc=("body", "conversation_ids"))
+
+
+def completed_results(session: Session, experiment_id: str) -> list[tuple[str, str]]:
+    """`(source conversation id, result conversation id)` of the experiment's completed items, in order."""
+    require_experiment(session, experiment_id)
+    rows = session.exec(
+        select(Item.source_conversation_id, Item.result_conversation_id)
+        .where(Item.experiment_id == experiment_id, Item.status == "completed")
+        .order_by(Item.position)  # type: ignore[arg-type]
+    ).all()
+    return [(r[0], r[1]) for r in rows if r[1] is not None]
+
+
+def spec_view(spec: ExperimentSpec) -> Any:
+    """The spec with the attributes of a stored experiment that settings readers look at (labels, structured output)."""
+    return SimpleNamespace(**{**spec.__dict__, "structured_output": spec.structured_output()})
 
 
 def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, check_models: bool = True) -> str:
@@ -136,11 +153,7 @@ def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, c
         check_model(spec.evaluator_model, spec.evaluator_api_base, "--evaluator-model")  # before the write lock
     with store.write() as session:
         source = require_experiment(session, source_id)
-        rows = session.exec(
-            select(Item.source_conversation_id, Item.result_conversation_id)
-            .where(Item.experiment_id == source_id, Item.status == "completed")
-            .order_by(Item.position)  # type: ignore[arg-type]
-        ).all()
+        rows = completed_results(session, source_id)
         if not rows:
             raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
         spec = ExperimentSpec(

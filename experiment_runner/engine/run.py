@@ -29,6 +29,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from experiment_runner.engine import writer as w
+from experiment_runner.engine.budget import Budget
 from experiment_runner.engine.evaluate import evaluate_message
 from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs, record_response_formats
 from experiment_runner.engine.failures import endpoint_name
@@ -57,6 +58,7 @@ class RunOptions:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     handle_signals: bool = False  # the CLI sets it: first Ctrl-C drains, a second one stops at once
     grace_seconds: float = 5.0
+    max_cost_usd: float | None = None  # stop starting items before this invocation's spend passes it
 
 
 @dataclass
@@ -72,6 +74,8 @@ class Progress:
     stopped_by: str | None = None  # a systematic failure that stopped the run: "host:port: reason"
     failure_reasons: Counter[str] = field(default_factory=Counter)  # item failures of this run, by message
     response_formats: dict[str, str] = field(default_factory=dict)  # {"target"|"evaluator": mode used}
+    budget_reached: bool = False
+    spent_usd: float = 0.0  # what this invocation's model calls cost (those litellm could price)
 
     @property
     def done(self) -> int:
@@ -124,6 +128,7 @@ class _Run:
         self.limiter = anyio.CapacityLimiter(max(1, options.concurrency))
         self.stopping = False
         self.work_scope = anyio.CancelScope()
+        self.budget = Budget(options.max_cost_usd) if options.max_cost_usd is not None else None
         self.target_kwargs = reasoning_kwargs(experiment.reasoning_config)
         self.target_schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None
         settings = experiment.structured_output or {}
@@ -164,7 +169,7 @@ class _Run:
             finally:
                 events_in.close()
                 signals.cancel()
-        self.progress.interrupted = self.stopping and self.progress.stopped_by is None
+        self.progress.interrupted = self.stopping and self.progress.stopped_by is None and not self.progress.budget_reached
         self.progress.response_formats = self._learned()
         if self.progress.response_formats:
             await anyio.to_thread.run_sync(record_response_formats, self.store, self.experiment.id, self.progress.response_formats)
@@ -198,13 +203,27 @@ class _Run:
             async for unit, messages in work_out:
                 if self.stopping:
                     return
-                await self._process(unit, messages, events)
+                if self.budget is not None and not self.budget.may_start():
+                    self.progress.budget_reached = self.stopping = True
+                    return
+                cost = [0.0]
+                try:
+                    await self._process(unit, messages, events, cost)
+                finally:
+                    self.progress.spent_usd += cost[0]
+                    if self.budget is not None:
+                        self.budget.finish(cost[0])
 
-    async def _process(self, unit: WorkUnit, messages: list[dict[str, Any]], events: ObjectSendStream[w.Event]) -> None:
+    async def _process(
+        self, unit: WorkUnit, messages: list[dict[str, Any]], events: ObjectSendStream[w.Event], cost: list[float]
+    ) -> None:
+        """One item: replay (or copy) its reply, then evaluate it; `cost[0]` collects what its calls cost."""
         await events.send(w.Started(unit.item_id))
         if unit.needs_replay:
             try:
                 messages, problem = await self._reply(messages)
+                if not self.experiment.pass_through:  # a copied reply's cost was paid before this run
+                    cost[0] += (messages[-1].get("generation") or {}).get("cost_usd") or 0.0
             except ModelCallError as exc:
                 if exc.systematic:
                     return self._stop_on(exc, "target")  # the item stays unfinished; resume runs it
@@ -222,6 +241,7 @@ class _Run:
                 )
             except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
                 return self._stop_on(exc, "evaluator")
+            cost[0] += outcome.cost_usd or 0.0
             await events.send(w.Evaluated(unit.item_id, messages[-1]["id"], outcome))
 
     async def _reply(self, source: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:

@@ -1,0 +1,35 @@
+"""Printing a dry run's estimate: a table per model and a total, or the `--json` document."""
+
+from typing import Any
+
+import click
+
+from experiment_runner.cli.output import echo_json, table
+from experiment_runner.engine.estimate import DEFAULT_EVALUATOR_OUTPUT_TOKENS, DEFAULT_TARGET_OUTPUT_TOKENS, Estimate
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:,.4f}"
+
+
+def show_estimate(estimate: Estimate, as_json: bool) -> None:
+    """Print the estimate (stdout); nothing was stored or called."""
+    data = estimate.as_dict()
+    if as_json:
+        echo_json(data)
+        return
+    rows: list[list[Any]] = [
+        [model, m["role"], m["calls"], f"{m['estimated_input_tokens']:,}", f"{m['estimated_output_tokens']:,}", _usd(m["estimated_cost_usd"])]
+        for model, m in data["per_model"].items()
+    ]
+    rows.append(["total", "", data["target_calls"] + data["evaluator_calls"], f"{data['estimated_input_tokens']:,}",
+                 f"{data['estimated_output_tokens']:,}", _usd(data["estimated_cost_usd"])])
+    click.echo(f"Dry run: {data['items']} item(s), {data['target_calls']} target call(s), {data['evaluator_calls']} evaluator call(s).")
+    click.echo(table(["model", "role", "calls", "input tokens", "output tokens", "cost"], rows))
+    if data["unpriced_models"]:
+        priced = data["estimated_priced_cost_usd"]
+        click.echo(f"No price known for {', '.join(data['unpriced_models'])}: cost unknown (priced calls alone: {_usd(priced)}).")
+    click.echo(
+        f"Estimated: input tokens counted with litellm's tokenizer; output tokens are the recorded reply's length "
+        f"(else {DEFAULT_TARGET_OUTPUT_TOKENS}) for the target and {DEFAULT_EVALUATOR_OUTPUT_TOKENS} per evaluation. Nothing was stored or called."
+    )
