@@ -4,6 +4,7 @@ Errors raised by the core (`ExperimentRunnerError`) become one `Error: ...` line
 error's exit status here, in one place; nothing the user can get wrong prints a traceback.
 """
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -29,8 +30,26 @@ class Context:
         return self._store
 
 
+# Which module defines each command. A command's module is imported only when that command runs (or
+# help lists it), so `list` does not pay for the engine, `run` not for the server, and so on.
+COMMAND_MODULES = {
+    "import": "conversations", "conversations": "conversations",
+    "run": "runs", "resume": "runs", "reevaluate": "runs",
+    "list": "results", "show": "results", "export": "results", "delete": "results", "score": "results",
+    "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo",
+}
+
+
 class Group(click.Group):
-    """A click group that reports our errors as `Error: ...` with the error's exit status."""
+    """A click group that loads command modules lazily and reports our errors as `Error: ...` with the error's exit status."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"experiment_runner.cli.{COMMAND_MODULES[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -76,7 +95,3 @@ def cli(ctx: click.Context, db: str) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="experiment-runner")
-
-
-# Importing the command modules registers their commands on `cli`.
-from experiment_runner.cli import conversations, demo, reporting, results, runs, serving  # noqa: E402,F401
