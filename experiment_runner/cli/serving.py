@@ -19,9 +19,11 @@ from experiment_runner.errors import BadInputError
               help="TCP port (env EXPERIMENT_RUNNER_PORT); 0 picks a free one.")
 @click.option("--token", envvar="EXPERIMENT_RUNNER_TOKEN",
               help="Require `Authorization: Bearer TOKEN` on every request but the docs (env EXPERIMENT_RUNNER_TOKEN).")
+@click.option("--allow-api-base", "allow_api_bases", multiple=True, envvar="EXPERIMENT_RUNNER_ALLOW_API_BASE",
+              help="A model endpoint URL requests may name besides loopback ones (repeatable; env, space-separated).")
 @concurrency_option
 @click.pass_obj
-def serve_command(obj: Context, host: str, port: int, token: str | None, concurrency: int) -> None:
+def serve_command(obj: Context, host: str, port: int, token: str | None, concurrency: int, allow_api_bases: tuple[str, ...]) -> None:
     """Serve the experiments REST API (docs at /docs); created experiments run inside the server.
 
     Paths and shapes follow the hosted experiments API: POST/GET /v1/experiments, GET
@@ -42,7 +44,7 @@ def serve_command(obj: Context, host: str, port: int, token: str | None, concurr
             "and delete experiments (the API has no authentication).",
             err=True,
         )
-    app = create_app(store, token=token, concurrency=concurrency)
+    app = create_app(store, token=token, concurrency=concurrency, allow_api_bases=allow_api_bases)
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"Serving the experiments API on http://{shown}:{bound_port} (docs at /docs)", err=True)

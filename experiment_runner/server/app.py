@@ -61,11 +61,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal)
 
 
-def create_app(store: Store, *, token: str | None = None, concurrency: int = 8) -> FastAPI:
+def create_app(
+    store: Store, *, token: str | None = None, concurrency: int = 8, allow_api_bases: tuple[str, ...] = ()
+) -> FastAPI:
     """The API over `store`; with `token`, every request but the docs needs `Authorization: Bearer <token>`.
 
     Experiments run inside the app's lifespan (uvicorn, or `with TestClient(app)`), `concurrency` model
-    calls at most per experiment; at startup, experiments left unfinished are resumed.
+    calls at most per experiment; at startup, experiments left unfinished are resumed. Requests may
+    name loopback model endpoints and those under `allow_api_bases` only.
     """
     runs = Runs(store, concurrency)
 
@@ -88,6 +91,7 @@ def create_app(store: Store, *, token: str | None = None, concurrency: int = 8) 
     )
     app.state.store = store
     app.state.runs = runs
+    app.state.allow_api_bases = tuple(allow_api_bases)
     _install_error_handlers(app)
     customize_openapi(app, token)
     if token:

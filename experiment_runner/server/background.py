@@ -6,6 +6,7 @@ Shutting down cancels them; their items stay `pending`/`in_progress` and the nex
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import anyio
 from anyio.abc import TaskGroup
@@ -49,15 +50,19 @@ class Runs:
                 self._group = self._ready = None
                 group.cancel_scope.cancel()
 
-    def start(self, experiment_id: str) -> None:
-        """Run (or resume) the experiment in the background, unless this server already runs it."""
+    def start(self, experiment_id: str, max_cost_usd: float | None = None) -> None:
+        """Run (or resume) the experiment in the background, unless this server already runs it.
+
+        `max_cost_usd` caps this run's spend (a run resumed at startup has no cap: a budget belongs to the
+        request that set it)."""
         if self._group is None or self._ready is None:
             raise RuntimeError("the app's lifespan is not running: serve it with uvicorn or `with TestClient(app)`")
         if experiment_id in self._running:
             return
         entry = (anyio.CancelScope(), anyio.Event())
         self._running[experiment_id] = entry
-        self._group.start_soon(self._run, experiment_id, *entry, self._ready, name=f"experiment {experiment_id}")
+        options = replace(self.options, max_cost_usd=max_cost_usd)
+        self._group.start_soon(self._run, experiment_id, options, *entry, self._ready, name=f"experiment {experiment_id}")
 
     async def stop(self, experiment_id: str) -> None:
         """Cancel the experiment's run, if any, and wait until it has stopped writing."""
@@ -77,12 +82,14 @@ class Runs:
         finally:
             ready.set()
 
-    async def _run(self, experiment_id: str, scope: anyio.CancelScope, done: anyio.Event, ready: anyio.Event) -> None:
+    async def _run(
+        self, experiment_id: str, options: RunOptions, scope: anyio.CancelScope, done: anyio.Event, ready: anyio.Event
+    ) -> None:
         log.info("experiment %s: running", experiment_id)
         try:
             with scope:
                 await ready.wait()  # runs start once litellm is imported (one import, off the loop)
-                progress = await run_experiment_async(self.store, experiment_id, self.options)
+                progress = await run_experiment_async(self.store, experiment_id, options)
             if scope.cancelled_caught:
                 log.info("experiment %s: stopped", experiment_id)
             else:
@@ -100,6 +107,10 @@ class Runs:
 def _outcome(progress: Progress) -> str:
     if progress.total == 0:
         return "nothing left to run"
+    if progress.stopped_by:
+        return f"stopped: {progress.stopped_by}; the rest stays pending and resumes at the next start"
+    if progress.budget_reached:
+        return f"budget reached after {progress.done} item(s) (${progress.spent_usd:.4f} spent); the rest stays pending"
     extra = f", {progress.evaluations_failed} evaluation(s) failed" if progress.evaluations_failed else ""
     return f"{progress.total} item(s) run: {progress.completed} completed, {progress.failed} failed{extra}"
 

@@ -13,11 +13,14 @@ import anyio
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from experiment_runner.engine.experiments import create_experiment, require_experiment
+from experiment_runner.engine.estimate import called_models, check_priced
+from experiment_runner.engine.estimate import dry_run as run_dry
+from experiment_runner.engine.experiments import check_spec, create_experiment, require_experiment
 from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.importing import import_conversations
 from experiment_runner.results.catalog import delete_experiment, list_experiments, list_items
 from experiment_runner.results.export import experiment_object, export_chunks
+from experiment_runner.server.allowlist import check_api_base
 from experiment_runner.server.background import Runs
 from experiment_runner.server.openapi import NOT_FOUND, json_response
 from experiment_runner.server.schemas import CreateExperiment, ImportResponse
@@ -74,17 +77,30 @@ def _batched(chunks: Iterator[str], size: int = EXPORT_CHUNK_CHARS) -> Iterator[
     summary="Create Experiment",
     responses={201: json_response("Experiment", "The created experiment; it runs in the background")},
 )
-async def create(body: CreateExperiment, store: StoreDep, runs: RunsDep) -> JSONResponse:
+async def create(
+    body: CreateExperiment,
+    store: StoreDep,
+    runs: RunsDep,
+    request: Request,
+    dry_run: Annotated[bool, Query(description="Validate and estimate calls, tokens and cost; store and call nothing")] = False,
+) -> JSONResponse:
     """Run an issue-detection experiment on traced conversations."""
+    spec = check_spec(body.to_spec())
+    for field in ("api_base", "evaluator_api_base"):
+        check_api_base(getattr(spec, field), request.app.state.allow_api_bases, field)
+    if dry_run:
+        estimate = await anyio.to_thread.run_sync(run_dry, store, spec)
+        return JSONResponse(estimate.as_dict())
     if not runs.active:
         raise HTTPException(503, "the server is starting or shutting down; try again")
-    spec = body.to_spec()
+    await anyio.to_thread.run_sync(check_priced, called_models(spec), body.max_cost_usd, body.max_cost_unpriced_ok)
     experiment_id = await anyio.to_thread.run_sync(create_experiment, store, spec)
     try:
         document = await anyio.to_thread.run_sync(experiment_document, store, experiment_id)
     finally:
-        runs.start(experiment_id)
+        runs.start(experiment_id, max_cost_usd=body.max_cost_usd)
     return JSONResponse(document, status_code=201, headers={"Location": f"/v1/experiments/{experiment_id}"})
+
 
 @router.get(
     "/v1/experiments",

@@ -1,6 +1,6 @@
 """Request and response bodies of the REST API: field names and descriptions as in the seed pages."""
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,6 +68,17 @@ class CreateExperiment(_Strict):
         description="Evaluator labels; default: Fabrication, Context Misattribution, Reasoning Error, "
         "Incorrect Refusal",
     )
+    response_format: Literal["auto", "json_schema", "json_object", "prompt"] = Field(
+        "auto", description="Structured output mode for output_schema (auto learns what the server accepts)"
+    )
+    evaluator_response_format: Literal["auto", "json_schema", "json_object", "prompt"] = Field(
+        "auto", description="Structured output mode for the evaluator"
+    )
+    evaluator_max_tokens: int | None = Field(None, ge=1, description="Cap on each evaluator reply (default 4096)")
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="Stop starting items before the run's model calls pass this many USD (the rest stay pending)"
+    )
+    max_cost_unpriced_ok: bool = Field(False, description="Allow max_cost_usd when a model has no known price")
 
     def to_spec(self) -> ExperimentSpec:
         """The experiment settings; labels are checked here (`check_spec` does the rest)."""
@@ -89,6 +100,9 @@ class CreateExperiment(_Strict):
             evaluator_model=self.evaluator_model,
             evaluator_api_base=self.evaluator_api_base,
             labels=labels,
+            response_format=self.response_format,
+            evaluator_response_format=self.evaluator_response_format,
+            evaluator_max_tokens=self.evaluator_max_tokens,
         )
 
 

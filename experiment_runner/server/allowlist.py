@@ -1,0 +1,50 @@
+"""Which model endpoints a REST caller may name: the server must not fetch arbitrary URLs for callers.
+
+A request's `api_base`/`evaluator_api_base` must be a loopback URL (the default) or start with one of the
+URLs given to `serve --allow-api-base` (env EXPERIMENT_RUNNER_ALLOW_API_BASE, space-separated): same
+scheme, host and port, and a path under the allowed one.
+"""
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from experiment_runner.errors import BadInputError
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _key(url: str) -> tuple[str, str, int | None, str] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80), parts.path.rstrip("/")
+
+
+def check_api_base(url: str | None, allowed: tuple[str, ...], field: str) -> None:
+    """`BadInputError` (422 at `body.<field>`) unless `url` is absent, loopback, or under an allowed URL."""
+    if url is None:
+        return
+    key = _key(url)
+    if key is None:
+        raise BadInputError(f"{field} must be an http(s) URL, got {url!r}", loc=("body", field))
+    if _is_loopback(key[1]):
+        return
+    for entry in allowed:
+        allowed_key = _key(entry)
+        if allowed_key and allowed_key[:3] == key[:3] and (key[3] + "/").startswith(allowed_key[3] + "/"):
+            return
+    raise BadInputError(
+        f"{field} {url!r} is not allowed: this server only calls loopback URLs and those given to `serve --allow-api-base`",
+        loc=("body", field),
+    )

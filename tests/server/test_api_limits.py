@@ -1,0 +1,51 @@
+"""What a REST caller may ask of the server: endpoints it may make the server call, dry runs, budgets."""
+
+from typing import Any
+
+from conftest import FIXTURES, dump
+from fastapi.testclient import TestClient
+from test_server import seed_body
+
+from experiment_runner.ingest.importing import import_files
+from experiment_runner.server.app import create_app
+
+
+def imported(store: Any) -> list[str]:
+    return import_files(store, [FIXTURES / "ragtruth-sample.conversations.jsonl"]).ids[:3]
+
+
+def test_a_non_loopback_api_base_is_refused_unless_allowed(store, fake_llm, db_path) -> None:
+    ids = imported(store)
+    before = dump(db_path)
+    with TestClient(create_app(store)) as client:
+        response = client.post("/v1/experiments", json=seed_body(fake_llm, ids, api_base="http://169.254.169.254/v1"))
+    assert response.status_code == 422
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["body", "api_base"] and "not allowed" in detail["msg"]
+    assert dump(db_path) == before
+    with TestClient(create_app(store, allow_api_bases=("http://models.internal:8000/v1",))) as client:
+        ok = client.post("/v1/experiments?dry_run=true", json=seed_body(fake_llm, ids, api_base="http://models.internal:8000/v1"))
+        other_port = client.post("/v1/experiments?dry_run=true", json=seed_body(fake_llm, ids, api_base="http://models.internal:9000/v1"))
+    assert ok.status_code == 200 and other_port.status_code == 422
+
+
+def test_a_dry_run_estimates_and_stores_nothing(store, fake_llm, db_path) -> None:
+    ids = imported(store)
+    before = dump(db_path)
+    with TestClient(create_app(store)) as client:
+        response = client.post("/v1/experiments?dry_run=true", json=seed_body(fake_llm, ids))
+    assert response.status_code == 200
+    estimate = response.json()
+    assert estimate["items"] == 3 and estimate["target_calls"] == 3 and estimate["evaluator_calls"] == 3
+    assert estimate["estimated_input_tokens"] > 0 and estimate["unpriced_models"] == ["openai/judge", "openai/target"]
+    assert estimate["estimated_cost_usd"] is None
+    assert dump(db_path) == before and fake_llm.request_count == 0
+
+
+def test_a_budget_with_an_unpriced_model_is_refused(store, fake_llm) -> None:
+    ids = imported(store)
+    with TestClient(create_app(store)) as client:
+        refused = client.post("/v1/experiments", json=seed_body(fake_llm, ids, max_cost_usd=1.0))
+        allowed = client.post("/v1/experiments", json=seed_body(fake_llm, ids, max_cost_usd=1.0, max_cost_unpriced_ok=True))
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "max_cost_usd"]
+    assert allowed.status_code == 201
