@@ -7,15 +7,15 @@ one conversation, and every conversation id known, all checked before anything i
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.ingest.conversations import missing_conversations
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
-from experiment_runner.store.tables import Experiment, Item
+from experiment_runner.store.queries import experiments as q
+from experiment_runner.store.tables import Experiment
 from experiment_runner.store.timeutil import now
 
 EFFORTS = ("low", "medium", "high")
@@ -96,11 +96,7 @@ def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> s
     """A new experiment whose items reuse `source_id`'s completed result conversations, to evaluate anew."""
     with store.write() as session:
         source = require_experiment(session, source_id)
-        rows = session.exec(
-            select(Item.source_conversation_id, Item.result_conversation_id)
-            .where(Item.experiment_id == source_id, Item.status == "completed")
-            .order_by(Item.position)  # type: ignore[arg-type]
-        ).all()
+        rows = q.completed_pairs(session.connection(), source_id)
         if not rows:
             raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
         spec = ExperimentSpec(
@@ -115,13 +111,14 @@ def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> s
         )
         check_spec(spec)
         experiment_id = _insert_experiment(session, spec, spec.conversation_ids, source_experiment_id=source_id)
-        _insert_items(session, experiment_id, [(r[0], r[1]) for r in rows], 1)
+        _insert_items(session, experiment_id, rows, 1)
     return experiment_id
 
 
-def _insert_experiment(session: Any, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None) -> str:
+def _insert_experiment(session: Session, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None) -> str:
     experiment_id = new_id()
-    session.add(
+    q.add_experiment(
+        session,
         Experiment(
             id=experiment_id,
             name=spec.name,
@@ -137,16 +134,15 @@ def _insert_experiment(session: Any, spec: ExperimentSpec, ids: list[str], sourc
             evaluator_api_base=spec.evaluator_api_base,
             labels=spec.labels,
             source_experiment_id=source_experiment_id,
-        )
+        ),
     )
-    session.flush()
     return experiment_id
 
 
-def _insert_items(session: Any, experiment_id: str, pairs: list[tuple[str, str | None]], evaluations: int) -> None:
+def _insert_items(session: Session, experiment_id: str, pairs: list[tuple[str, str | None]], evaluations: int) -> None:
     stamp = now()
-    session.execute(
-        insert(Item),
+    q.insert_items(
+        session.connection(),
         [
             {
                 "id": new_id(),
@@ -166,7 +162,7 @@ def _insert_items(session: Any, experiment_id: str, pairs: list[tuple[str, str |
 
 def require_experiment(session: Session, experiment_id: str) -> Experiment:
     """The experiment row, or `NotFoundError` (the one place that says an id is unknown)."""
-    experiment = session.get(Experiment, experiment_id)
+    experiment = q.get_experiment(session, experiment_id)
     if experiment is None:
         raise NotFoundError(f"no experiment with id {experiment_id!r}")
     return experiment
