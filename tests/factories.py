@@ -1,20 +1,21 @@
 """Building finished experiments from real rows, the way the engine stores them (no model calls)."""
 
 import json
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, update
-from sqlmodel import select
+from sqlalchemy import text
 
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine import writer
+from experiment_runner.engine.experiments import ExperimentSpec, create_experiment, require_experiment
+from experiment_runner.evaluation.evaluator import EvaluationOutcome
+from experiment_runner.evaluation.spans import Span
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
-from experiment_runner.store.tables import Annotation, Conversation, Evaluation, Experiment, Item, Message
-from experiment_runner.store.timeutil import now
+from experiment_runner.store.ids import new_id
+from experiment_runner.store.queries import conversations, experiments
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RAGTRUTH = FIXTURES / "ragtruth-sample.conversations.jsonl"
@@ -76,116 +77,71 @@ def finish_experiment(
     `failed`: items that fail with that message (no result); `unfinished`: items left pending;
     `replies`: a replaced final reply text (as a replay would give); `failed_evaluations`: evaluations
     that fail; `spans`: annotations of the final reply. Items that already have a result (a
-    re-evaluation) are only evaluated.
+    re-evaluation) are only evaluated. The rows are written by the engine's writer, from the events
+    its workers would send.
     """
     failed, spans, replies = failed or {}, spans or {}, replies or {}
-    stamp = now()
-    with store.write() as session:
-        experiment = session.get(Experiment, experiment_id)
-        assert experiment is not None
-        items = session.exec(select(Item).where(Item.experiment_id == experiment_id).order_by(Item.position)).all()
-        for item in items:
-            source = item.source_conversation_id
-            if source in unfinished:
-                continue
-            if source in failed:
-                session.execute(
-                    update(Item)
-                    .where(Item.id == item.id)
-                    .values(status="failed", error_message=failed[source], updated_at=stamp)
-                )
-                continue
-            result_id = item.result_conversation_id or _copy_result(session, source, replies.get(source), stamp)
-            final = session.exec(
-                select(Message).where(Message.conversation_id == result_id).order_by(Message.sequence_number.desc())  # type: ignore[attr-defined]
-            ).first()
-            assert final is not None
-            if item.evaluations_expected:
-                _evaluate(
-                    session,
-                    item.id,
-                    final,
-                    experiment.evaluator_model or "judge",
-                    source in failed_evaluations,
-                    spans.get(source, ()),
-                    stamp,
-                )
-            session.execute(
-                update(Item)
-                .where(Item.id == item.id)
-                .values(status="completed", result_conversation_id=result_id, updated_at=stamp)
-            )
-        if not unfinished:
-            session.execute(update(Experiment).where(Experiment.id == experiment_id).values(completed_at=now()))
+    with store.read() as session:
+        model = require_experiment(session, experiment_id).evaluator_model or "judge"
+        conn = session.connection()
+        items = experiments.items(conn, experiment_id)
+        stored = conversations.messages_by_conversation(
+            conn, [i.result_conversation_id or i.source_conversation_id for i in items]
+        )
+    events: list[writer.Event] = []
+    for item in items:
+        source = item.source_conversation_id
+        if source in unfinished:
+            continue
+        events.append(writer.Started(item.id))
+        if source in failed:
+            events.append(writer.Failed(item.id, failed[source]))
+            continue
+        if item.result_conversation_id:
+            assert item.evaluations_expected, "an item with a result and no evaluator is not a state the engine makes"
+            messages = stored[item.result_conversation_id]
+        else:
+            messages = _copy_result(stored[source], replies.get(source))
+            events.append(writer.Replayed(item.id, messages, None, None, finished=not item.evaluations_expected))
+        if item.evaluations_expected:
+            outcome = _outcome(messages[-1], model, source in failed_evaluations, spans.get(source, ()))
+            events.append(writer.Evaluated(item.id, messages[-1]["id"], outcome))
+    writer.apply_events(store, experiment_id, events)
+    writer.finish_experiment(store, experiment_id)
 
 
-def _copy_result(session: Any, source_id: str, reply: str | None, stamp: str) -> str:
-    rows = session.exec(
-        select(Message).where(Message.conversation_id == source_id).order_by(Message.sequence_number)
-    ).all()
-    result_id = str(uuid.uuid4())
-    session.execute(
-        insert(Conversation), [{"id": result_id, "type": "result", "content_hash": "x", "created_at": stamp}]
-    )
-    messages = [
-        {
-            "id": str(uuid.uuid4()),
-            "conversation_id": result_id,
-            "sequence_number": m.sequence_number,
-            "role": m.role,
-            "parts": m.parts,
-            "generation": m.generation,
-        }
-        for m in rows
-    ]
+def _copy_result(source: list[dict[str, Any]], reply: str | None) -> list[dict[str, Any]]:
+    """The source's messages with new ids (a pass-through result), the final one's text replaced by `reply`."""
+    messages = [{**m, "id": new_id()} for m in source]
     if reply is not None:
         messages[-1]["parts"] = [{"type": "text", "content": reply}]
-    session.execute(insert(Message), messages)
-    return result_id
+    return messages
 
 
-def _evaluate(
-    session: Any, item_id: str, message: Message, model: str, fails: bool, spans: Sequence[SpanSpec], stamp: str
-) -> None:
-    evaluation_id = str(uuid.uuid4())
-    session.execute(
-        insert(Evaluation),
-        [
-            {
-                "id": evaluation_id,
-                "item_id": item_id,
-                "message_id": message.id,
-                "status": "failed" if fails else "completed",
-                "model": model,
-                "input_tokens": 500,
-                "output_tokens": 40,
-                "detection_duration_ms": 900.5,
-                "total_duration_ms": 1000.0,
-                "error_message": "evaluator reply was not JSON" if fails else None,
-                "created_at": stamp,
-            }
+def _outcome(message: dict[str, Any], model: str, fails: bool, spans: Sequence[SpanSpec]) -> EvaluationOutcome:
+    """What the evaluator would report about `message`: fixed usage, and `spans` unless it fails."""
+    return EvaluationOutcome(
+        status="failed" if fails else "completed",
+        model=model,
+        input_tokens=500,
+        output_tokens=40,
+        detection_duration_ms=900.5,
+        total_duration_ms=1000.0,
+        error_message="evaluator reply was not JSON" if fails else None,
+        spans=[] if fails else [
+            Span(
+                label=s.label,
+                text=_span_text(message["parts"], s),
+                explanation=f"because {i}",
+                message_part_index=s.part,
+                start_offset=s.start,
+                end_offset=s.end,
+                tool_name=s.tool_name,
+                parameter_name=s.parameter_name,
+            )
+            for i, s in enumerate(spans)
         ],
     )
-    if spans and not fails:
-        session.execute(
-            insert(Annotation),
-            [
-                {
-                    "id": str(uuid.uuid4()),
-                    "evaluation_id": evaluation_id,
-                    "position": i,
-                    "label": s.label,
-                    "text": _span_text(message.parts, s),
-                    "explanation": f"because {i}",
-                    "message_part_index": s.part,
-                    "start_offset": s.start,
-                    "end_offset": s.end,
-                    "tool_name": s.tool_name,
-                    "parameter_name": s.parameter_name,
-                }
-                for i, s in enumerate(spans)
-            ],
-        )
 
 
 BOOKING_SPANS = [
@@ -221,6 +177,6 @@ def table_counts(store: Store) -> dict[str, int]:
     with store.read() as session:
         conn = session.connection()
         return {
-            t: conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar_one()
+            t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
             for t in ("conversation", "message", "experiment", "item", "evaluation", "annotation")
         }

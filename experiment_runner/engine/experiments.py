@@ -4,12 +4,12 @@ Validation follows the hosted create-experiment API: name 1..255 characters, a n
 one conversation, and every conversation id known, all checked before anything is stored.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import insert
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from experiment_runner.engine.llm import check_model
 from experiment_runner.engine.output_schema import check_fields
@@ -18,7 +18,8 @@ from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.ingest.conversations import missing_conversations
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
-from experiment_runner.store.tables import Experiment, Item
+from experiment_runner.store.queries import experiments as q
+from experiment_runner.store.tables import Experiment
 from experiment_runner.store.timeutil import now
 
 EFFORTS = ("low", "medium", "high")
@@ -132,12 +133,7 @@ def check_known(session: Session, ids: list[str]) -> None:
 def completed_results(session: Session, experiment_id: str) -> list[tuple[str, str]]:
     """`(source conversation id, result conversation id)` of the experiment's completed items, in order."""
     require_experiment(session, experiment_id)
-    rows = session.exec(
-        select(Item.source_conversation_id, Item.result_conversation_id)
-        .where(Item.experiment_id == experiment_id, Item.status == "completed")
-        .order_by(Item.position)  # type: ignore[arg-type]
-    ).all()
-    return [(r[0], r[1]) for r in rows if r[1] is not None]
+    return [(source, result) for source, result in q.completed_pairs(session.connection(), experiment_id) if result is not None]
 
 
 def spec_view(spec: ExperimentSpec) -> Any:
@@ -170,13 +166,14 @@ def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, c
         )
         check_spec(spec)
         experiment_id = _insert_experiment(session, spec, spec.conversation_ids, source_experiment_id=source_id)
-        _insert_items(session, experiment_id, [(r[0], r[1]) for r in rows], 1)
+        _insert_items(session, experiment_id, list(rows), 1)
     return experiment_id
 
 
-def _insert_experiment(session: Any, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None) -> str:
+def _insert_experiment(session: Session, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None) -> str:
     experiment_id = new_id()
-    session.add(
+    q.add_experiment(
+        session,
         Experiment(
             id=experiment_id,
             name=spec.name,
@@ -193,16 +190,15 @@ def _insert_experiment(session: Any, spec: ExperimentSpec, ids: list[str], sourc
             labels=spec.labels,
             source_experiment_id=source_experiment_id,
             structured_output=spec.structured_output(),
-        )
+        ),
     )
-    session.flush()
     return experiment_id
 
 
-def _insert_items(session: Any, experiment_id: str, pairs: list[tuple[str, str | None]], evaluations: int) -> None:
+def _insert_items(session: Session, experiment_id: str, pairs: Sequence[tuple[str, str | None]], evaluations: int) -> None:
     stamp = now()
-    session.execute(
-        insert(Item),
+    q.insert_items(
+        session.connection(),
         [
             {
                 "id": new_id(),
@@ -222,7 +218,7 @@ def _insert_items(session: Any, experiment_id: str, pairs: list[tuple[str, str |
 
 def require_experiment(session: Session, experiment_id: str) -> Experiment:
     """The experiment row, or `NotFoundError` (the one place that says an id is unknown)."""
-    experiment = session.get(Experiment, experiment_id)
+    experiment = q.get_experiment(session, experiment_id)
     if experiment is None:
         raise NotFoundError(f"no experiment with id {experiment_id!r}")
     return experiment

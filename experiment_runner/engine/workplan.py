@@ -1,12 +1,10 @@
 """Which items a run still has to do, and the conversations they need (read in pages)."""
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
-
 from experiment_runner.store import Store
+from experiment_runner.store.queries import conversations, runs
 from experiment_runner.store.tables import Experiment
 
 
@@ -20,22 +18,12 @@ class WorkUnit:
     discard_result_id: str | None = None  # a failed attempt's result, replaced by the new one
 
 
-_ITEMS = text(
-    """
-    SELECT i.id, i.status, i.source_conversation_id AS source, i.result_conversation_id AS result,
-           e.status AS evaluation
-    FROM item i LEFT JOIN evaluation e ON e.item_id = i.id
-    WHERE i.experiment_id = :experiment ORDER BY i.position
-    """
-)
-
-
 def plan_work(store: Store, experiment: Experiment, retry_failed: bool) -> list[WorkUnit]:
     """The units of work left: unfinished items, missing evaluations, and (if asked) failed ones again."""
     evaluates = experiment.evaluator_model is not None
     reevaluation = experiment.source_experiment_id is not None
     with store.read() as session:
-        rows = session.connection().execute(_ITEMS, {"experiment": experiment.id}).all()
+        rows = runs.work_items(session.connection(), experiment.id)
     units = []
     for row in rows:
         eval_missing = evaluates and (row.evaluation is None or (retry_failed and row.evaluation == "failed"))
@@ -56,23 +44,9 @@ def plan_work(store: Store, experiment: Experiment, retry_failed: bool) -> list[
     return units
 
 
-_MESSAGES = "SELECT conversation_id, id, role, parts, sequence_number, generation FROM message WHERE conversation_id IN ({}) ORDER BY conversation_id, sequence_number"
-
-
 def load_units(store: Store, units: list[WorkUnit]) -> list[tuple[WorkUnit, list[dict[str, Any]]]]:
-    """Each unit with its conversation's messages (native dicts), read in one query."""
+    """Each unit with its conversation's messages (native dicts), read a chunk of conversations per query."""
     ids = list({u.conversation_id for u in units})
-    by_conversation: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
     with store.read() as session:
-        rows = session.connection().exec_driver_sql(_MESSAGES.format(",".join("?" * len(ids))), tuple(ids)).all()
-    for row in rows:
-        by_conversation[row.conversation_id].append(
-            {
-                "id": row.id,
-                "role": row.role,
-                "parts": json.loads(row.parts),
-                "sequence_number": row.sequence_number,
-                "generation": json.loads(row.generation) if row.generation else None,
-            }
-        )
+        by_conversation = conversations.messages_by_conversation(session.connection(), ids)
     return [(u, by_conversation[u.conversation_id]) for u in units]

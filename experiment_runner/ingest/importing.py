@@ -12,18 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import insert
-from sqlmodel import Session, select
+from sqlalchemy import Connection
 
 from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.conversations import message_id_for
 from experiment_runner.ingest.formats import content_hash, normalize_conversation
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
-from experiment_runner.store.tables import Conversation, Message
+from experiment_runner.store.queries import conversations as q
 from experiment_runner.store.timeutil import now
-
-CHUNK = 500  # ids per IN (...) query
 
 
 @dataclass(frozen=True)
@@ -124,55 +121,45 @@ def _store_all(store: Store, convs: Iterable[Parsed]) -> ImportResult:
         parsed.setdefault(conv.id, conv)
         result.ids.append(conv.id)
     with store.write() as session:
-        new = _new_conversations(session, list(parsed.values()))
-        _insert(session, new)
+        conn = session.connection()
+        new = _new_conversations(conn, list(parsed.values()))
+        _insert(conn, new)
     result.new = len(new)
     result.unchanged = len(parsed) - len(new)
     return result
 
 
-def _new_conversations(session: Session, convs: list[Parsed]) -> list[Parsed]:
+def _new_conversations(conn: Connection, convs: list[Parsed]) -> list[Parsed]:
     """The conversations not stored yet; an id stored with other content is an error."""
-    stored: dict[str, tuple[str, str]] = {}
-    for start in range(0, len(convs), CHUNK):
-        ids = [c.id for c in convs[start : start + CHUNK]]
-        rows = session.exec(
-            select(Conversation.id, Conversation.content_hash, Conversation.type).where(Conversation.id.in_(ids))  # type: ignore[attr-defined]
-        ).all()
-        stored.update({row[0]: (row[1], row[2]) for row in rows})
+    stored = q.stored_conversations(conn, [c.id for c in convs])
     new = []
     for conv in convs:
         if conv.id not in stored:
             new.append(conv)
         elif stored[conv.id] != (conv.hash, "source"):
             raise BadInputError(f"{conv.source}: conversation {conv.id!r} is already stored with different content")
-    _check_message_ids(session, new)
+    _check_message_ids(conn, new)
     return new
 
 
-def _check_message_ids(session: Session, convs: list[Parsed]) -> None:
+def _check_message_ids(conn: Connection, convs: list[Parsed]) -> None:
     """Explicit message ids must be unique: not repeated in the input, not already stored."""
     given = {m["id"]: c for c in convs for m in c.messages if "id" in m}
     if sum("id" in m for c in convs for m in c.messages) != len(given):
         raise BadInputError("the input gives the same message id to more than one message")
-    ids = list(given)
-    for start in range(0, len(ids), CHUNK):
-        taken = session.exec(select(Message.id).where(Message.id.in_(ids[start : start + CHUNK]))).first()  # type: ignore[attr-defined]
-        if taken is not None:
-            raise BadInputError(f"{given[taken].source}: message id {taken!r} is already stored in another conversation")
+    taken = q.taken_message_ids(conn, list(given))
+    if taken:
+        raise BadInputError(f"{given[taken[0]].source}: message id {taken[0]!r} is already stored in another conversation")
 
 
-def _insert(session: Session, convs: list[Parsed]) -> None:
+def _insert(conn: Connection, convs: list[Parsed]) -> None:
     """Bulk-insert conversations and their messages (executemany, not a commit per row)."""
-    if not convs:
-        return
     created = now()
-    session.execute(
-        insert(Conversation),
-        [{"id": c.id, "type": "source", "content_hash": c.hash, "created_at": created} for c in convs],
+    q.insert_conversations(
+        conn, [{"id": c.id, "type": "source", "content_hash": c.hash, "created_at": created} for c in convs]
     )
-    session.execute(
-        insert(Message),
+    q.insert_messages(
+        conn,
         [
             {
                 "id": m.get("id") or message_id_for(c.id, seq),

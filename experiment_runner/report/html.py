@@ -17,13 +17,11 @@ import base64
 import hashlib
 import json
 import math
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiment_runner.errors import BadInputError
+from experiment_runner.files import write_text_atomic
 from experiment_runner.report.highlight import annotation_location, label_class, label_colour, parts_view
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.results.compare import IssueCounts, compare_summaries
@@ -76,16 +74,7 @@ def write_report(store: Store, experiment_id: str, path: str | Path, *, compare_
 
 
 def _write(path: Path, content: str) -> Path:
-    if not path.parent.is_dir():
-        raise BadInputError(f"cannot write {path}: folder {path.parent} does not exist", loc=("output",))
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        temp.write_text(content, encoding="utf-8")
-        os.replace(temp, path)
-    except OSError as exc:
-        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}", loc=("output",)) from None
-    finally:
-        temp.unlink(missing_ok=True)
+    write_text_atomic(path, [content])
     return path
 
 

@@ -10,14 +10,11 @@ import binascii
 import json
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlmodel import col, select
-
 from experiment_runner.engine.experiments import require_experiment
 from experiment_runner.errors import BadInputError
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
-from experiment_runner.store.tables import Experiment
+from experiment_runner.store.queries import experiments as q
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -65,15 +62,12 @@ def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] 
 def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict[str, Any]:
     """One page of experiments, newest first (by created_at, then id), each as the export's experiment object."""
     _check_limit(limit)
-    query = select(Experiment).order_by(col(Experiment.created_at).desc(), col(Experiment.id).desc()).limit(limit + 1)
+    before: tuple[str, str] | None = None
     if cursor is not None:
         created_at, experiment_id = decode_cursor(cursor, (str, str))
-        query = query.where(
-            (col(Experiment.created_at) < created_at)
-            | ((col(Experiment.created_at) == created_at) & (col(Experiment.id) < experiment_id))
-        )
+        before = (created_at, experiment_id)
     with store.read() as session:
-        rows = session.exec(query).all()
+        rows = q.experiment_page(session, limit + 1, before)
         shown = rows[:limit]
         items = [experiment_object(session, row) for row in shown]
     next_key = [shown[-1].created_at, shown[-1].id] if len(rows) > limit else None
@@ -94,15 +88,6 @@ def list_items(
     return _page([item for _, item in shown], limit, cursor, next_key)
 
 
-_RECENT_ERRORS = text(
-    """
-    SELECT id, position, error_message FROM item
-    WHERE experiment_id = :experiment AND status = 'failed'
-    ORDER BY updated_at DESC, position DESC LIMIT :limit
-    """
-)
-
-
 def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
     """What `show` prints: the experiment object, evaluator settings and the latest item errors."""
     from experiment_runner.evaluation.evaluator import EvaluatorConfig
@@ -110,7 +95,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
     with store.read() as session:
         experiment = require_experiment(session, experiment_id)
         summary = experiment_object(session, experiment)
-        errors = session.connection().execute(_RECENT_ERRORS, {"experiment": experiment_id, "limit": RECENT_ERRORS})
+        errors = q.recent_errors(session.connection(), experiment_id, RECENT_ERRORS)
         recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
     evaluator = EvaluatorConfig.from_experiment(experiment)
     return {
@@ -124,27 +109,6 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
     }
 
 
-_ORPHANED_RESULTS = text(
-    """
-    SELECT c.id FROM conversation c
-    WHERE c.id IN :ids AND c.type = 'result'
-      AND NOT EXISTS (SELECT 1 FROM item i WHERE i.result_conversation_id = c.id)
-    """
-).bindparams(bindparam("ids", expanding=True))
-
-_DELETE_ANNOTATIONS = text(
-    "DELETE FROM annotation WHERE evaluation_id IN "
-    "(SELECT e.id FROM evaluation e JOIN item i ON i.id = e.item_id WHERE i.experiment_id = :experiment)"
-)
-_DELETE_EVALUATIONS = text(
-    "DELETE FROM evaluation WHERE item_id IN (SELECT id FROM item WHERE experiment_id = :experiment)"
-)
-_DELETE_MESSAGES = text("DELETE FROM message WHERE conversation_id IN :ids").bindparams(
-    bindparam("ids", expanding=True)
-)
-_DELETE_CONVERSATIONS = text("DELETE FROM conversation WHERE id IN :ids").bindparams(bindparam("ids", expanding=True))
-
-
 def delete_experiment(store: Store, experiment_id: str) -> None:
     """Remove an experiment with its items, evaluations, annotations and the result conversations only it uses.
 
@@ -153,23 +117,4 @@ def delete_experiment(store: Store, experiment_id: str) -> None:
     """
     with store.write() as session:
         require_experiment(session, experiment_id)
-        conn = session.connection()
-        params = {"experiment": experiment_id}
-        results = list(
-            conn.execute(
-                text(
-                    "SELECT DISTINCT result_conversation_id FROM item WHERE experiment_id = :experiment "
-                    "AND result_conversation_id IS NOT NULL ORDER BY result_conversation_id"
-                ),
-                params,
-            ).scalars()
-        )
-        conn.execute(_DELETE_ANNOTATIONS, params)
-        conn.execute(_DELETE_EVALUATIONS, params)
-        conn.execute(text("DELETE FROM item WHERE experiment_id = :experiment"), params)
-        conn.execute(text("DELETE FROM experiment WHERE id = :experiment"), params)
-        for start in range(0, len(results), 500):
-            orphans = list(conn.execute(_ORPHANED_RESULTS, {"ids": results[start : start + 500]}).scalars())
-            if orphans:
-                conn.execute(_DELETE_MESSAGES, {"ids": orphans})
-                conn.execute(_DELETE_CONVERSATIONS, {"ids": orphans})
+        q.delete_experiment(session.connection(), experiment_id)

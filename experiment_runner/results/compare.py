@@ -9,11 +9,10 @@ Deltas are always B - A.
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
-
 from experiment_runner.engine.experiments import require_experiment
 from experiment_runner.results.export import METRIC_KEYS, experiment_object
 from experiment_runner.store import Store
+from experiment_runner.store.queries import results as q
 
 TOP_CHANGED = 10
 COUNT_KEYS = ("total_items_count", "completed_items_count", "evaluations_received")
@@ -74,22 +73,10 @@ def compare_summaries(
     }
 
 
-_ISSUES = text(
-    """
-    SELECT i.source_conversation_id AS source, e.status AS evaluation_status,
-           (SELECT count(*) FROM annotation a WHERE a.evaluation_id = e.id) AS issues
-    FROM item i
-    LEFT JOIN evaluation e ON e.id = (SELECT e2.id FROM evaluation e2 WHERE e2.item_id = i.id
-                                      ORDER BY e2.created_at DESC, e2.id DESC LIMIT 1)
-    WHERE i.experiment_id = :experiment ORDER BY i.position
-    """
-)
-
-
 def _load(store: Store, experiment_id: str) -> tuple[dict[str, Any], dict[str, int | None]]:
     with store.read() as session:
         summary = experiment_object(session, require_experiment(session, experiment_id))
-        rows = session.connection().execute(_ISSUES, {"experiment": experiment_id}).all()
+        rows = q.issue_rows(session.connection(), experiment_id)
     return summary, {r.source: r.issues if r.evaluation_status == "completed" else None for r in rows}
 
 

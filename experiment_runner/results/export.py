@@ -7,20 +7,17 @@ the same text every time. The text is exactly `json.dumps(document, ensure_ascii
 """
 
 import json
-import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import bindparam, text
 from sqlmodel import Session
 
 from experiment_runner.engine.experiments import require_experiment
-from experiment_runner.errors import BadInputError
+from experiment_runner.files import write_text_atomic
 from experiment_runner.results.metrics import (
     AnnotationFacts,
     EvaluationFacts,
@@ -29,6 +26,9 @@ from experiment_runner.results.metrics import (
     status_summary,
 )
 from experiment_runner.store import Store
+from experiment_runner.store.queries import conversations as conversation_queries
+from experiment_runner.store.queries import results as q
+from experiment_runner.store.queries.common import decode_json
 from experiment_runner.store.tables import Experiment
 from experiment_runner.store.timeutil import to_rfc3339
 
@@ -49,32 +49,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
 # --- metrics facts -----------------------------------------------------------------------------
-
-_FACTS = text(
-    """
-    SELECT i.position, i.status, e.id AS evaluation_id, e.status AS evaluation_status,
-           (SELECT m.generation FROM message m
-             WHERE m.conversation_id = i.result_conversation_id AND m.role = 'assistant'
-             ORDER BY m.sequence_number DESC LIMIT 1) AS generation
-    FROM item i
-    LEFT JOIN evaluation e ON e.id = (SELECT e2.id FROM evaluation e2 WHERE e2.item_id = i.id
-                                      ORDER BY e2.created_at DESC, e2.id DESC LIMIT 1)
-    WHERE i.experiment_id = :experiment AND i.position > :after
-    ORDER BY i.position LIMIT :limit
-    """
-)
-
-_FACT_ANNOTATIONS = text(
-    """
-    SELECT evaluation_id, label, tool_name, parameter_name FROM annotation
-    WHERE evaluation_id IN :ids ORDER BY evaluation_id, position, id
-    """
-).bindparams(bindparam("ids", expanding=True))
 
 
 def item_facts(session: Session, experiment_id: str) -> Iterator[ItemFacts]:
@@ -82,46 +57,29 @@ def item_facts(session: Session, experiment_id: str) -> Iterator[ItemFacts]:
     conn = session.connection()
     after = -1
     while True:
-        rows = conn.execute(_FACTS, {"experiment": experiment_id, "after": after, "limit": FACTS_PAGE}).all()
+        rows = q.fact_rows(conn, experiment_id, after, FACTS_PAGE)
         if not rows:
             return
         ids = [r.evaluation_id for r in rows if r.evaluation_status == "completed"]
         annotations: dict[str, list[AnnotationFacts]] = {}
-        if ids:
-            for a in conn.execute(_FACT_ANNOTATIONS, {"ids": ids}):
-                annotations.setdefault(a.evaluation_id, []).append(
-                    AnnotationFacts(a.label, a.tool_name, a.parameter_name)
-                )
+        for a in q.fact_annotations(conn, ids):
+            annotations.setdefault(a.evaluation_id, []).append(AnnotationFacts(a.label, a.tool_name, a.parameter_name))
         for row in rows:
             evaluation = None
             if row.evaluation_id is not None:
                 evaluation = EvaluationFacts(row.evaluation_status, tuple(annotations.get(row.evaluation_id, ())))
-            yield ItemFacts(status=row.status, generation=_loads(row.generation), evaluation=evaluation)
+            yield ItemFacts(status=row.status, generation=decode_json(row.generation), evaluation=evaluation)
         after = rows[-1].position
 
 
 # --- the experiment object ---------------------------------------------------------------------
 
-_COUNTS = text(
-    """
-    SELECT status, count(*) AS n, coalesce(sum(evaluations_expected), 0) AS expected
-    FROM item WHERE experiment_id = :experiment GROUP BY status ORDER BY status
-    """
-)
-
-_RECEIVED = text(
-    """
-    SELECT count(*) FROM evaluation e JOIN item i ON i.id = e.item_id
-    WHERE i.experiment_id = :experiment AND e.status = 'completed'
-    """
-)
-
 
 def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any]:
     """The export's `experiment` object: settings, counts, status summary and metrics, in the schema's order."""
     conn = session.connection()
-    counts = conn.execute(_COUNTS, {"experiment": experiment.id}).all()
-    received = conn.execute(_RECEIVED, {"experiment": experiment.id}).scalar_one()
+    counts = q.status_counts(conn, experiment.id)
+    received = q.evaluations_received(conn, experiment.id)
     summary = status_summary(chain.from_iterable(repeat(r.status, r.n) for r in counts))
     metrics = compute_metrics(item_facts(session, experiment.id))
     return {
@@ -150,54 +108,17 @@ def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any
 
 # --- items ---------------------------------------------------------------------------------------
 
-_ITEMS = text(
-    """
-    SELECT i.id, i.position, i.status, i.error_message, i.evaluations_expected, i.created_at, i.updated_at,
-           i.source_conversation_id, i.result_conversation_id,
-           (SELECT count(*) FROM evaluation e WHERE e.item_id = i.id AND e.status = 'completed') AS received
-    FROM item i WHERE i.experiment_id = :experiment AND i.position > :after
-    ORDER BY i.position LIMIT :limit
-    """
-)
-
-_CONVERSATIONS = text(
-    """
-    SELECT c.id AS conversation_id, c.type, m.id, m.role, m.parts, m.sequence_number, m.generation
-    FROM conversation c LEFT JOIN message m ON m.conversation_id = c.id
-    WHERE c.id IN :ids ORDER BY c.id, m.sequence_number
-    """
-).bindparams(bindparam("ids", expanding=True))
-
-
-def _conversations(session: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The named conversations in the export's shape, read in one query."""
-    found: dict[str, dict[str, Any]] = {}
-    if not ids:
-        return found
-    for row in session.connection().execute(_CONVERSATIONS, {"ids": list(ids)}):
-        conv = found.setdefault(row.conversation_id, {"id": row.conversation_id, "type": row.type, "messages": []})
-        if row.id is not None:
-            conv["messages"].append(
-                {
-                    "id": row.id,
-                    "role": row.role,
-                    "parts": json.loads(row.parts),
-                    "sequence_number": row.sequence_number,
-                    "generation": _loads(row.generation),
-                }
-            )
-    return found
-
 
 def item_page(
     session: Session, experiment_id: str, *, after: int = -1, limit: int = PAGE
 ) -> list[tuple[int, dict[str, Any]]]:
     """Up to `limit` items after position `after`, as `(position, export item)` pairs, with their conversations."""
-    rows = session.connection().execute(_ITEMS, {"experiment": experiment_id, "after": after, "limit": limit}).all()
+    conn = session.connection()
+    rows = q.item_rows(conn, experiment_id, after, limit)
     ids = {r.source_conversation_id for r in rows} | {
         r.result_conversation_id for r in rows if r.result_conversation_id
     }
-    conversations = _conversations(session, sorted(ids))
+    conversations = conversation_queries.conversations(conn, sorted(ids))
     page = []
     for r in rows:
         source = conversations.get(r.source_conversation_id) or {
@@ -230,24 +151,6 @@ def _items(session: Session, experiment_id: str) -> Iterator[dict[str, Any]]:
 
 # --- evaluations ---------------------------------------------------------------------------------
 
-_EVALUATIONS = text(
-    """
-    SELECT e.id, e.message_id, e.status, e.model, e.input_tokens, e.output_tokens, e.detection_duration_ms,
-           e.total_duration_ms, e.error_message, i.position
-    FROM evaluation e JOIN item i ON i.id = e.item_id
-    WHERE i.experiment_id = :experiment AND (i.position > :after OR (i.position = :after AND e.id > :after_id))
-    ORDER BY i.position, e.id LIMIT :limit
-    """
-)
-
-_ANNOTATIONS = text(
-    """
-    SELECT evaluation_id, id, label, text, explanation, message_part_index, start_offset, end_offset,
-           tool_name, parameter_name
-    FROM annotation WHERE evaluation_id IN :ids ORDER BY evaluation_id, position, id
-    """
-).bindparams(bindparam("ids", expanding=True))
-
 # fmt: off
 _ANNOTATION_KEYS = (
     "id", "label", "text", "explanation", "message_part_index", "start_offset", "end_offset", "tool_name",
@@ -266,12 +169,11 @@ def _evaluations(session: Session, experiment_id: str) -> Iterator[tuple[str, di
     after, after_id = -1, ""
     seen: set[str] = set()
     while True:
-        params = {"experiment": experiment_id, "after": after, "after_id": after_id, "limit": PAGE}
-        rows = conn.execute(_EVALUATIONS, params).all()
+        rows = q.evaluation_rows(conn, experiment_id, (after, after_id), PAGE)
         if not rows:
             return
         annotations: dict[str, list[dict[str, Any]]] = {}
-        for a in conn.execute(_ANNOTATIONS, {"ids": [r.id for r in rows]}):
+        for a in q.annotation_rows(conn, [r.id for r in rows]):
             annotations.setdefault(a.evaluation_id, []).append({key: getattr(a, key) for key in _ANNOTATION_KEYS})
         for r in rows:
             if r.message_id not in seen:
@@ -333,21 +235,7 @@ def write_export(store: Store, experiment_id: str, target: str | Path | TextIO) 
             stats.bytes += len(chunk.encode("utf-8"))
         return stats
     path = Path(target)
-    if not path.parent.is_dir():
-        raise BadInputError(f"cannot write {path}: folder {path.parent} does not exist", loc=("output",))
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with open(fd, "w", encoding="utf-8") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}", loc=("output",)) from None
-    finally:
-        temp.unlink(missing_ok=True)
+    write_text_atomic(path, chunks)
     stats.bytes = path.stat().st_size
     return stats
 

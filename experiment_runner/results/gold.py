@@ -14,15 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import Connection
 
 from experiment_runner.engine.experiments import require_experiment
 from experiment_runner.errors import BadInputError
 from experiment_runner.results.span_scores import LabelledSpan, parse_gold_line, score_spans
 from experiment_runner.store import Store
-
-CHUNK = 500  # gold lines per query
+from experiment_runner.store.queries import results as q
 
 
 @dataclass(frozen=True)
@@ -62,32 +60,6 @@ def parse_gold(lines: Iterable[tuple[str, Any]]) -> list[GoldLine]:
     return parsed
 
 
-_ITEMS = text(
-    """
-    SELECT i.id, i.source_conversation_id AS source, m.id AS message_id, m.parts AS reply_parts
-    FROM item i
-    LEFT JOIN message m ON m.id = (SELECT m2.id FROM message m2
-                                   WHERE m2.conversation_id = i.result_conversation_id AND m2.role = 'assistant'
-                                   ORDER BY m2.sequence_number DESC LIMIT 1)
-    WHERE i.experiment_id = :experiment AND i.source_conversation_id IN :sources
-    ORDER BY i.position
-    """
-).bindparams(bindparam("sources", expanding=True))
-
-_SOURCE_MESSAGES = text(
-    "SELECT conversation_id, sequence_number, parts FROM message WHERE conversation_id IN :sources"
-).bindparams(bindparam("sources", expanding=True))
-
-_PREDICTIONS = text(
-    """
-    SELECT e.item_id, e.message_id, a.label, a.start_offset, a.end_offset, a.message_part_index
-    FROM evaluation e LEFT JOIN annotation a ON a.evaluation_id = e.id
-    WHERE e.item_id IN :items AND e.status = 'completed'
-    ORDER BY e.item_id, a.position
-    """
-).bindparams(bindparam("items", expanding=True))
-
-
 def _part_text(parts: list[dict[str, Any]], index: int) -> str | None:
     """The text gold offsets index in `parts[index]` (a text part's content), or None."""
     if index >= len(parts) or not isinstance(parts[index].get("content"), str):
@@ -101,27 +73,23 @@ Pair = tuple[list[LabelledSpan], list[LabelledSpan]]
 def _predictions(conn: Connection, item_ids: list[str]) -> dict[tuple[str, str], list[LabelledSpan]]:
     """`{(item id, evaluated message id): spans}` of the items' completed evaluations."""
     predictions: dict[tuple[str, str], list[LabelledSpan]] = {}
-    for r in conn.execute(_PREDICTIONS, {"items": item_ids}):
+    for r in q.predictions(conn, item_ids):
         spans = predictions.setdefault((r.item_id, r.message_id), [])
         if r.label is not None:
             spans.append(LabelledSpan(r.label, r.start_offset, r.end_offset, r.message_part_index))
     return predictions
 
 
-def _chunk_pairs(conn: Connection, experiment_id: str, chunk: list[GoldLine], counts: dict[str, int]) -> list[Pair]:
-    """The (predicted, gold) pairs of one chunk of gold lines, counting what is skipped and why."""
-    sources = sorted({g.conversation_id for g in chunk})
-    items = {r.source: r for r in conn.execute(_ITEMS, {"experiment": experiment_id, "sources": sources})}
-    if not items:
-        counts["gold_without_item"] += len(chunk)
-        return []
+def _pairs(conn: Connection, experiment_id: str, gold_lines: list[GoldLine], counts: dict[str, int]) -> list[Pair]:
+    """The (predicted, gold) pairs of the gold lines, counting what is skipped and why."""
+    sources = sorted({g.conversation_id for g in gold_lines})
+    items = {r.source: r for r in q.gold_items(conn, experiment_id, sources)}
     source_parts = {
-        (r.conversation_id, r.sequence_number): json.loads(r.parts)
-        for r in conn.execute(_SOURCE_MESSAGES, {"sources": sorted(items)})
+        (r.conversation_id, r.sequence_number): json.loads(r.parts) for r in q.message_parts(conn, sorted(items))
     }
     predictions = _predictions(conn, sorted(r.id for r in items.values()))
     pairs = []
-    for gold in chunk:
+    for gold in gold_lines:
         item = items.get(gold.conversation_id)
         if item is None:
             counts["gold_without_item"] += 1
@@ -151,10 +119,7 @@ def score_experiment(
     """
     gold = parse_gold(gold_lines)
     counts = dict.fromkeys(("scored", "skipped_reply_differs", "skipped_not_evaluated", "gold_without_item"), 0)
-    pairs: list[Pair] = []
     with store.read() as session:
         require_experiment(session, experiment_id)
-        conn = session.connection()
-        for start in range(0, len(gold), CHUNK):
-            pairs.extend(_chunk_pairs(conn, experiment_id, gold[start : start + CHUNK], counts))
+        pairs = _pairs(session.connection(), experiment_id, gold, counts)
     return {"experiment_id": experiment_id, **counts, **score_spans(pairs, gold_labels=gold_labels)}

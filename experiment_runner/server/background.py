@@ -10,11 +10,10 @@ from dataclasses import replace
 
 import anyio
 from anyio.abc import TaskGroup
-from sqlmodel import col, select
 
 from experiment_runner.engine.run import Progress, RunOptions, run_experiment_async
 from experiment_runner.store import Store
-from experiment_runner.store.tables import Experiment, Item
+from experiment_runner.store.queries.experiments import unfinished_experiment_ids
 
 log = logging.getLogger("experiment_runner.server.app")
 
@@ -117,13 +116,5 @@ def _outcome(progress: Progress) -> str:
 
 def unfinished_experiments(store: Store) -> list[str]:
     """Experiments with items still pending or in progress, oldest first."""
-    unfinished = select(Item.experiment_id).where(col(Item.status).in_(("pending", "in_progress")))
-    query = (
-        select(Experiment.id)
-        .where(col(Experiment.id).in_(unfinished))
-        .order_by(col(Experiment.created_at), col(Experiment.id))
-    )
     with store.read() as session:
-        return list(session.exec(query).all())
-
-
+        return unfinished_experiment_ids(session.connection())

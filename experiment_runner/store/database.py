@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session
 
@@ -102,13 +102,13 @@ def _migrate(store: Store, target: int) -> None:
             if migrations.current_version(conn) >= number:  # another process got there first
                 continue
             step(conn)
-            conn.exec_driver_sql(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (number, step.__name__, now()),
+            conn.execute(
+                text("INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :name, :applied_at)"),
+                {"version": number, "name": step.__name__, "applied_at": now()},
             )
 
 
 def schema_version(store: Store) -> int:
     """The schema version recorded in the store."""
     with store.reader.connect() as conn:
-        return conn.exec_driver_sql("SELECT coalesce(max(version), 0) FROM schema_migrations").scalar_one()
+        return conn.execute(text("SELECT coalesce(max(version), 0) FROM schema_migrations")).scalar_one()

@@ -191,7 +191,7 @@ def test_delete_keeps_result_conversations_a_reevaluation_shares(store) -> None:
 def test_delete_is_one_transaction(store, db_path, monkeypatch) -> None:
     experiment_id = build_finished(store)
     before = dump(db_path)
-    monkeypatch.setattr("experiment_runner.results.catalog._DELETE_CONVERSATIONS", text("DELETE FROM no_such_table"))
+    monkeypatch.setattr("experiment_runner.store.queries.experiments._DELETE_CONVERSATIONS", text("DELETE FROM no_such_table"))
     with pytest.raises(Exception, match="no_such_table"):
         delete_experiment(store, experiment_id)
     assert dump(db_path) == before

@@ -1,0 +1,127 @@
+"""Conversations and their messages: imported sources, listings, loading, and inserting new rows."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, text
+
+from experiment_runner.store.queries.common import encode_json, execute_in, expanding, message_dict
+
+_CONVERSATION = text("SELECT id, type FROM conversation WHERE id = :id")
+
+_MESSAGES = text(
+    "SELECT id, role, parts, sequence_number, generation FROM message WHERE conversation_id = :id ORDER BY sequence_number"
+)
+
+_MESSAGES_IN = expanding(
+    "SELECT conversation_id, id, role, parts, sequence_number, generation FROM message"
+    " WHERE conversation_id IN :ids ORDER BY conversation_id, sequence_number",
+    "ids",
+)
+
+_WITH_MESSAGES = expanding(
+    """
+    SELECT c.id AS conversation_id, c.type, m.id, m.role, m.parts, m.sequence_number, m.generation
+    FROM conversation c LEFT JOIN message m ON m.conversation_id = c.id
+    WHERE c.id IN :ids ORDER BY c.id, m.sequence_number
+    """,
+    "ids",
+)
+
+_SOURCES_AMONG = expanding("SELECT id FROM conversation WHERE id IN :ids AND type = 'source'", "ids")
+
+_SOURCE_IDS = text("SELECT id FROM conversation WHERE type = 'source' ORDER BY created_at, rowid")
+
+_STORED = expanding("SELECT id, content_hash, type FROM conversation WHERE id IN :ids", "ids")
+
+_TAKEN_MESSAGE_IDS = expanding("SELECT id FROM message WHERE id IN :ids", "ids")
+
+_LISTING = text(
+    """
+    SELECT c.id, c.created_at,
+           (SELECT count(*) FROM message m WHERE m.conversation_id = c.id) AS n,
+           (SELECT group_concat(role, ' ') FROM
+               (SELECT role FROM message m WHERE m.conversation_id = c.id ORDER BY sequence_number)) AS roles,
+           (SELECT parts FROM message m WHERE m.conversation_id = c.id AND m.role = 'user'
+               ORDER BY sequence_number LIMIT 1) AS first_user_parts
+    FROM conversation c WHERE c.type = 'source'
+    ORDER BY c.created_at, c.rowid
+    LIMIT :limit
+    """
+)
+
+_INSERT_CONVERSATION = text(
+    "INSERT INTO conversation (id, type, content_hash, created_at) VALUES (:id, :type, :content_hash, :created_at)"
+)
+
+_INSERT_MESSAGE = text(
+    "INSERT INTO message (id, conversation_id, sequence_number, role, parts, generation)"
+    " VALUES (:id, :conversation_id, :sequence_number, :role, :parts, :generation)"
+)
+
+
+def conversation(conn: Connection, conversation_id: str) -> dict[str, Any] | None:
+    """A conversation in the export's shape (`{"id", "type", "messages"}`), or None."""
+    row = conn.execute(_CONVERSATION, {"id": conversation_id}).first()
+    if row is None:
+        return None
+    messages = [message_dict(m) for m in conn.execute(_MESSAGES, {"id": conversation_id})]
+    return {"id": row.id, "type": row.type, "messages": messages}
+
+
+def conversations(conn: Connection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The named conversations (those that exist) in the export's shape, by id."""
+    found: dict[str, dict[str, Any]] = {}
+    for row in execute_in(conn, _WITH_MESSAGES, "ids", ids):
+        conv = found.setdefault(row.conversation_id, {"id": row.conversation_id, "type": row.type, "messages": []})
+        if row.id is not None:
+            conv["messages"].append(message_dict(row))
+    return found
+
+
+def messages_by_conversation(conn: Connection, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The messages of each named conversation (native dicts in sequence order); `[]` for one without any."""
+    found: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    for row in execute_in(conn, _MESSAGES_IN, "ids", ids):
+        found[row.conversation_id].append(message_dict(row))
+    return found
+
+
+def source_ids_among(conn: Connection, ids: Sequence[str]) -> set[str]:
+    """The ids among `ids` that name a stored source conversation."""
+    return {row.id for row in execute_in(conn, _SOURCES_AMONG, "ids", ids)}
+
+
+def source_conversation_ids(conn: Connection) -> list[str]:
+    """Every imported conversation id, in import order."""
+    return list(conn.execute(_SOURCE_IDS).scalars())
+
+
+def stored_conversations(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """`{id: (content_hash, type)}` of the named conversations already stored."""
+    return {row.id: (row.content_hash, row.type) for row in execute_in(conn, _STORED, "ids", ids)}
+
+
+def taken_message_ids(conn: Connection, ids: Sequence[str]) -> list[str]:
+    """The ids among `ids` that a stored message already has."""
+    return [row.id for row in execute_in(conn, _TAKEN_MESSAGE_IDS, "ids", ids)]
+
+
+def conversation_listing(conn: Connection, limit: int | None) -> list[Row[Any]]:
+    """Source conversations in import order: id, created_at, message count `n`, `roles`, `first_user_parts`."""
+    return list(conn.execute(_LISTING, {"limit": -1 if limit is None else limit}).all())
+
+
+def insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert conversations (`id, type, content_hash, created_at`) in one executemany."""
+    if rows:
+        conn.execute(_INSERT_CONVERSATION, rows)
+
+
+def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert messages (`id, conversation_id, sequence_number, role, parts, generation`; JSON as values)."""
+    if rows:
+        conn.execute(
+            _INSERT_MESSAGE,
+            [{**row, "parts": encode_json(row["parts"]), "generation": encode_json(row["generation"])} for row in rows],
+        )

@@ -1,0 +1,139 @@
+"""Experiments and their items: add, look up, page through, list unfinished, delete.
+
+`Experiment` rows are read and added through the ORM on a `Session` (callers want the typed object with
+its JSON columns decoded); everything else is `text()` on a `Connection`, as in the rest of `queries`.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, text
+from sqlmodel import Session, col, select
+
+from experiment_runner.store.queries.common import execute_in, expanding
+from experiment_runner.store.tables import Experiment
+
+_INSERT_ITEM = text(
+    """
+    INSERT INTO item (id, experiment_id, position, source_conversation_id, result_conversation_id, status,
+                      evaluations_expected, created_at, updated_at)
+    VALUES (:id, :experiment_id, :position, :source_conversation_id, :result_conversation_id, :status,
+            :evaluations_expected, :created_at, :updated_at)
+    """
+)
+
+_ITEMS = text(
+    """
+    SELECT id, position, source_conversation_id, result_conversation_id, status, evaluations_expected
+    FROM item WHERE experiment_id = :experiment ORDER BY position
+    """
+)
+
+_COMPLETED_PAIRS = text(
+    """
+    SELECT source_conversation_id AS source, result_conversation_id AS result FROM item
+    WHERE experiment_id = :experiment AND status = 'completed' ORDER BY position
+    """
+)
+
+_UNFINISHED = text(
+    """
+    SELECT id FROM experiment
+    WHERE id IN (SELECT experiment_id FROM item WHERE status IN ('pending', 'in_progress'))
+    ORDER BY created_at, id
+    """
+)
+
+_RECENT_ERRORS = text(
+    """
+    SELECT id, position, error_message FROM item
+    WHERE experiment_id = :experiment AND status = 'failed'
+    ORDER BY updated_at DESC, position DESC LIMIT :limit
+    """
+)
+
+_RESULT_IDS = text(
+    "SELECT DISTINCT result_conversation_id FROM item WHERE experiment_id = :experiment "
+    "AND result_conversation_id IS NOT NULL ORDER BY result_conversation_id"
+)
+_ORPHANED_RESULTS = expanding(
+    """
+    SELECT c.id FROM conversation c
+    WHERE c.id IN :ids AND c.type = 'result'
+      AND NOT EXISTS (SELECT 1 FROM item i WHERE i.result_conversation_id = c.id)
+    """,
+    "ids",
+)
+_DELETE_ANNOTATIONS = text(
+    "DELETE FROM annotation WHERE evaluation_id IN "
+    "(SELECT e.id FROM evaluation e JOIN item i ON i.id = e.item_id WHERE i.experiment_id = :experiment)"
+)
+_DELETE_EVALUATIONS = text("DELETE FROM evaluation WHERE item_id IN (SELECT id FROM item WHERE experiment_id = :experiment)")
+_DELETE_ITEMS = text("DELETE FROM item WHERE experiment_id = :experiment")
+_DELETE_EXPERIMENT = text("DELETE FROM experiment WHERE id = :experiment")
+_DELETE_MESSAGES = expanding("DELETE FROM message WHERE conversation_id IN :ids", "ids")
+_DELETE_CONVERSATIONS = expanding("DELETE FROM conversation WHERE id IN :ids", "ids")
+
+
+def get_experiment(session: Session, experiment_id: str) -> Experiment | None:
+    """The experiment row (ORM), or None."""
+    return session.get(Experiment, experiment_id)
+
+
+def add_experiment(session: Session, experiment: Experiment) -> None:
+    """Insert an experiment row (ORM) and flush it, so items can refer to it."""
+    session.add(experiment)
+    session.flush()
+
+
+def experiment_page(session: Session, limit: int, before: tuple[str, str] | None = None) -> list[Experiment]:
+    """Up to `limit` experiments newest first (created_at, then id), strictly before the `(created_at, id)` key."""
+    query = select(Experiment).order_by(col(Experiment.created_at).desc(), col(Experiment.id).desc()).limit(limit)
+    if before is not None:
+        created_at, experiment_id = before
+        query = query.where(
+            (col(Experiment.created_at) < created_at)
+            | ((col(Experiment.created_at) == created_at) & (col(Experiment.id) < experiment_id))
+        )
+    return list(session.exec(query).all())
+
+
+def insert_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert items (every column of `_INSERT_ITEM`) in one executemany."""
+    if rows:
+        conn.execute(_INSERT_ITEM, rows)
+
+
+def items(conn: Connection, experiment_id: str) -> list[Row[Any]]:
+    """An experiment's items in position order: ids, position, conversations, status, evaluations expected."""
+    return list(conn.execute(_ITEMS, {"experiment": experiment_id}).all())
+
+
+def completed_pairs(conn: Connection, experiment_id: str) -> list[tuple[str, str | None]]:
+    """`(source, result)` conversation ids of an experiment's completed items, in position order."""
+    return [(r.source, r.result) for r in conn.execute(_COMPLETED_PAIRS, {"experiment": experiment_id})]
+
+
+def unfinished_experiment_ids(conn: Connection) -> list[str]:
+    """Experiments with items still pending or in progress, oldest first."""
+    return list(conn.execute(_UNFINISHED).scalars())
+
+
+def recent_errors(conn: Connection, experiment_id: str, limit: int) -> list[Row[Any]]:
+    """The latest failed items (`id, position, error_message`), most recently updated first."""
+    return list(conn.execute(_RECENT_ERRORS, {"experiment": experiment_id, "limit": limit}).all())
+
+
+def delete_experiment(conn: Connection, experiment_id: str) -> None:
+    """Delete an experiment's rows and the result conversations no other item points at (caller's transaction)."""
+    params = {"experiment": experiment_id}
+    results = list(conn.execute(_RESULT_IDS, params).scalars())
+    for statement in (_DELETE_ANNOTATIONS, _DELETE_EVALUATIONS, _DELETE_ITEMS, _DELETE_EXPERIMENT):
+        conn.execute(statement, params)
+    orphans = _orphaned_results(conn, results)
+    execute_in(conn, _DELETE_MESSAGES, "ids", orphans)
+    execute_in(conn, _DELETE_CONVERSATIONS, "ids", orphans)
+
+
+def _orphaned_results(conn: Connection, ids: Sequence[str]) -> list[str]:
+    return [row.id for row in execute_in(conn, _ORPHANED_RESULTS, "ids", ids)]

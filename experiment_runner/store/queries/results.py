@@ -1,0 +1,163 @@
+"""The reads behind the export, the metrics, `compare` and gold scoring (one experiment's stored results).
+
+Every listing has a total order (item position, sequence number, annotation position, ids), so an
+experiment reads back the same way every time. Pages are keysets: `after` a position (and an id).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, text
+
+from experiment_runner.store.queries.common import FINAL_ASSISTANT_MESSAGE, LATEST_EVALUATION, execute_in, expanding
+
+_FACTS = text(
+    f"""
+    SELECT i.position, i.status, e.id AS evaluation_id, e.status AS evaluation_status, m.generation
+    FROM item i
+    LEFT JOIN evaluation e ON e.id = {LATEST_EVALUATION}
+    LEFT JOIN message m ON m.id = {FINAL_ASSISTANT_MESSAGE}
+    WHERE i.experiment_id = :experiment AND i.position > :after
+    ORDER BY i.position LIMIT :limit
+    """
+)
+
+_FACT_ANNOTATIONS = expanding(
+    "SELECT evaluation_id, label, tool_name, parameter_name FROM annotation"
+    " WHERE evaluation_id IN :ids ORDER BY evaluation_id, position, id",
+    "ids",
+)
+
+_STATUS_COUNTS = text(
+    """
+    SELECT status, count(*) AS n, coalesce(sum(evaluations_expected), 0) AS expected
+    FROM item WHERE experiment_id = :experiment GROUP BY status ORDER BY status
+    """
+)
+
+_RECEIVED = text(
+    """
+    SELECT count(*) FROM evaluation e JOIN item i ON i.id = e.item_id
+    WHERE i.experiment_id = :experiment AND e.status = 'completed'
+    """
+)
+
+_ITEMS = text(
+    """
+    SELECT i.id, i.position, i.status, i.error_message, i.evaluations_expected, i.created_at, i.updated_at,
+           i.source_conversation_id, i.result_conversation_id,
+           (SELECT count(*) FROM evaluation e WHERE e.item_id = i.id AND e.status = 'completed') AS received
+    FROM item i WHERE i.experiment_id = :experiment AND i.position > :after
+    ORDER BY i.position LIMIT :limit
+    """
+)
+
+_EVALUATIONS = text(
+    """
+    SELECT e.id, e.message_id, e.status, e.model, e.input_tokens, e.output_tokens, e.detection_duration_ms,
+           e.total_duration_ms, e.error_message, i.position
+    FROM evaluation e JOIN item i ON i.id = e.item_id
+    WHERE i.experiment_id = :experiment AND (i.position > :after OR (i.position = :after AND e.id > :after_id))
+    ORDER BY i.position, e.id LIMIT :limit
+    """
+)
+
+_ANNOTATIONS = expanding(
+    """
+    SELECT evaluation_id, id, label, text, explanation, message_part_index, start_offset, end_offset,
+           tool_name, parameter_name
+    FROM annotation WHERE evaluation_id IN :ids ORDER BY evaluation_id, position, id
+    """,
+    "ids",
+)
+
+_ISSUES = text(
+    f"""
+    SELECT i.source_conversation_id AS source, e.status AS evaluation_status,
+           (SELECT count(*) FROM annotation a WHERE a.evaluation_id = e.id) AS issues
+    FROM item i
+    LEFT JOIN evaluation e ON e.id = {LATEST_EVALUATION}
+    WHERE i.experiment_id = :experiment ORDER BY i.position
+    """
+)
+
+_GOLD_ITEMS = expanding(
+    f"""
+    SELECT i.id, i.source_conversation_id AS source, m.id AS message_id, m.parts AS reply_parts
+    FROM item i
+    LEFT JOIN message m ON m.id = {FINAL_ASSISTANT_MESSAGE}
+    WHERE i.experiment_id = :experiment AND i.source_conversation_id IN :sources
+    ORDER BY i.position
+    """,
+    "sources",
+)
+
+_MESSAGE_PARTS = expanding(
+    "SELECT conversation_id, sequence_number, parts FROM message WHERE conversation_id IN :sources", "sources"
+)
+
+_PREDICTIONS = expanding(
+    """
+    SELECT e.item_id, e.message_id, a.label, a.start_offset, a.end_offset, a.message_part_index
+    FROM evaluation e LEFT JOIN annotation a ON a.evaluation_id = e.id
+    WHERE e.item_id IN :items AND e.status = 'completed'
+    ORDER BY e.item_id, a.position
+    """,
+    "items",
+)
+
+
+def fact_rows(conn: Connection, experiment_id: str, after: int, limit: int) -> list[Row[Any]]:
+    """Items after position `after`: status, latest evaluation (id, status), final reply's `generation` JSON."""
+    return list(conn.execute(_FACTS, {"experiment": experiment_id, "after": after, "limit": limit}).all())
+
+
+def fact_annotations(conn: Connection, evaluation_ids: Sequence[str]) -> list[Row[Any]]:
+    """`evaluation_id, label, tool_name, parameter_name` of the evaluations' annotations, in order."""
+    return execute_in(conn, _FACT_ANNOTATIONS, "ids", evaluation_ids)
+
+
+def status_counts(conn: Connection, experiment_id: str) -> list[Row[Any]]:
+    """Per item status: `n` items and the evaluations they `expected`."""
+    return list(conn.execute(_STATUS_COUNTS, {"experiment": experiment_id}).all())
+
+
+def evaluations_received(conn: Connection, experiment_id: str) -> int:
+    """How many completed evaluations the experiment's items have."""
+    return conn.execute(_RECEIVED, {"experiment": experiment_id}).scalar_one()
+
+
+def item_rows(conn: Connection, experiment_id: str, after: int, limit: int) -> list[Row[Any]]:
+    """Up to `limit` items after position `after`, with their completed evaluations count (`received`)."""
+    return list(conn.execute(_ITEMS, {"experiment": experiment_id, "after": after, "limit": limit}).all())
+
+
+def evaluation_rows(conn: Connection, experiment_id: str, after: tuple[int, str], limit: int) -> list[Row[Any]]:
+    """Up to `limit` evaluations after the `(item position, evaluation id)` key, in that order."""
+    params = {"experiment": experiment_id, "after": after[0], "after_id": after[1], "limit": limit}
+    return list(conn.execute(_EVALUATIONS, params).all())
+
+
+def annotation_rows(conn: Connection, evaluation_ids: Sequence[str]) -> list[Row[Any]]:
+    """Every column the export shows of the evaluations' annotations, by evaluation then position."""
+    return execute_in(conn, _ANNOTATIONS, "ids", evaluation_ids)
+
+
+def issue_rows(conn: Connection, experiment_id: str) -> list[Row[Any]]:
+    """Per item (by position): `source` conversation, latest evaluation's status, its number of `issues`."""
+    return list(conn.execute(_ISSUES, {"experiment": experiment_id}).all())
+
+
+def gold_items(conn: Connection, experiment_id: str, sources: Sequence[str]) -> list[Row[Any]]:
+    """Items on the named sources: `id, source`, and the final reply's `message_id` and `reply_parts` JSON."""
+    return execute_in(conn, _GOLD_ITEMS, "sources", sources, {"experiment": experiment_id})
+
+
+def message_parts(conn: Connection, conversation_ids: Sequence[str]) -> list[Row[Any]]:
+    """`conversation_id, sequence_number, parts` (JSON) of every message of the named conversations."""
+    return execute_in(conn, _MESSAGE_PARTS, "sources", conversation_ids)
+
+
+def predictions(conn: Connection, item_ids: Sequence[str]) -> list[Row[Any]]:
+    """The items' completed evaluations with their annotations' spans (a NULL label: no annotation)."""
+    return execute_in(conn, _PREDICTIONS, "items", item_ids)
