@@ -237,5 +237,4 @@ def record_response_formats(store: Store, experiment_id: str, used: dict[str, st
         settings = {role: dict(value) for role, value in (experiment.structured_output or {}).items()}
         for role, mode in used.items():
             settings.setdefault(role, {"setting": "auto"})["used"] = mode
-        experiment.structured_output = settings
-        session.add(experiment)
+        q.set_structured_output(session.connection(), experiment_id, settings)

@@ -5,6 +5,7 @@ all item updates, ...) rather than a statement per row: the writer shares the in
 event loop that drives the model calls, so its CPU time is the engine's overhead.
 """
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,7 +126,8 @@ def _add_evaluation(rows: _Rows, event: Evaluated, stamp: str) -> None:
         {"id": evaluation_id, "item_id": event.item_id, "message_id": event.message_id, "status": o.status,
          "model": o.model, "input_tokens": o.input_tokens, "output_tokens": o.output_tokens,
          "detection_duration_ms": o.detection_duration_ms, "total_duration_ms": o.total_duration_ms,
-         "error_message": o.error_message, "created_at": stamp}
+         "error_message": o.error_message, "created_at": stamp,
+         "dropped": json.dumps(o.dropped) if o.dropped else None, "cost_usd": o.cost_usd, "response_format": o.response_format}
     )
     rows.annotations.extend(
         {"id": new_id(), "evaluation_id": evaluation_id, "position": position, "label": s.label, "text": s.text,

@@ -4,6 +4,7 @@
 its JSON columns decoded); everything else is `text()` on a `Connection`, as in the rest of `queries`.
 """
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -137,3 +138,11 @@ def delete_experiment(conn: Connection, experiment_id: str) -> None:
 
 def _orphaned_results(conn: Connection, ids: Sequence[str]) -> list[str]:
     return [row.id for row in execute_in(conn, _ORPHANED_RESULTS, "ids", ids)]
+
+
+_SET_STRUCTURED_OUTPUT = text("UPDATE experiment SET structured_output = :value WHERE id = :experiment")
+
+
+def set_structured_output(conn: Connection, experiment_id: str, value: dict[str, Any]) -> None:
+    """Store the experiment's structured-output settings and the modes its models used."""
+    conn.execute(_SET_STRUCTURED_OUTPUT, {"experiment": experiment_id, "value": json.dumps(value)})

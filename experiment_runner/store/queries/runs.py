@@ -35,9 +35,11 @@ _DELETE_CONVERSATION = text("DELETE FROM conversation WHERE id = :id")
 _INSERT_EVALUATION = text(
     """
     INSERT INTO evaluation (id, item_id, message_id, status, model, input_tokens, output_tokens,
-                            detection_duration_ms, total_duration_ms, error_message, created_at)
+                            detection_duration_ms, total_duration_ms, error_message, created_at,
+                            dropped, cost_usd, response_format)
     VALUES (:id, :item_id, :message_id, :status, :model, :input_tokens, :output_tokens,
-            :detection_duration_ms, :total_duration_ms, :error_message, :created_at)
+            :detection_duration_ms, :total_duration_ms, :error_message, :created_at,
+            :dropped, :cost_usd, :response_format)
     """
 )
 
