@@ -103,6 +103,39 @@ def _settings_lines(e: dict[str, Any]) -> list[str]:
     return lines
 
 
+DROP_NAMES = {
+    "unknown_label": "label outside the configured set", "quote_not_found": "quote not found in the reply",
+    "part_index_out_of_range": "part index out of range", "empty_quote": "empty quote",
+    "no_such_parameter": "no such tool parameter", "duplicate": "duplicate",
+}
+
+
+def _evaluation_lines(e: dict[str, Any]) -> list[str]:
+    """Evaluations: how many completed and failed, the evaluator's tokens and cost, what was dropped and why."""
+    ev = e.get("evaluation_summary") or {}
+    by_status = ev.get("by_status", {})
+    failed = by_status.get("failed", 0)
+    lines = [f"Evaluations: {e['evaluations_received']} completed of {e['evaluations_expected']} expected" + (f", {failed} failed" if failed else "")]
+    if not e["evaluations_expected"]:
+        return lines
+    cost = "unknown" if ev.get("cost_usd") is None else f"${ev['cost_usd']:,.4f}"
+    lines.append(f"  evaluator tokens in {ev.get('input_tokens', 0):,}, out {ev.get('output_tokens', 0):,}; cost {cost}")
+    modes = (e.get("structured_output") or {}).get("evaluator") or {}
+    if modes:
+        used = modes.get("used") or "not yet known"
+        lines.append(f"  structured output    {used} (setting {modes.get('setting', 'auto')})")
+    dropped = ev.get("dropped") or {}
+    if dropped:
+        detail = ", ".join(f"{DROP_NAMES.get(k, k)} {n}" for k, n in dropped.items())
+        lines.append(f"  annotations dropped  {sum(dropped.values())} ({detail})")
+    if e["evaluations_received"] and not e["metrics"]["total_issues"] and dropped:
+        lines.append("  note: every annotation the evaluator returned was dropped; the issue rate below judges nothing")
+    if ev.get("recent_errors"):
+        lines.append("  latest errors of failed evaluations:")
+        lines += [f"    item {r['position']} ({r['item_id']}): {r['error_message']}" for r in ev["recent_errors"]]
+    return lines
+
+
 def render_summary(e: dict[str, Any]) -> str:
     """The text `show` prints for an `experiment_summary`."""
     s = e["status_summary"]
@@ -110,7 +143,7 @@ def render_summary(e: dict[str, Any]) -> str:
         "",
         f"Items: {s['total']} ({s['completed']} completed, {s['failed']} failed, {s['pending']} pending, "
         f"{s['in_progress']} in progress)",
-        f"Evaluations: {e['evaluations_received']} completed of {e['evaluations_expected']} expected",
+        *_evaluation_lines(e),
         "",
         "Metrics",
         *_metrics_lines(e),

@@ -15,6 +15,7 @@ from experiment_runner.errors import BadInputError
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
 from experiment_runner.store.queries import experiments as q
+from experiment_runner.store.queries import results as results_q
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -97,6 +98,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         summary = experiment_object(session, experiment)
         errors = q.recent_errors(session.connection(), experiment_id, RECENT_ERRORS)
         recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
+        evaluations = evaluation_summary(session.connection(), experiment_id)
     evaluator = EvaluatorConfig.from_experiment(experiment)
     return {
         **summary,
@@ -105,7 +107,26 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         "evaluator_api_base": experiment.evaluator_api_base,
         "labels": [label["name"] for label in evaluator.labels] if evaluator else [],
         "source_experiment_id": experiment.source_experiment_id,
+        "structured_output": experiment.structured_output or {},
         "recent_errors": recent,
+        "evaluation_summary": evaluations,
+    }
+
+
+def evaluation_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
+    """What the evaluator did: evaluations by status, its tokens and cost, annotations dropped and why,
+    the modes it answered in, and the latest errors of failed evaluations."""
+    totals = results_q.evaluation_totals(conn, experiment_id)
+    costs = [r.cost_usd for r in totals if r.cost_usd is not None]
+    failed = results_q.failed_evaluations(conn, experiment_id, RECENT_ERRORS)
+    return {
+        "by_status": {r.status: r.n for r in totals},
+        "input_tokens": sum(r.input_tokens for r in totals),
+        "output_tokens": sum(r.output_tokens for r in totals),
+        "cost_usd": round(sum(costs), 8) if costs else None,
+        "dropped": results_q.dropped_counts(conn, experiment_id),
+        "response_formats": results_q.evaluation_formats(conn, experiment_id),
+        "recent_errors": [{"item_id": r.item_id, "position": r.position, "error_message": r.error_message} for r in failed],
     }
 
 

@@ -103,7 +103,16 @@ def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any
         "evaluations_received": received,
         "status_summary": summary,
         "metrics": {key: metrics[key] for key in METRIC_KEYS},
+        # Beyond the seed's fields: what the evaluator calls cost (litellm's price; None when none was priced),
+        # beside the target's metrics.cost_per_1k.
+        "evaluator_cost_usd": evaluator_cost(conn, experiment.id),
     }
+
+
+def evaluator_cost(conn: Any, experiment_id: str) -> float | None:
+    """The summed cost of the experiment's evaluator calls, or None when litellm priced none of them."""
+    costs = [r.cost_usd for r in q.evaluation_totals(conn, experiment_id) if r.cost_usd is not None]
+    return round(sum(costs), 8) if costs else None
 
 
 # --- items ---------------------------------------------------------------------------------------

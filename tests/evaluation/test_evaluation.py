@@ -216,3 +216,18 @@ def test_retry_failed_redoes_failed_evaluations(run_cli, fake_llm, db_path) -> N
     assert run_cli("resume", experiment_id, "--retry-failed").exit_code == 0
     assert [r["model"] for r in fake_llm.requests()] == ["judge"]
     assert query(db_path, "SELECT status, count(*) FROM evaluation GROUP BY status") == [("completed", 3)]
+
+
+def test_show_says_what_the_evaluator_dropped_and_which_evaluations_failed(run_cli, fake_llm) -> None:
+    run_cli("import", OPENAI)
+    fake_llm.configure(scripts=[
+        judge_says("Is 221 prime?", content="not json at all"),
+        judge_says("", ann("Rudeness", "x"), ann("Fabrication", "words that are not in any reply")),
+    ])
+    experiment_id = evaluate_all(run_cli, fake_llm, "--pass-through")
+    shown = run_cli("show", experiment_id).stdout
+    assert "Evaluations: 2 completed of 3 expected, 1 failed" in shown
+    assert "annotations dropped  4 (quote not found in the reply 2, label outside the configured set 2)" in shown
+    assert "every annotation the evaluator returned was dropped" in shown
+    assert "latest errors of failed evaluations:" in shown and "evaluator reply unusable after 2 attempts" in shown
+    assert "structured output    json_schema (setting auto)" in shown

@@ -30,7 +30,8 @@ def test_export_validates_and_streams_the_same_text_as_json_dumps(store) -> None
     assert text == json.dumps(document, ensure_ascii=False)
     assert "☔" in text  # not \u-escaped
     assert list(document) == ["experiment", "items", "evaluations"]
-    assert list(document["experiment"]) == load_export_schema()["properties"]["experiment"]["required"]
+    # the seed's fields in the schema's order, then this runner's one extra field
+    assert list(document["experiment"]) == [*load_export_schema()["properties"]["experiment"]["required"], "evaluator_cost_usd"]
     assert (
         list(document["experiment"]["metrics"])
         == load_export_schema()["properties"]["experiment"]["properties"]["metrics"]["required"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, text
 
-from experiment_runner.store.queries.common import FINAL_ASSISTANT_MESSAGE, LATEST_EVALUATION, execute_in, expanding
+from experiment_runner.store.queries.common import FINAL_ASSISTANT_MESSAGE, LATEST_EVALUATION, decode_json, execute_in, expanding
 
 _FACTS = text(
     f"""
@@ -161,3 +161,59 @@ def message_parts(conn: Connection, conversation_ids: Sequence[str]) -> list[Row
 def predictions(conn: Connection, item_ids: Sequence[str]) -> list[Row[Any]]:
     """The items' completed evaluations with their annotations' spans (a NULL label: no annotation)."""
     return execute_in(conn, _PREDICTIONS, "items", item_ids)
+
+
+_EVALUATION_TOTALS = text(
+    """
+    SELECT e.status, count(*) AS n, coalesce(sum(e.input_tokens), 0) AS input_tokens,
+           coalesce(sum(e.output_tokens), 0) AS output_tokens, sum(e.cost_usd) AS cost_usd
+    FROM evaluation e JOIN item i ON i.id = e.item_id
+    WHERE i.experiment_id = :experiment GROUP BY e.status ORDER BY e.status
+    """
+)
+
+_DROPPED = text(
+    """
+    SELECT e.dropped FROM evaluation e JOIN item i ON i.id = e.item_id
+    WHERE i.experiment_id = :experiment AND e.dropped IS NOT NULL
+    """
+)
+
+_FAILED_EVALUATIONS = text(
+    """
+    SELECT i.id AS item_id, i.position, e.error_message FROM evaluation e JOIN item i ON i.id = e.item_id
+    WHERE i.experiment_id = :experiment AND e.status = 'failed'
+    ORDER BY e.created_at DESC, i.position DESC LIMIT :limit
+    """
+)
+
+_RESPONSE_FORMATS = text(
+    """
+    SELECT e.response_format, count(*) AS n FROM evaluation e JOIN item i ON i.id = e.item_id
+    WHERE i.experiment_id = :experiment AND e.response_format IS NOT NULL GROUP BY e.response_format
+    """
+)
+
+
+def evaluation_totals(conn: Connection, experiment_id: str) -> list[Row[Any]]:
+    """Per evaluation status: count, evaluator input/output tokens and cost (None when no call was priced)."""
+    return list(conn.execute(_EVALUATION_TOTALS, {"experiment": experiment_id}).all())
+
+
+def dropped_counts(conn: Connection, experiment_id: str) -> dict[str, int]:
+    """Annotations the evaluator returned that were dropped, summed by reason, over the experiment."""
+    totals: dict[str, int] = {}
+    for (raw,) in conn.execute(_DROPPED, {"experiment": experiment_id}):
+        for reason, n in (decode_json(raw) or {}).items():
+            totals[reason] = totals.get(reason, 0) + int(n)
+    return dict(sorted(totals.items()))
+
+
+def failed_evaluations(conn: Connection, experiment_id: str, limit: int) -> list[Row[Any]]:
+    """The latest failed evaluations (`item_id, position, error_message`), newest first."""
+    return list(conn.execute(_FAILED_EVALUATIONS, {"experiment": experiment_id, "limit": limit}).all())
+
+
+def evaluation_formats(conn: Connection, experiment_id: str) -> dict[str, int]:
+    """How many evaluations used each structured-output mode."""
+    return {r.response_format: r.n for r in conn.execute(_RESPONSE_FORMATS, {"experiment": experiment_id})}
