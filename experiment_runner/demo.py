@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from experiment_runner.engine.estimate import Estimate, dry_run
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
 from experiment_runner.engine.run import Progress, RunOptions, run_experiment
 from experiment_runner.fixtures.fakellm import FakeLLM
@@ -34,6 +35,7 @@ from experiment_runner.store import Store
 SAMPLE = "ragtruth-sample.conversations.jsonl"
 GOLD = "ragtruth-sample.gold.jsonl"
 TARGET, EVALUATOR = "demo-target", "demo-evaluator"
+REAL_TARGET, REAL_EVALUATOR = "openai/gpt-4o-mini", "openai/gpt-4o"  # the command the demo suggests next
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class DemoResult:
     report_path: Path
     score: dict[str, Any]
     seconds: float
+    real_model_estimate: Estimate  # the dry run of the suggested real-model command
 
 
 def _drift(text: str) -> str:
@@ -95,8 +98,10 @@ def run_demo(store: Store, output_dir: Path, on_progress: Callable[[Progress], N
     stats = write_export(store, experiment_id, export_path)
     report_path = write_report(store, experiment_id, output_dir / "demo-report.html")
     score = score_experiment(store, experiment_id, gold_lines)
+    real = ExperimentSpec(name="first", model=REAL_TARGET, conversation_ids=ids, evaluator_model=REAL_EVALUATOR)
+    estimate = dry_run(store, real, check_models=False)  # what the suggested real-model command would cost
     return DemoResult(
-        experiment_id, export_path, stats.bytes, _validate(export_path), report_path, score, time.perf_counter() - started
+        experiment_id, export_path, stats.bytes, _validate(export_path), report_path, score, time.perf_counter() - started, estimate
     )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from experiment_runner.cli import Context, cli
+from experiment_runner.cli.estimates import show_estimate
 from experiment_runner.cli.results import render_score, render_summary
 from experiment_runner.cli.runs import print_progress
 from experiment_runner.demo import run_demo
@@ -46,3 +47,5 @@ def demo_command(obj: Context, output_dir: Path) -> None:
     click.echo(f"Report: {result.report_path} (open it in a browser)")
     click.echo(f"Done in {result.seconds:.1f} s. Explore: experiment-runner list; experiment-runner show {result.experiment_id}")
     click.echo("\n" + REAL_MODEL_HINT)
+    click.echo("\nWhat the first of those would cost (experiment-runner run ... --dry-run):")
+    show_estimate(result.real_model_estimate, as_json=False)

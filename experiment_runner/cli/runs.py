@@ -219,6 +219,8 @@ def _summary(experiment_id: str, progress: Progress) -> str:
     parts = [f"{progress.completed} completed", f"{progress.failed} failed"]
     if progress.evaluations_failed:
         parts.append(f"{progress.evaluations_failed} evaluation(s) failed")
+    if progress.total > progress.done:
+        parts.append(f"{progress.total - progress.done} not finished")
     if progress.total == 0:
         return f"Experiment {experiment_id}: nothing left to run."
     return f"Experiment {experiment_id}: {progress.total} item(s) run: " + ", ".join(parts) + "."

@@ -4,7 +4,8 @@ Every request the run would send is built with the real code (replay for the tar
 template for the evaluator) and its input tokens counted with litellm's token counter for that model.
 Output tokens are estimated: for the target, the recorded final reply's length where the conversation
 has one (its recorded `output_tokens`, else the counted text), else `DEFAULT_TARGET_OUTPUT_TOKENS`;
-for the evaluator, `DEFAULT_EVALUATOR_OUTPUT_TOKENS`. Prices come from litellm's price list; a model
+for the evaluator, `DEFAULT_EVALUATOR_OUTPUT_TOKENS`. The reply schema sent as `response_format` is not
+counted (some servers add it to the prompt, others turn it into a grammar). Prices come from litellm's price list; a model
 it has no price for is reported as unpriced (its cost unknown, never $0). Nothing is stored or called.
 """
 
@@ -16,7 +17,7 @@ from experiment_runner.engine.experiments import ExperimentSpec, check_known, ch
 from experiment_runner.engine.llm import check_model, litellm_module
 from experiment_runner.engine.replay import replay_request, split_reply, with_system_prompt
 from experiment_runner.errors import BadInputError
-from experiment_runner.evaluation.evaluator import EvaluatorConfig, build_request, reply_schema
+from experiment_runner.evaluation.evaluator import EvaluatorConfig, build_request
 from experiment_runner.ingest.conversations import load_conversation
 from experiment_runner.store import Store
 
@@ -109,7 +110,6 @@ def estimate(
     """The estimate for running these conversations (each a list of native messages)."""
     target = None if pass_through else ModelEstimate(model, "target")
     judge = ModelEstimate(evaluator.model, "evaluator") if evaluator else None
-    names = [x["name"] for x in evaluator.labels] if evaluator else []
     for messages in conversations:
         history, reply = split_reply(with_system_prompt(messages, system_prompt))
         if target is not None and history:
@@ -119,10 +119,8 @@ def estimate(
             target.output_tokens += _reply_tokens(model, reply)
         if judge is not None and evaluator is not None and (reply is not None or not pass_through):
             final = reply or {"role": "assistant", "parts": [{"type": "text", "content": "x " * DEFAULT_TARGET_OUTPUT_TOKENS}]}
-            request_messages = build_request(evaluator, [*history, final])
-            schema = json.dumps(reply_schema(names, final["parts"]))
             judge.calls += 1
-            judge.input_tokens += _count(evaluator.model, request_messages) + _count(evaluator.model, [{"role": "user", "content": schema}])
+            judge.input_tokens += _count(evaluator.model, build_request(evaluator, [*history, final]))
             judge.output_tokens += DEFAULT_EVALUATOR_OUTPUT_TOKENS
     result = Estimate(items=len(conversations), target=target, evaluator=judge)
     for part in (target, judge):
@@ -161,14 +159,16 @@ def called_models(experiment: Any) -> list[str]:
     return models + ([experiment.evaluator_model] if experiment.evaluator_model else [])
 
 
-def dry_run(store: Store, spec: ExperimentSpec) -> Estimate:
-    """Everything `run` checks (preflight included), then the estimate; stores nothing, calls nothing."""
+def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True) -> Estimate:
+    """Everything `run` checks (preflight included, unless `check_models=False`), then the estimate; stores
+    nothing, calls nothing."""
     check_spec(spec)
     ids = list(dict.fromkeys(spec.conversation_ids))
     with store.read() as session:
         check_known(session, ids)
         conversations = [load_conversation(session, i)["messages"] for i in ids]
-    preflight(spec)
+    if check_models:
+        preflight(spec)
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
     return estimate(conversations, model=spec.model, pass_through=spec.pass_through,
                     system_prompt=spec.system_prompt_override, evaluator=evaluator)

@@ -65,8 +65,9 @@ def test_default_reply_and_deterministic_usage(fake_llm: FakeLLM) -> None:
     assert data["object"] == "chat.completion" and data["model"] == "fake-target"
     assert data["choices"][0]["message"] == {"role": "assistant", "content": "Simulated reply to: Hello there world"}
     assert data["choices"][0]["finish_reason"] == "stop"
-    # prompt: 3 + 3 words + 1 per message; completion: "Simulated reply to: Hello there world" = 6 words
-    assert data["usage"] == {"prompt_tokens": 8, "completion_tokens": 6, "total_tokens": 14}
+    # tokens are word runs and punctuation marks: prompt "You are terse." 4 + "Hello there world" 3 + 1 per
+    # message; completion "Simulated reply to: Hello there world" = 7
+    assert data["usage"] == {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}
 
     long_text = "word " * 40
     reply = chat(fake_llm, long_text, path="/chat/completions").json()["choices"][0]["message"]["content"]
@@ -114,7 +115,7 @@ def test_scripts_first_match_by_substring_and_model(fake_llm: FakeLLM) -> None:
     ])
     target = chat(fake_llm, "What is the capital of France?").json()
     assert target["choices"][0]["message"]["content"] == "Paris"
-    assert target["usage"]["completion_tokens"] == 42 and target["usage"]["total_tokens"] == 7 + 42
+    assert target["usage"]["completion_tokens"] == 42 and target["usage"]["total_tokens"] == 8 + 42
     assert chat(fake_llm, "capital?", model="fake-evaluator").json()["choices"][0]["message"]["content"] == "EVAL"
     other = chat(fake_llm, "anything", model="fake-evaluator").json()["choices"][0]
     assert other["message"]["content"] == "{not json" and other["finish_reason"] == "length"
@@ -127,7 +128,7 @@ def test_scripts_first_match_by_substring_and_model(fake_llm: FakeLLM) -> None:
                 {"role": "tool", "tool_call_id": "c1", "content": "sunny-42"}]
     r = httpx.post(fake_llm.api_base + "/chat/completions", json={"model": "fake-target", "messages": messages}).json()
     assert r["choices"][0]["message"]["content"] == "saw tool result"
-    assert r["usage"]["prompt_tokens"] == 1 + 2 + 1 + 3  # words + one per message
+    assert r["usage"]["prompt_tokens"] == 2 + 9 + 3 + 3  # "weather?", the arguments' JSON, "sunny-42", one per message
 
 
 def test_example_instance_generator() -> None:
@@ -224,7 +225,7 @@ async def test_litellm_default_reply_usage_and_latency(fake_llm: FakeLLM) -> Non
     r = await ask(fake_llm, "Say hi")
     assert time.monotonic() - start >= 0.2
     assert r.choices[0].message.content == "Simulated reply to: Say hi"
-    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (3, 5, 8)
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (3, 6, 9)
     assert fake_llm.requests()[0]["model"] == "fake-target"  # litellm strips the "openai/" prefix
 
     fake_llm.configure(scripts=[{"match": "quick", "reply": {"content": "fast", "latency_ms": 0}}])
