@@ -91,10 +91,13 @@ def _objects(text: str, label: str) -> list[tuple[Any, str]]:
     if stripped.startswith("{") and "\n" in stripped.rstrip():
         try:
             whole = json.loads(text)  # one pretty-printed OTLP request (a .json file)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
+            if exc.msg != "Extra data":  # not JSONL either: report where the JSON breaks
+                raise BadInputError(f"{label}:{exc.lineno}: invalid JSON ({exc.msg})") from None
             whole = None
         if is_otlp(whole):
-            return [(whole, f"{label}:{text.count(chr(10), 0, len(text) - len(stripped)) + 1}")]
+            first_line = text.count("\n", 0, len(text) - len(stripped)) + 1
+            return [(whole, f"{label}:{first_line}")]
     objects = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

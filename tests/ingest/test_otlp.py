@@ -200,3 +200,10 @@ def test_import_command_reports_a_malformed_span(run_cli, tmp_path: Path) -> Non
     result = run_cli("import", path)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: {path}:1: span 00000000000000e1: gen_ai.output.messages is not valid JSON")
+
+
+def test_a_broken_pretty_printed_file_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "trace.json"
+    path.write_text('{\n  "resourceSpans": [\n    {"scopeSpans": [}\n  ]\n}\n')
+    with pytest.raises(BadInputError, match=r"trace.json:3: invalid JSON"):
+        by_id(path)
