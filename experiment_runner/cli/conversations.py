@@ -5,26 +5,31 @@ import click
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json, table
 from experiment_runner.ingest.conversations import list_conversations
-from experiment_runner.ingest.importing import import_files
+from experiment_runner.ingest.importing import ImportResult, import_files
 
 
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True)
+@click.option("--otlp-each-span", is_flag=True, help="OTLP traces: every inference span its own conversation (id TRACE-SPAN).")
 @click.pass_obj
-def import_command(obj: Context, files: tuple[str, ...]) -> None:
+def import_command(obj: Context, files: tuple[str, ...], otlp_each_span: bool) -> None:
     """Store conversations from FILES (JSONL or a JSON array; `-` reads stdin).
 
-    Native parts shape or OpenAI chat shape. Prints the ids, one a line; a bad line is reported
-    with its file and line number and nothing is stored.
+    Native parts shape, OpenAI chat shape, or OTLP/JSON traces (detected by shape). Prints the ids,
+    one a line; a bad line is reported with its file and line number and nothing is stored.
 
-        experiment-runner import conversations.jsonl
+        experiment-runner import conversations.jsonl traces.otlp.jsonl
     """
-    result = import_files(obj.store, files)
+    result = import_files(obj.store, files, otlp_each_span=otlp_each_span)
     for conv_id in result.ids:
         click.echo(conv_id)
-    click.echo(
-        f"Imported {len(result.ids)} conversation(s): {result.new} new, {result.unchanged} already stored.", err=True
-    )
+    click.echo(import_summary(result), err=True)
+
+
+def import_summary(result: ImportResult) -> str:
+    """The one-line summary of an import (with the trace spans skipped, when there were traces)."""
+    spans = f"; {result.skipped_spans} of {result.spans} trace span(s) skipped (not inference spans)" if result.spans else ""
+    return f"Imported {len(result.ids)} conversation(s): {result.new} new, {result.unchanged} already stored{spans}."
 
 
 @cli.command("conversations")

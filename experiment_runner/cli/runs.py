@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
+from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
 from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_reevaluation
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
@@ -17,6 +18,8 @@ from experiment_runner.errors import BadInputError, ExperimentRunnerError, RunSt
 from experiment_runner.evaluation.evaluator import load_labels
 from experiment_runner.files import read_json_file
 from experiment_runner.ingest.conversations import source_conversation_ids
+from experiment_runner.ingest.importing import import_files
+from experiment_runner.store import Store
 
 concurrency_option = click.option(
     "--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
@@ -58,6 +61,7 @@ def with_options(options: list[Any]) -> Any:
 @click.option("--model", required=True, help="Target model, a litellm model string (openai/gpt-4o-mini, ollama/llama3, ...).")
 @click.option("--conversation", "conversation_ids", multiple=True, help="A conversation id to include (repeatable).")
 @click.option("--all", "all_conversations", is_flag=True, help="Include every imported conversation.")
+@click.option("--input", "inputs", multiple=True, help="Import FILE (any import format, OTLP traces too) and run on exactly its conversations (repeatable).")
 @click.option("--pass-through", is_flag=True, help="Copy the existing final replies instead of calling the target model.")
 @click.option("--system-prompt", help="Replace (or add) the system message in every replayed conversation.")
 @click.option("--reasoning-effort", type=click.Choice(EFFORTS), help="Reasoning effort passed to the target model.")
@@ -77,13 +81,18 @@ def run_command(obj: Context, **opts: Any) -> None:
     Ctrl-C stops cleanly (exit 130); `resume` continues.
 
         experiment-runner run --name baseline --model openai/gpt-4o-mini --all --evaluator-model openai/gpt-4o
+        experiment-runner run --name replay --model openai/gpt-4o-mini --input traces.otlp.jsonl
     """
+    if opts["inputs"] and (opts["conversation_ids"] or opts["all_conversations"]):
+        raise BadInputError("give either --input FILE (repeatable) or --conversation/--all, not both")
     if opts["conversation_ids"] and opts["all_conversations"]:
         raise BadInputError("give either --conversation ID (repeatable) or --all, not both")
-    if not opts["conversation_ids"] and not opts["all_conversations"]:
-        raise BadInputError("choose conversations with --conversation ID (repeatable) or --all")
+    if not opts["conversation_ids"] and not opts["all_conversations"] and not opts["inputs"]:
+        raise BadInputError("choose conversations with --conversation ID (repeatable), --all or --input FILE")
     store = obj.store
-    if opts["all_conversations"]:
+    if opts["inputs"]:
+        ids = import_inputs(store, opts["inputs"])
+    elif opts["all_conversations"]:
         with store.read() as session:
             ids = source_conversation_ids(session)
         if not ids:
@@ -111,6 +120,15 @@ def run_command(obj: Context, **opts: Any) -> None:
     check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
     execute(obj, experiment_id, opts["concurrency"], retry_failed=False, max_cost=opts["max_cost"])
+
+
+def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
+    """`run --input`: import the files (idempotently) and return their conversation ids, each once."""
+    result = import_files(store, names)
+    click.echo(import_summary(result), err=True)
+    if not result.ids:
+        raise BadInputError(f"--input {' '.join(names)}: no conversations in it")
+    return list(dict.fromkeys(result.ids))
 
 
 @cli.command("resume")

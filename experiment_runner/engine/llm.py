@@ -21,13 +21,7 @@ import anyio
 
 from experiment_runner.engine.failures import classify
 from experiment_runner.errors import BadInputError, ModelCallError
-
-FINISH_REASONS = {
-    "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "eos": "stop",
-    "length": "length", "max_tokens": "length",
-    "tool_calls": "tool_call", "function_call": "tool_call", "tool_use": "tool_call",
-    "content_filter": "content_filter", "safety": "content_filter", "recitation": "content_filter",
-}
+from experiment_runner.ingest.formats import FINISH_REASONS  # shared with the OTLP importer
 
 
 def _env_float(name: str, default: float) -> float:

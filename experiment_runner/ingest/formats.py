@@ -12,10 +12,24 @@ from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
 GENERATION_KEYS = ("model", "provider", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "finish_reasons")
+# Providers' finish reasons -> ours (stop, length, tool_call, content_filter; anything else is "error").
+FINISH_REASONS = {
+    "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "eos": "stop",
+    "length": "length", "max_tokens": "length",
+    "tool_calls": "tool_call", "function_call": "tool_call", "tool_use": "tool_call",
+    "content_filter": "content_filter", "safety": "content_filter", "recitation": "content_filter",
+}
 
 
-def normalize_conversation(obj: Any) -> dict[str, Any]:
-    """Validate one conversation in either import shape; return it native: `{"id": str|None, "messages": [...]}`."""
+def finish_reason(raw: str) -> str:
+    """A provider's finish reason in our vocabulary (unknown ones are "error")."""
+    return FINISH_REASONS.get(raw, "error")
+
+
+def normalize_conversation(obj: Any, *, keep_unknown_parts: bool = False) -> dict[str, Any]:
+    """Validate one conversation in either import shape; return it native: `{"id": str|None, "messages": [...]}`.
+
+    `keep_unknown_parts` keeps parts of other types as they are (OTLP traces may carry any GenAI part type)."""
     if not isinstance(obj, dict):
         raise ValueError(f"a conversation must be a JSON object, not {type(obj).__name__}")
     conv_id = obj.get("id")
@@ -24,11 +38,11 @@ def normalize_conversation(obj: Any) -> dict[str, Any]:
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("conversation needs a non-empty 'messages' list")
-    native = [_normalize_message(m, i) for i, m in enumerate(messages)]
+    native = [_normalize_message(m, i, keep_unknown_parts) for i, m in enumerate(messages)]
     return {"id": conv_id, "messages": native}
 
 
-def _normalize_message(msg: Any, index: int) -> dict[str, Any]:
+def _normalize_message(msg: Any, index: int, keep_unknown_parts: bool = False) -> dict[str, Any]:
     where = f"message {index}"
     if not isinstance(msg, dict):
         raise ValueError(f"{where}: must be a JSON object")
@@ -39,7 +53,7 @@ def _normalize_message(msg: Any, index: int) -> dict[str, Any]:
         parts = msg["parts"]
         if not isinstance(parts, list):
             raise ValueError(f"{where}: 'parts' must be a list")
-        parts = [_check_part(p, f"{where} part {j}") for j, p in enumerate(parts)]
+        parts = [_check_part(p, f"{where} part {j}", keep_unknown_parts) for j, p in enumerate(parts)]
     elif "content" in msg or "tool_calls" in msg:
         parts = _openai_parts(msg, where)
     else:
@@ -50,10 +64,14 @@ def _normalize_message(msg: Any, index: int) -> dict[str, Any]:
     return out
 
 
-def _check_part(part: Any, where: str) -> dict[str, Any]:
+def _check_part(part: Any, where: str, keep_unknown: bool = False) -> dict[str, Any]:
     if not isinstance(part, dict):
         raise ValueError(f"{where}: must be a JSON object")
     kind = part.get("type")
+    if keep_unknown and kind not in ("text", "reasoning", "tool_call", "tool_call_response"):
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"{where}: a part needs a string 'type'")
+        return part
     if kind in ("text", "reasoning"):
         if not isinstance(part.get("content"), str):
             raise ValueError(f"{where}: a {kind} part needs a string 'content'")

@@ -1,4 +1,4 @@
-"""`import`: read conversation files (JSONL or a JSON array, native or OpenAI chat) into the store.
+"""`import`: read conversation files (JSONL or a JSON array, native or OpenAI chat, or OTLP traces) into the store.
 
 Every file is parsed and checked before anything is written, and all of them are written in one
 transaction, so a bad line (reported with its file and line number) leaves the store unchanged.
@@ -7,7 +7,7 @@ Re-importing an id with the same content stores nothing; with other content it i
 
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.conversations import message_id_for
 from experiment_runner.ingest.formats import content_hash, normalize_conversation
+from experiment_runner.ingest.otlp import conversations_from_requests, is_otlp
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
 from experiment_runner.store.queries import conversations as q
@@ -35,14 +36,25 @@ class Parsed:
 
 @dataclass
 class ImportResult:
-    """What an import did: every id it saw in input order, and which were new."""
+    """What an import did: every id it saw in input order, which were new, and the trace spans read and skipped."""
 
     ids: list[str] = field(default_factory=list)
     new: int = 0
     unchanged: int = 0
+    spans: int = 0
+    skipped_spans: int = 0
 
 
-def read_source(name: str, stdin: TextIO | None = None) -> Iterator[Parsed]:
+@dataclass
+class Source:
+    """What one input holds: its conversations, and the OTLP spans read and skipped (not inference spans)."""
+
+    conversations: list[Parsed] = field(default_factory=list)
+    spans: int = 0
+    skipped_spans: int = 0
+
+
+def read_source(name: str, stdin: TextIO | None = None, *, each_span: bool = False) -> Source:
     """Parse one file (`-` for stdin) into native conversations; `BadInputError` names file and line."""
     label = "<stdin>" if name == "-" else name
     if name == "-":
@@ -55,11 +67,16 @@ def read_source(name: str, stdin: TextIO | None = None) -> Iterator[Parsed]:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise BadInputError(f"{name}: not UTF-8 text ({exc.reason})") from None
-    yield from parse_text(text, label)
+    return parse_text(text, label, each_span=each_span)
 
 
-def parse_text(text: str, label: str) -> Iterator[Parsed]:
-    """Parse JSONL or a JSON array of conversations."""
+def parse_text(text: str, label: str, *, each_span: bool = False) -> Source:
+    """Parse JSONL, a JSON array, or one OTLP/JSON object: conversations and OTLP trace requests alike."""
+    return parse_objects(_objects(text, label), each_span=each_span)
+
+
+def _objects(text: str, label: str) -> list[tuple[Any, str]]:
+    """The JSON values of a file with where each starts ("file:line")."""
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -67,17 +84,26 @@ def parse_text(text: str, label: str) -> Iterator[Parsed]:
         except json.JSONDecodeError as exc:
             raise BadInputError(f"{label}:{exc.lineno}: invalid JSON ({exc.msg})") from None
         line_of = _array_lines(text, len(array))
-        for index, obj in enumerate(array):
-            yield _parse_one(obj, f"{label}:{line_of[index]}")
-        return
+        return [(obj, f"{label}:{line_of[index]}") for index, obj in enumerate(array)]
+    if stripped.startswith("{") and "\n" in stripped.rstrip():
+        try:
+            whole = json.loads(text)  # one pretty-printed OTLP request (a .json file)
+        except json.JSONDecodeError as exc:
+            if exc.msg != "Extra data":  # not JSONL either: report where the JSON breaks
+                raise BadInputError(f"{label}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+            whole = None
+        if is_otlp(whole):
+            first_line = text.count("\n", 0, len(text) - len(stripped)) + 1
+            return [(whole, f"{label}:{first_line}")]
+    objects = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            objects.append((json.loads(line), f"{label}:{lineno}"))
         except json.JSONDecodeError as exc:
             raise BadInputError(f"{label}:{lineno}: invalid JSON ({exc.msg})") from None
-        yield _parse_one(obj, f"{label}:{lineno}")
+    return objects
 
 
 def _array_lines(text: str, count: int) -> list[int]:
@@ -92,29 +118,57 @@ def _array_lines(text: str, count: int) -> list[int]:
     return lines
 
 
-def _parse_one(obj: Any, where: str) -> Parsed:
+def parse_objects(objects: Iterable[tuple[Any, str]], *, each_span: bool = False) -> Source:
+    """Conversation objects parsed one by one; OTLP requests (detected by shape) gathered, then grouped."""
+    source = Source()
+    traces = []
+    for obj, where in objects:
+        if is_otlp(obj):
+            traces.append((obj, where))
+        else:
+            source.conversations.append(_parse_one(obj, where))
+    if traces:
+        try:
+            found = conversations_from_requests(traces, each_span=each_span)
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from None
+        source.conversations += [_parse_one(c.conversation, c.where, keep_unknown_parts=True) for c in found.conversations]
+        source.spans, source.skipped_spans = found.spans, found.skipped
+    return source
+
+
+def _parse_one(obj: Any, where: str, *, keep_unknown_parts: bool = False) -> Parsed:
     try:
-        conv = normalize_conversation(obj)
+        conv = normalize_conversation(obj, keep_unknown_parts=keep_unknown_parts)
     except ValueError as exc:
         raise BadInputError(f"{where}: {exc}") from None
     return Parsed(where, conv["id"] or new_id(), conv["messages"], content_hash(conv["messages"]))
 
 
-def import_files(store: Store, names: Iterable[str], stdin: TextIO | None = None) -> ImportResult:
-    """Import every named file (`-` = stdin) in one transaction; nothing is stored if any input is bad."""
-    return _store_all(store, (conv for name in names for conv in read_source(name, stdin)))
+def import_files(store: Store, names: Iterable[str], stdin: TextIO | None = None, *, otlp_each_span: bool = False) -> ImportResult:
+    """Import every named file (`-` = stdin) in one transaction; nothing is stored if any input is bad.
+
+    `otlp_each_span` makes every inference span of a trace file its own conversation (id `<trace>-<span>`)."""
+    return _store_all(store, [read_source(name, stdin, each_span=otlp_each_span) for name in names])
 
 
 def import_conversations(store: Store, objects: list[Any], label: str = "body") -> ImportResult:
     """Import already-decoded conversation objects (the REST API's body) with the same rules."""
-    return _store_all(store, (_parse_one(obj, f"{label}[{i}]") for i, obj in enumerate(objects)))
+    return _store_all(store, [parse_objects((obj, f"{label}[{i}]") for i, obj in enumerate(objects))])
 
 
-def _store_all(store: Store, convs: Iterable[Parsed]) -> ImportResult:
+def import_traces(store: Store, request: Any, label: str = "body") -> ImportResult:
+    """Import one decoded OTLP `ExportTraceServiceRequest` (`POST /v1/traces`) with the import rules."""
+    if not is_otlp(request):
+        raise BadInputError(f"{label}: not an OTLP ExportTraceServiceRequest (no 'resourceSpans')")
+    return _store_all(store, [parse_objects([(request, label)])])
+
+
+def _store_all(store: Store, sources: list[Source]) -> ImportResult:
     """Check every conversation (duplicates in the input included), then write the new ones at once."""
     parsed: dict[str, Parsed] = {}
-    result = ImportResult()
-    for conv in convs:
+    result = ImportResult(spans=sum(s.spans for s in sources), skipped_spans=sum(s.skipped_spans for s in sources))
+    for conv in (conv for source in sources for conv in source.conversations):
         seen = parsed.get(conv.id)
         if seen is not None and seen.hash != conv.hash:
             raise BadInputError(f"{conv.source}: conversation {conv.id!r} differs from the one at {seen.source}")

@@ -25,6 +25,7 @@ from experiment_runner.server.auth import BearerAuth
 from experiment_runner.server.background import Runs, unfinished_experiments
 from experiment_runner.server.openapi import customize_openapi
 from experiment_runner.server.routes import experiment_document, router
+from experiment_runner.server.traces import router as traces_router
 from experiment_runner.store import Store
 
 __all__ = ["create_app", "experiment_document"]
@@ -97,4 +98,5 @@ def create_app(
     if token:
         app.add_middleware(BearerAuth, token=token)
     app.include_router(router)
+    app.include_router(traces_router)
     return app

@@ -289,7 +289,7 @@ def test_openapi_documents_every_endpoint_with_the_seed_fields(client) -> None:
     assert operations == {
         ("POST", "/v1/experiments"), ("GET", "/v1/experiments"), ("GET", "/v1/experiments/{experiment_id}"),
         ("GET", "/v1/experiments/{experiment_id}/items"), ("GET", "/v1/experiments/{experiment_id}/export"),
-        ("DELETE", "/v1/experiments/{experiment_id}"), ("POST", "/v1/conversations"),
+        ("DELETE", "/v1/experiments/{experiment_id}"), ("POST", "/v1/conversations"), ("POST", "/v1/traces"),
     }
     body = schema["components"]["schemas"]["CreateExperiment"]
     assert body["required"] == ["name", "model", "conversation_ids"]

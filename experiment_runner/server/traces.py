@@ -1,0 +1,117 @@
+"""`POST /v1/traces`: OTLP/HTTP trace export (JSON or protobuf) into conversations, as a collector answers.
+
+Thin: decode the body (protobuf through `opentelemetry-proto`, imported only here, then the same JSON
+path as `import`), call `ingest.importing.import_traces`, answer an `ExportTraceServiceResponse`:
+`{}` (or an empty protobuf message), with `partialSuccess.errorMessage` as a warning when spans were
+skipped. A body that cannot be decoded, or a malformed span, answers 400 with a `google.rpc.Status`-shaped
+JSON body (`{"code": 3, "message"}`). The bearer-token middleware covers this route like the others.
+"""
+
+import gzip
+import json
+import zlib
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from experiment_runner.errors import BadInputError
+from experiment_runner.ingest.importing import ImportResult, import_traces
+from experiment_runner.store import Store
+
+PROTOBUF = "application/x-protobuf"
+INVALID_ARGUMENT = 3  # google.rpc.Code
+
+router = APIRouter()
+
+
+class UndecodableBody(ValueError):
+    """The body is not an OTLP ExportTraceServiceRequest in the content type it claims."""
+
+
+def decode_protobuf(body: bytes) -> dict[str, Any]:
+    """A binary `ExportTraceServiceRequest` as its protobuf JSON mapping (ids base64, which `import` accepts)."""
+    from google.protobuf.json_format import MessageToDict
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    try:
+        request = ExportTraceServiceRequest.FromString(body)
+    except DecodeError as exc:
+        raise UndecodableBody(f"not a protobuf ExportTraceServiceRequest ({exc})") from None
+    decoded: dict[str, Any] = MessageToDict(request)
+    decoded.setdefault("resourceSpans", [])
+    return decoded
+
+
+def decode_json(body: bytes) -> Any:
+    """An OTLP/JSON body."""
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UndecodableBody(f"invalid JSON ({exc})") from None
+
+
+def _inflate(body: bytes, encoding: str) -> bytes:
+    """The body without its Content-Encoding (gzip or deflate, as OTLP exporters may send)."""
+    try:
+        if encoding == "gzip":
+            return gzip.decompress(body)
+        if encoding == "deflate":
+            return zlib.decompress(body)
+    except (OSError, zlib.error, EOFError) as exc:
+        raise UndecodableBody(f"body is not valid {encoding} ({exc})") from None
+    if encoding not in ("", "identity"):
+        raise UndecodableBody(f"unsupported Content-Encoding {encoding!r}")
+    return body
+
+
+def _status(message: str, code: int = 400) -> JSONResponse:
+    return JSONResponse({"code": INVALID_ARGUMENT, "message": message}, status_code=code)
+
+
+def _warning(result: ImportResult) -> str:
+    if not result.skipped_spans:
+        return ""
+    return f"{result.skipped_spans} of {result.spans} span(s) skipped: not inference spans; {len(result.ids)} conversation(s), {result.new} new"
+
+
+def _answer(result: ImportResult, protobuf: bool) -> Response:
+    """An `ExportTraceServiceResponse` in the request's encoding; skipped spans as a partial-success warning."""
+    warning = _warning(result)
+    if not protobuf:
+        return JSONResponse({"partialSuccess": {"errorMessage": warning}} if warning else {})
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTracePartialSuccess, ExportTraceServiceResponse
+
+    message = ExportTraceServiceResponse(partial_success=ExportTracePartialSuccess(error_message=warning)) if warning else ExportTraceServiceResponse()
+    return Response(message.SerializeToString(), media_type=PROTOBUF)
+
+
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"type": "object", "description": "OTLP/JSON ExportTraceServiceRequest", "required": ["resourceSpans"]}},
+        PROTOBUF: {"schema": {"type": "string", "format": "binary", "description": "protobuf ExportTraceServiceRequest"}},
+    },
+}
+
+
+@router.post("/v1/traces", tags=["traces"], summary="Export Traces (OTLP/HTTP)", openapi_extra={"requestBody": REQUEST_BODY})
+async def export_traces(request: Request) -> Response:
+    """OTLP/HTTP trace export, `application/json` or `application/x-protobuf`: inference spans become conversations."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("application/json", PROTOBUF):
+        return _status(f"unsupported Content-Type {content_type!r}: send application/json or {PROTOBUF}", 415)
+    protobuf = content_type == PROTOBUF
+    try:
+        body = _inflate(await request.body(), request.headers.get("content-encoding", "").strip().lower())
+        decoded = decode_protobuf(body) if protobuf else decode_json(body)
+    except UndecodableBody as exc:
+        return _status(str(exc))
+    store: Store = request.app.state.store
+    try:
+        result = await anyio.to_thread.run_sync(import_traces, store, decoded, "body")
+    except BadInputError as exc:
+        return _status(str(exc))
+    return _answer(result, protobuf)
