@@ -14,11 +14,12 @@ from sqlmodel import Session
 from experiment_runner.engine.llm import check_model
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.structured import check_setting
-from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.conversations import missing_conversations
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
 from experiment_runner.store.queries import experiments as q
+from experiment_runner.store.queries.experiments import require_experiment
 from experiment_runner.store.tables import Experiment
 from experiment_runner.store.timeutil import now
 
@@ -214,14 +215,6 @@ def _insert_items(session: Session, experiment_id: str, pairs: Sequence[tuple[st
             for position, (source, result) in enumerate(pairs)
         ],
     )
-
-
-def require_experiment(session: Session, experiment_id: str) -> Experiment:
-    """The experiment row, or `NotFoundError` (the one place that says an id is unknown)."""
-    experiment = q.get_experiment(session, experiment_id)
-    if experiment is None:
-        raise NotFoundError(f"no experiment with id {experiment_id!r}")
-    return experiment
 
 
 def get_experiment(store: Store, experiment_id: str) -> Experiment:

@@ -10,12 +10,12 @@ import binascii
 import json
 from typing import Any
 
-from experiment_runner.engine.experiments import require_experiment
 from experiment_runner.errors import BadInputError
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
 from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries import results as results_q
+from experiment_runner.store.queries.experiments import require_experiment
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100

@@ -9,10 +9,10 @@ Deltas are always B - A.
 from collections.abc import Mapping
 from typing import Any
 
-from experiment_runner.engine.experiments import require_experiment
 from experiment_runner.results.export import METRIC_KEYS, experiment_object
 from experiment_runner.store import Store
 from experiment_runner.store.queries import results as q
+from experiment_runner.store.queries.experiments import require_experiment
 
 TOP_CHANGED = 10
 COUNT_KEYS = ("total_items_count", "completed_items_count", "evaluations_received")

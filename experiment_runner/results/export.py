@@ -16,7 +16,6 @@ from typing import Any, TextIO
 
 from sqlmodel import Session
 
-from experiment_runner.engine.experiments import require_experiment
 from experiment_runner.files import write_text_atomic
 from experiment_runner.results.metrics import (
     AnnotationFacts,
@@ -29,6 +28,7 @@ from experiment_runner.store import Store
 from experiment_runner.store.queries import conversations as conversation_queries
 from experiment_runner.store.queries import results as q
 from experiment_runner.store.queries.common import decode_json
+from experiment_runner.store.queries.experiments import require_experiment
 from experiment_runner.store.tables import Experiment
 from experiment_runner.store.timeutil import to_rfc3339
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from experiment_runner.engine.experiments import require_experiment
 from experiment_runner.errors import BadInputError
 from experiment_runner.results.span_scores import LabelledSpan, parse_gold_line, score_spans
 from experiment_runner.store import Store
 from experiment_runner.store.queries import results as q
+from experiment_runner.store.queries.experiments import require_experiment
 
 
 @dataclass(frozen=True)

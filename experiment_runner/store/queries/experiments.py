@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, text
 from sqlmodel import Session, col, select
 
+from experiment_runner.errors import NotFoundError
 from experiment_runner.store.queries.common import execute_in, expanding
 from experiment_runner.store.tables import Experiment
 
@@ -146,3 +147,11 @@ _SET_STRUCTURED_OUTPUT = text("UPDATE experiment SET structured_output = :value 
 def set_structured_output(conn: Connection, experiment_id: str, value: dict[str, Any]) -> None:
     """Store the experiment's structured-output settings and the modes its models used."""
     conn.execute(_SET_STRUCTURED_OUTPUT, {"experiment": experiment_id, "value": json.dumps(value)})
+
+
+def require_experiment(session: Session, experiment_id: str) -> Experiment:
+    """The experiment row, or `NotFoundError` (the one place that says an id is unknown)."""
+    experiment = get_experiment(session, experiment_id)
+    if experiment is None:
+        raise NotFoundError(f"no experiment with id {experiment_id!r}")
+    return experiment
