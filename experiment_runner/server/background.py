@@ -42,7 +42,9 @@ class Runs:
         async with anyio.create_task_group() as group:
             self._group = group
             self._ready = anyio.Event()
-            group.start_soon(self._import_litellm, self._ready)
+            # litellm (seconds to import) is loaded before the server accepts requests: creating an
+            # experiment checks its models with litellm, and a first request should not wait for that.
+            await self._import_litellm(self._ready)
             try:
                 yield
             finally:
