@@ -9,6 +9,7 @@ the item stays completed. Labels outside the configured set and quotes not found
 dropped, and the evaluation's `error_message` counts them.
 """
 
+import functools
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -146,14 +147,21 @@ def response_format(label_names: list[str] | None = None, parts: list[dict[str, 
     return {"type": "json_schema", "json_schema": {"name": RESPONSE_NAME, "strict": True, "schema": schema}}
 
 
+@functools.cache
+def _package_text(name: str) -> str:
+    """A text file shipped in this package, read once per process (it is read for every evaluation)."""
+    return resources.files("experiment_runner.evaluation").joinpath(name).read_text(encoding="utf-8")
+
+
 def response_schema() -> dict[str, Any]:
-    """The evaluator reply schema shipped with the package."""
-    return json.loads(resources.files("experiment_runner.evaluation").joinpath(RESPONSE_SCHEMA_FILE).read_text())
+    """The evaluator reply schema shipped with the package (a fresh copy: callers may change it)."""
+    loaded: dict[str, Any] = json.loads(_package_text(RESPONSE_SCHEMA_FILE))
+    return loaded
 
 
 def build_request(config: EvaluatorConfig, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The evaluator's chat messages for the final message of `messages`."""
-    template = resources.files("experiment_runner.evaluation").joinpath("prompts/evaluator.md").read_text(encoding="utf-8")
+    template = _package_text("prompts/evaluator.md")
     template = template.split("-->", 1)[1] if template.startswith("<!--") else template
     system, user = template.split("=== user message ===")
     labels = "\n".join(f"- **{x['name']}**: {x['description']}" for x in config.labels)
