@@ -45,6 +45,11 @@ class _Tally:
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
 
+    def failed(self, model: str, reason: str, detection_ms: float | None, mode: str) -> EvaluationOutcome:
+        """A failed evaluation with what its attempts used."""
+        return EvaluationOutcome("failed", model, self.input_tokens or None, self.output_tokens or None, detection_ms,
+                                 self.elapsed_ms(), reason, cost_usd=self.cost_usd, response_format=mode)
+
 
 async def evaluate_message(
     config: EvaluatorConfig,
@@ -62,10 +67,7 @@ async def evaluate_message(
     learner = learner or FormatLearner()
 
     def failed(reason: str, detection_ms: float | None = None) -> EvaluationOutcome:
-        return EvaluationOutcome(
-            "failed", config.model, tally.input_tokens or None, tally.output_tokens or None, detection_ms,
-            tally.elapsed_ms(), reason, cost_usd=tally.cost_usd, response_format=learner.mode,
-        )
+        return tally.failed(config.model, reason, detection_ms, learner.mode)
 
     if not messages or messages[-1]["role"] != "assistant":
         return failed("the conversation does not end with an assistant reply to evaluate")
