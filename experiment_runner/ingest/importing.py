@@ -5,18 +5,20 @@ transaction, so a bad line (reported with its file and line number) leaves the s
 Re-importing an id with the same content stores nothing; with other content it is an error.
 """
 
+import itertools
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from sqlalchemy import Connection
 
 from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.conversations import message_id_for
-from experiment_runner.ingest.formats import content_hash, normalize_conversation
+from experiment_runner.ingest.formats import MAX_DEPTH, content_hash, normalize_conversation
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
 from experiment_runner.store.queries import conversations as q
@@ -43,53 +45,181 @@ class ImportResult:
 
 
 def read_source(name: str, stdin: TextIO | None = None) -> Iterator[Parsed]:
-    """Parse one file (`-` for stdin) into native conversations; `BadInputError` names file and line."""
+    """Parse one file (`-` for stdin) into native conversations; `BadInputError` names file and line.
+
+    The file is read a line at a time (a JSON array through `ijson`), so memory is the conversations'
+    own, not the file's; a file that holds no conversation is an error too."""
     label = "<stdin>" if name == "-" else name
+    found = 0
     if name == "-":
-        text = (stdin or sys.stdin).read()
+        stream = stdin or sys.stdin
+        binary = getattr(stream, "buffer", None)
+        chunks = _lines(binary) if binary is not None and stdin is None else iter([stream.read().encode("utf-8", "surrogatepass")])
+        for conv in _parse_lines(_split_lines(chunks), label):
+            found += 1
+            yield conv
     else:
         path = Path(name)
         if not path.is_file():
             raise BadInputError(f"{name}: no such file" if not path.exists() else f"{name}: not a file")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise BadInputError(f"{name}: not UTF-8 text ({exc.reason})") from None
-    yield from parse_text(text, label)
+        with path.open("rb") as handle:
+            for conv in _parse_lines(_lines(handle), label):
+                found += 1
+                yield conv
+    if not found:
+        raise BadInputError(f"{label}:1: no conversations in {label}")
 
 
 def parse_text(text: str, label: str) -> Iterator[Parsed]:
-    """Parse JSONL or a JSON array of conversations."""
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            array = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{label}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        line_of = _array_lines(text, len(array))
-        for index, obj in enumerate(array):
-            yield _parse_one(obj, f"{label}:{line_of[index]}")
+    """Parse JSONL or a JSON array of conversations held in a string."""
+    yield from _parse_lines(_split_lines(iter([text.encode("utf-8", "surrogatepass")])), label)
+
+
+_LINE_CAP = 1 << 20  # longer lines are read in pieces (a minified array is one line)
+
+
+def _lines(handle: BinaryIO) -> Iterator[bytes]:
+    """A binary file's lines (pieces of at most `_LINE_CAP` bytes; a piece without a newline continues its line)."""
+    return iter(lambda: handle.readline(_LINE_CAP), b"")
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines of already-read text."""
+    for chunk in chunks:
+        yield from chunk.splitlines(keepends=True)
+
+
+def _parse_lines(lines: Iterator[bytes], label: str) -> Iterator[Parsed]:
+    """JSONL, or a JSON array when the first non-blank character is `[`; line numbers count from 1."""
+    numbered = _numbered(lines)
+    head: list[tuple[int, bytes]] = []
+    for lineno, line in numbered:
+        head.append((lineno, line))
+        if line.strip():
+            break
+    rest = itertools.chain(head, numbered)
+    if head and head[-1][1].lstrip().startswith(b"["):
+        for where, obj in _array_elements(rest, label):
+            yield _parse_one(obj, f"{label}:{where}")
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in rest:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise BadInputError(f"{label}:{lineno}: not UTF-8 text ({exc.reason})") from None
         except json.JSONDecodeError as exc:
             raise BadInputError(f"{label}:{lineno}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise BadInputError(f"{label}:{lineno}: nested deeper than {MAX_DEPTH} levels") from None
         yield _parse_one(obj, f"{label}:{lineno}")
 
 
-def _array_lines(text: str, count: int) -> list[int]:
-    """The line on which each element of a top-level JSON array starts (for error messages)."""
-    decoder = json.JSONDecoder()
-    lines, pos = [], text.index("[") + 1
-    for _ in range(count):
-        while text[pos] in " \t\r\n,":
-            pos += 1
-        lines.append(text.count("\n", 0, pos) + 1)
-        _, pos = decoder.raw_decode(text, pos)
-    return lines
+def _numbered(lines: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Each piece with the number of the line it belongs to; a leading BOM dropped."""
+    lineno = 1
+    for index, line in enumerate(lines):
+        yield lineno, (line.removeprefix(b"\xef\xbb\xbf") if index == 0 else line)
+        lineno += line.endswith(b"\n")
+
+
+def _array_elements(lines: Iterable[tuple[int, bytes]], label: str) -> Iterator[tuple[int, Any]]:
+    """The elements of a top-level JSON array, each with the line it starts on, parsed incrementally.
+
+    `ijson`'s C parser is fed a line at a time; its events are built into values here, so the line of
+    each element's first event is known and nesting past `MAX_DEPTH` stops the parse at once."""
+    import ijson  # only array imports need it
+
+    events = ijson.sendable_list()
+    parser = ijson.basic_parse_coro(events, use_float=True)
+    builder = _Builder()
+    lineno = 1
+    try:
+        for lineno, line in lines:
+            if b"\\u" in line and _has_lone_surrogate(line):
+                raise BadInputError(f"{label}:{lineno}: a string holds a lone surrogate (\\ud800-\\udfff without its pair)")
+            parser.send(line)
+            for event, value in events:
+                done = builder.add(event, value, lineno)
+                if done is not None:
+                    yield done
+            del events[:]
+        parser.close()
+    except ijson.JSONError as exc:
+        reason = str(exc).splitlines()[0].removeprefix("b'").removeprefix("parse error: ").removeprefix("lexical error: ")
+        raise BadInputError(f"{label}:{lineno}: invalid JSON ({reason.strip() or 'incomplete'})") from None
+    except OverflowError:
+        raise BadInputError(f"{label}:{lineno}: nested deeper than {MAX_DEPTH} levels") from None
+    if builder.open:
+        raise BadInputError(f"{label}:{lineno}: invalid JSON (the array is not closed)")
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\\\|\\u[dD]([89abAB]|[c-fC-F])[0-9a-fA-F]{2}")
+
+
+def _has_lone_surrogate(line: bytes) -> bool:
+    """Whether the raw JSON text has a `\\uD800`-`\\uDFFF` escape that is not a high+low pair (an escaped backslash is skipped)."""
+    expect_low_at = -1
+    for match in _SURROGATE_ESCAPE.finditer(line):
+        if match.group(0) == b"\\\\":
+            if expect_low_at >= 0:
+                return True
+            continue
+        high = match.group(1) in b"89abAB"
+        if expect_low_at >= 0:
+            if high or match.start() != expect_low_at:
+                return True
+            expect_low_at = -1
+        elif high:
+            expect_low_at = match.end()
+        else:
+            return True
+    return expect_low_at >= 0
+
+
+class _Builder:
+    """Builds the top-level array's elements from `ijson.basic_parse` events, one element at a time."""
+
+    def __init__(self) -> None:
+        self.stack: list[Any] = []  # open containers; stack[0] is the top-level array (never filled)
+        self.keys: list[str | None] = []
+        self.start = 0
+        self.open = True
+
+    def add(self, event: str, value: Any, lineno: int) -> tuple[int, Any] | None:
+        """Take one event; an element and its first line when the event completes one."""
+        if not self.stack:
+            self.stack, self.keys = [None], [None]  # the `[` that opens the array
+            return None
+        if len(self.stack) == 1 and event not in ("end_array", "map_key"):
+            self.start = lineno
+        if event == "map_key":
+            self.keys[-1] = value
+            return None
+        if event in ("start_map", "start_array"):
+            if len(self.stack) > MAX_DEPTH:
+                raise OverflowError
+            self.stack.append({} if event == "start_map" else [])
+            self.keys.append(None)
+            return None
+        if event in ("end_map", "end_array"):
+            self.keys.pop()
+            value = self.stack.pop()
+            if not self.stack:
+                self.open = False
+                return None
+        return self._put(value)
+
+    def _put(self, value: Any) -> tuple[int, Any] | None:
+        parent = self.stack[-1]
+        if len(self.stack) == 1:
+            return self.start, value
+        if isinstance(parent, dict):
+            parent[self.keys[-1]] = value
+        else:
+            parent.append(value)
+        return None
 
 
 def _parse_one(obj: Any, where: str) -> Parsed:
