@@ -30,6 +30,24 @@ class StoreError(ExperimentRunnerError):
     exit_code = 2
 
 
+class StoreFaultError(StoreError):
+    """The store failed under a run or a command: disk full, file read-only, lock held too long; exit status 1."""
+
+    exit_code = 1
+
+
+class ExperimentBusyError(ExperimentRunnerError):
+    """Another live runner holds the experiment's lease; exit status 1."""
+
+    def __init__(self, experiment_id: str, pid: int, host: str, since: str):
+        super().__init__(f"experiment {experiment_id} is being run by {pid} on {host} (since {since})")
+        self.experiment_id = experiment_id
+
+
+class LeaseLostError(ExperimentRunnerError):
+    """This runner's lease was taken over (it stalled past the heartbeat timeout); it stops writing."""
+
+
 class ModelCallError(ExperimentRunnerError):
     """A model call failed for good, after any retries.
 

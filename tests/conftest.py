@@ -1,6 +1,8 @@
 """Shared fixtures: an isolated environment, a real SQLite store in tmp_path, a CLI runner."""
 
+import importlib.util
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -8,11 +10,24 @@ import pytest
 from click.testing import CliRunner, Result
 
 import experiment_runner  # noqa: F401  (sets litellm's offline environment before anything imports it)
-from experiment_runner.cli import cli
-from experiment_runner.fixtures.fakellm import FakeLLM
-from experiment_runner.store import Store, open_store
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _use_checkout_fixtures() -> None:
+    """Load `experiment_runner.fixtures` from this checkout's fixtures/ folder, not from wherever an editable install points."""
+    spec = importlib.util.spec_from_file_location("experiment_runner.fixtures", FIXTURES / "__init__.py", submodule_search_locations=[str(FIXTURES)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["experiment_runner.fixtures"] = module
+    spec.loader.exec_module(module)
+
+
+_use_checkout_fixtures()
+
+from experiment_runner.cli import cli  # noqa: E402
+from experiment_runner.fixtures.fakellm import FakeLLM  # noqa: E402
+from experiment_runner.store import Store, open_store  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

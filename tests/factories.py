@@ -102,7 +102,7 @@ def finish_experiment(
             messages = stored[item.result_conversation_id]
         else:
             messages = _copy_result(stored[source], replies.get(source))
-            events.append(writer.Replayed(item.id, messages, None, None, finished=not item.evaluations_expected))
+            events.append(writer.Replayed(item.id, messages, None, finished=not item.evaluations_expected))
         if item.evaluations_expected:
             outcome = _outcome(messages[-1], model, source in failed_evaluations, spans.get(source, ()))
             events.append(writer.Evaluated(item.id, messages[-1]["id"], outcome))

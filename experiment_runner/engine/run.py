@@ -6,9 +6,12 @@ Shape of a run (one anyio task group):
 - K workers take items from it: each replays its conversation (one target call, retried with backoff),
   then evaluates the reply at once (one evaluator call) — so at most K model calls are under way;
 - one writer owns every database write: workers hand it events, and it commits whatever has arrived
-  in one transaction (a thread, off the event loop). An item's result is committed as soon as the
-  writer gets to it; a crash loses at most the items whose events were not yet committed, and those are
-  still `pending`/`in_progress`, so `resume` runs them again.
+  in one transaction (a thread, off the event loop). A worker waits for the commit of its reply (and of
+  its evaluation) before it makes its next call, so a crash (kill -9) loses at most the calls in flight:
+  their items are still `pending`/`in_progress`, and `resume` runs them again.
+
+The whole run holds the experiment's lease (`engine.lease`): a second runner gets `ExperimentBusyError`,
+a runner that dies leaves a lease that goes stale after the heartbeat timeout.
 
 Item states: pending -> in_progress -> completed | failed. An item is completed when its reply is
 stored and, if an evaluator is configured, its evaluation is recorded (a failed evaluation still
@@ -33,6 +36,7 @@ from experiment_runner.engine.budget import Budget
 from experiment_runner.engine.evaluate import evaluate_message
 from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs, record_response_formats
 from experiment_runner.engine.failures import endpoint_name
+from experiment_runner.engine.lease import Lease, acquire
 from experiment_runner.engine.llm import RetryPolicy, complete
 from experiment_runner.engine.output_schema import check_reply, to_json_schema
 from experiment_runner.engine.replay import (
@@ -43,7 +47,7 @@ from experiment_runner.engine.replay import (
 )
 from experiment_runner.engine.structured import FormatLearner, request_kwargs, with_instructions
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
-from experiment_runner.errors import ModelCallError
+from experiment_runner.errors import ExperimentRunnerError, ModelCallError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.store import Store
 from experiment_runner.store.tables import Experiment
@@ -93,6 +97,7 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+Envelope = tuple[w.Event, anyio.Event | None]  # an event, and what the writer sets once it is committed
 
 
 def run_experiment(
@@ -107,19 +112,43 @@ async def run_experiment_async(
 ) -> Progress:
     """Run (or resume) an experiment inside a running event loop (the REST server uses this)."""
     experiment = get_experiment(store, experiment_id)
-    units = await anyio.to_thread.run_sync(plan_work, store, experiment, options.retry_failed)
-    run = _Run(store, experiment, options, Progress(total=len(units)), on_progress)
-    await run.execute(units)
+    lease = await anyio.to_thread.run_sync(acquire, store, experiment_id)
+    try:
+        units = await anyio.to_thread.run_sync(plan_work, store, experiment, options.retry_failed)
+        run = _Run(store, experiment, options, Progress(total=len(units)), on_progress, lease)
+        try:
+            await run.execute(units)
+        except BaseExceptionGroup as group:  # task groups wrap what failed: report the error itself
+            raise _first_error(group) from None
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lease.release)
     return run.progress
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The exception to report from a task group's failure: ours first, then any other, never a cancellation."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not isinstance(exc, anyio.get_cancelled_exc_class()):
+            leaves.append(exc)
+    ours = [e for e in leaves if isinstance(e, ExperimentRunnerError)]
+    return (ours or leaves or [group])[0]
 
 
 class _Run:
     """The state of one run: settings, the writer's channel, the stop flag."""
 
     def __init__(
-        self, store: Store, experiment: Experiment, options: RunOptions, progress: Progress, on_progress: ProgressCallback | None
+        self, store: Store, experiment: Experiment, options: RunOptions, progress: Progress, on_progress: ProgressCallback | None,
+        lease: Lease | None = None,
     ):
         self.store = store
+        self.lease = lease
         self.experiment = experiment
         self.options = options
         self.progress = progress
@@ -150,7 +179,7 @@ class _Run:
         self.stopping = True
 
     async def execute(self, units: list[WorkUnit]) -> None:
-        events_in, events_out = anyio.create_memory_object_stream[w.Event](math.inf)
+        events_in, events_out = anyio.create_memory_object_stream[Envelope](math.inf)
         work_in, work_out = anyio.create_memory_object_stream[tuple[WorkUnit, list[dict[str, Any]]]](
             2 * self.options.concurrency
         )
@@ -159,6 +188,9 @@ class _Run:
             signals = anyio.CancelScope()
             if self.options.handle_signals:
                 outer.start_soon(self._watch_signals, signals)
+            renewals = anyio.CancelScope()
+            if self.lease is not None:
+                outer.start_soon(self._keep_lease, renewals)
             try:
                 with self.work_scope:
                     async with anyio.create_task_group() as workers:
@@ -169,6 +201,7 @@ class _Run:
             finally:
                 events_in.close()
                 signals.cancel()
+                renewals.cancel()
         self.progress.interrupted = self.stopping and self.progress.stopped_by is None and not self.progress.budget_reached
         self.progress.response_formats = self._learned()
         if self.progress.response_formats:
@@ -197,7 +230,7 @@ class _Run:
     async def _work(
         self,
         work_out: ObjectReceiveStream[tuple[WorkUnit, list[dict[str, Any]]]],
-        events: ObjectSendStream[w.Event],
+        events: ObjectSendStream[Envelope],
     ) -> None:
         async with work_out, events:
             async for unit, messages in work_out:
@@ -215,10 +248,10 @@ class _Run:
                         self.budget.finish(cost[0])
 
     async def _process(
-        self, unit: WorkUnit, messages: list[dict[str, Any]], events: ObjectSendStream[w.Event], cost: list[float]
+        self, unit: WorkUnit, messages: list[dict[str, Any]], events: ObjectSendStream[Envelope], cost: list[float]
     ) -> None:
         """One item: replay (or copy) its reply, then evaluate it; `cost[0]` collects what its calls cost."""
-        await events.send(w.Started(unit.item_id))
+        await events.send((w.Started(unit.item_id), None))
         if unit.needs_replay:
             try:
                 messages, problem = await self._reply(messages)
@@ -228,10 +261,10 @@ class _Run:
                 if exc.systematic:
                     return self._stop_on(exc, "target")  # the item stays unfinished; resume runs it
                 self.progress.failure_reasons[str(exc)] += 1
-                await events.send(w.Failed(unit.item_id, str(exc)))
+                await self._commit(events, w.Failed(unit.item_id, str(exc)))
                 return
             finished = problem is not None or self.evaluator is None
-            await events.send(w.Replayed(unit.item_id, messages, unit.discard_result_id, problem, finished))
+            await self._commit(events, w.Replayed(unit.item_id, messages, problem, finished))
             if finished:
                 return
         if self.evaluator is not None:
@@ -242,7 +275,13 @@ class _Run:
             except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
                 return self._stop_on(exc, "evaluator")
             cost[0] += outcome.cost_usd or 0.0
-            await events.send(w.Evaluated(unit.item_id, messages[-1]["id"], outcome))
+            await self._commit(events, w.Evaluated(unit.item_id, messages[-1]["id"], outcome))
+
+    async def _commit(self, events: ObjectSendStream[Envelope], event: w.Event) -> None:
+        """Hand the writer an event and wait until it is committed (a kill then costs only calls in flight)."""
+        committed = anyio.Event()
+        await events.send((event, committed))
+        await committed.wait()
 
     async def _reply(self, source: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
         """The result conversation's messages and, if the reply is unusable, why."""
@@ -274,8 +313,8 @@ class _Run:
         problem = check_reply(self.experiment.output_schema, reply.text) if self.experiment.output_schema else None
         return result_messages(history, reply.parts, reply.generation), problem
 
-    async def _write(self, events_out: MemoryObjectReceiveStream[w.Event]) -> None:
-        """The single writer: commit every batch of events that has arrived, in arrival order."""
+    async def _write(self, events_out: MemoryObjectReceiveStream[Envelope]) -> None:
+        """The single writer: commit every batch of events that has arrived, in arrival order, then tell their workers."""
         async with events_out:
             async for first in events_out:
                 batch = [first]
@@ -284,12 +323,22 @@ class _Run:
                         batch.append(events_out.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                counts = await anyio.to_thread.run_sync(w.apply_events, self.store, self.experiment.id, batch)
+                events = [event for event, _ in batch]
+                counts = await anyio.to_thread.run_sync(w.apply_events, self.store, self.experiment.id, events, self.lease)
+                for _, committed in batch:
+                    if committed is not None:
+                        committed.set()
                 self.progress.completed += counts.completed
                 self.progress.failed += counts.failed
                 self.progress.evaluations_failed += counts.evaluations_failed
                 if self.on_progress:
                     self.on_progress(self.progress)
+
+    async def _keep_lease(self, scope: anyio.CancelScope) -> None:
+        """Renew the lease while the run's work lasts (until `scope` is cancelled)."""
+        assert self.lease is not None
+        with scope:
+            await self.lease.keep_alive()
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         """First SIGINT/SIGTERM: take no new items and give calls under way a grace period. Second: stop now."""

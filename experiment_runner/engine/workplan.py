@@ -14,8 +14,7 @@ class WorkUnit:
 
     item_id: str
     conversation_id: str  # the source conversation (replay) or the result conversation (evaluation only)
-    needs_replay: bool
-    discard_result_id: str | None = None  # a failed attempt's result, replaced by the new one
+    needs_replay: bool  # (a failed attempt's result is replaced by the writer, in the transaction storing the new one)
 
 
 def plan_work(store: Store, experiment: Experiment, retry_failed: bool) -> list[WorkUnit]:
@@ -36,7 +35,7 @@ def plan_work(store: Store, experiment: Experiment, retry_failed: bool) -> list[
             if reevaluation and row.result:
                 units.append(WorkUnit(row.id, row.result, needs_replay=False))
             else:
-                units.append(WorkUnit(row.id, row.source, needs_replay=True, discard_result_id=row.result))
+                units.append(WorkUnit(row.id, row.source, needs_replay=True))
         elif row.result:  # pending/in_progress with a reply already stored: evaluate only
             units.append(WorkUnit(row.id, row.result, needs_replay=False))
         else:

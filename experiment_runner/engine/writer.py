@@ -3,6 +3,11 @@
 A batch is turned into a handful of `executemany` statements (all new conversations, all messages,
 all item updates, ...) rather than a statement per row: the writer shares the interpreter with the
 event loop that drives the model calls, so its CPU time is the engine's overhead.
+
+Each batch also keeps the links whole: an item's earlier result conversation is deleted in the
+transaction that gives it a new one, and an evaluation is stored only if it refers to the final message
+of its own item's current result conversation (any other is skipped, and the item stays unevaluated).
+With a lease, every batch first renews it, so a runner that lost its lease cannot write.
 """
 
 import json
@@ -11,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from experiment_runner.engine.lease import Lease
 from experiment_runner.evaluation.evaluator import EvaluationOutcome
 from experiment_runner.ingest.formats import content_hash
 from experiment_runner.store import Store
@@ -40,7 +46,6 @@ class Replayed:
 
     item_id: str
     messages: list[dict[str, Any]]
-    discard_result_id: str | None
     problem: str | None
     finished: bool
 
@@ -64,6 +69,7 @@ class Counts:
     completed: int = 0
     failed: int = 0
     evaluations_failed: int = 0
+    evaluations_skipped: int = 0  # evaluations of a message that is not their item's final one
 
 
 @dataclass
@@ -74,7 +80,6 @@ class _Rows:
     conversations: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     items: list[dict[str, Any]] = field(default_factory=list)
-    discarded: list[tuple[str, str]] = field(default_factory=list)  # (item id, old result conversation id)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     annotations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -83,8 +88,8 @@ def _item(item_id: str, status: str, stamp: str, error: str | None = None, resul
     return {"item": item_id, "status": status, "error": error, "result": result, "stamp": stamp}
 
 
-def apply_events(store: Store, experiment_id: str, events: list[Event]) -> Counts:
-    """Apply a batch of events, in order, in one transaction."""
+def apply_events(store: Store, experiment_id: str, events: list[Event], lease: Lease | None = None) -> Counts:
+    """Apply a batch of events, in order, in one transaction (renewing `lease` first, if given)."""
     counts, rows, stamp = Counts(), _Rows(), now()
     for event in events:
         if isinstance(event, Started):
@@ -93,22 +98,27 @@ def apply_events(store: Store, experiment_id: str, events: list[Event]) -> Count
             rows.items.append(_item(event.item_id, "failed", stamp, error=event.error))
             counts.failed += 1
         elif isinstance(event, Replayed):
-            _add_result(rows, event, stamp)
+            _add_result(rows, event, experiment_id, stamp)
             counts.failed += event.problem is not None
             counts.completed += event.problem is None and event.finished
         elif isinstance(event, Evaluated):
             _add_evaluation(rows, event, stamp)
-            counts.completed += 1
-            counts.evaluations_failed += event.outcome.status == "failed"
     with store.write() as session:
-        _execute(session.connection(), rows)
+        conn = session.connection()
+        if lease is not None:
+            lease.check(conn)
+        kept = _execute(conn, rows, stamp)
+    counts.completed += len(kept)
+    counts.evaluations_failed += sum(e["status"] == "failed" for e in kept)
+    counts.evaluations_skipped += len(rows.evaluations) - len(kept)
     return counts
 
 
-def _add_result(rows: _Rows, event: Replayed, stamp: str) -> None:
+def _add_result(rows: _Rows, event: Replayed, experiment_id: str, stamp: str) -> None:
     conversation_id = new_id()
     rows.conversations.append(
-        {"id": conversation_id, "type": "result", "content_hash": content_hash(event.messages), "created_at": stamp}
+        {"id": conversation_id, "type": "result", "content_hash": content_hash(event.messages), "created_at": stamp,
+         "experiment_id": experiment_id}
     )
     rows.messages.extend(
         {key: m[key] for key in ("id", "sequence_number", "role", "parts", "generation")} | {"conversation_id": conversation_id}
@@ -116,8 +126,6 @@ def _add_result(rows: _Rows, event: Replayed, stamp: str) -> None:
     )
     status = "failed" if event.problem else ("completed" if event.finished else "in_progress")
     rows.items.append(_item(event.item_id, status, stamp, error=event.problem, result=conversation_id))
-    if event.discard_result_id:
-        rows.discarded.append((event.item_id, event.discard_result_id))
 
 
 def _add_evaluation(rows: _Rows, event: Evaluated, stamp: str) -> None:
@@ -135,22 +143,27 @@ def _add_evaluation(rows: _Rows, event: Evaluated, stamp: str) -> None:
          "end_offset": s.end_offset, "tool_name": s.tool_name, "parameter_name": s.parameter_name}
         for position, s in enumerate(o.spans)
     )
-    rows.items.append(_item(event.item_id, "completed", stamp))
 
 
-def _execute(conn: Connection, rows: _Rows) -> None:
-    """Run the batch's statements in an order that satisfies the foreign keys."""
+def _execute(conn: Connection, rows: _Rows, stamp: str) -> list[dict[str, Any]]:
+    """Run the batch's statements in an order that satisfies the foreign keys; returns the evaluations stored."""
     runs.start_items(conn, rows.started)
+    replaced = runs.result_ids(conn, [r["item"] for r in rows.items if r["result"]])
     conversations.insert_conversations(conn, rows.conversations)
     conversations.insert_messages(conn, rows.messages)
     runs.update_items(conn, rows.items)
-    for item_id, old_conversation in rows.discarded:  # a retried item's earlier result
-        runs.delete_evaluations(conn, [item_id])
-        runs.delete_conversation(conn, old_conversation)
-    if rows.evaluations:
-        runs.delete_evaluations(conn, [e["item_id"] for e in rows.evaluations])  # retried evaluations
-        runs.insert_evaluations(conn, rows.evaluations)
-    runs.insert_annotations(conn, rows.annotations)
+    if replaced:  # a retried item's earlier result, with its evaluations
+        runs.delete_evaluations(conn, list(replaced))
+        runs.delete_unreferenced_results(conn, list(replaced.values()))
+    finals = runs.final_message_ids(conn, [e["item_id"] for e in rows.evaluations])
+    kept = [e for e in rows.evaluations if finals.get(e["item_id"]) == e["message_id"]]
+    if kept:
+        runs.delete_evaluations(conn, [e["item_id"] for e in kept])  # retried evaluations
+        runs.insert_evaluations(conn, kept)
+        ids = {e["id"] for e in kept}
+        runs.insert_annotations(conn, [a for a in rows.annotations if a["evaluation_id"] in ids])
+        runs.update_items(conn, [_item(e["item_id"], "completed", stamp) for e in kept])
+    return kept
 
 
 def finish_experiment(store: Store, experiment_id: str) -> None:

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
+MAX_DEPTH = 64  # deepest nesting of objects and lists a conversation may have (the conversation object is level 1)
 GENERATION_KEYS = ("model", "provider", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "finish_reasons")
 # Providers' finish reasons -> ours (stop, length, tool_call, content_filter; anything else is "error").
 FINISH_REASONS = {
@@ -32,14 +33,43 @@ def normalize_conversation(obj: Any, *, keep_unknown_parts: bool = False) -> dic
     `keep_unknown_parts` keeps parts of other types as they are (OTLP traces may carry any GenAI part type)."""
     if not isinstance(obj, dict):
         raise ValueError(f"a conversation must be a JSON object, not {type(obj).__name__}")
+    _check_values(obj)
     conv_id = obj.get("id")
     if conv_id is not None and (not isinstance(conv_id, str) or not conv_id.strip()):
         raise ValueError("conversation 'id' must be a non-empty string")
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("conversation needs a non-empty 'messages' list")
-    native = [_normalize_message(m, i, keep_unknown_parts) for i, m in enumerate(messages)]
+    native: list[dict[str, Any]] = []
+    calls: set[str] = set()
+    for i, message in enumerate(messages):
+        normalized = _normalize_message(message, i, keep_unknown_parts)
+        if normalized["role"] == "tool" and "parts" not in message:  # an OpenAI tool message answers an earlier call
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise ValueError(f"message {i}: a tool message needs a 'tool_call_id' naming an earlier tool call")
+            if call_id not in calls:
+                raise ValueError(f"message {i}: tool_call_id {call_id!r} matches no earlier tool call")
+        calls.update(p["id"] for p in normalized["parts"] if p["type"] == "tool_call" and isinstance(p.get("id"), str))
+        native.append(normalized)
     return {"id": conv_id, "messages": native}
+
+
+def _check_values(obj: Any) -> None:
+    """Every key and string is valid Unicode (no lone surrogate), and nothing nests deeper than `MAX_DEPTH`."""
+    pending: list[tuple[Any, int]] = [(obj, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string holds a lone surrogate (\\ud800-\\udfff without its pair)") from None
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in items)
 
 
 def _normalize_message(msg: Any, index: int, keep_unknown_parts: bool = False) -> dict[str, Any]:

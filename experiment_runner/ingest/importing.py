@@ -6,8 +6,9 @@ Re-importing an id with the same content stores nothing; with other content it i
 """
 
 import json
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,7 +17,7 @@ from sqlalchemy import Connection
 
 from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.conversations import message_id_for
-from experiment_runner.ingest.formats import content_hash, normalize_conversation
+from experiment_runner.ingest.formats import MAX_DEPTH, content_hash, normalize_conversation
 from experiment_runner.ingest.otlp import conversations_from_requests, is_otlp
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
@@ -67,7 +68,10 @@ def read_source(name: str, stdin: TextIO | None = None, *, each_span: bool = Fal
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise BadInputError(f"{name}: not UTF-8 text ({exc.reason})") from None
-    return parse_text(text, label, each_span=each_span)
+    source = parse_text(text, label, each_span=each_span)
+    if not source.conversations and not source.spans:
+        raise BadInputError(f"{label}:1: no conversations in {label}")
+    return source
 
 
 def parse_text(text: str, label: str, *, each_span: bool = False) -> Source:
@@ -78,13 +82,9 @@ def parse_text(text: str, label: str, *, each_span: bool = False) -> Source:
 def _objects(text: str, label: str) -> list[tuple[Any, str]]:
     """The JSON values of a file with where each starts ("file:line")."""
     stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            array = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{label}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        line_of = _array_lines(text, len(array))
-        return [(obj, f"{label}:{line_of[index]}") for index, obj in enumerate(array)]
+    if stripped.startswith("["):  # parsed incrementally: linear however large, nesting bounded
+        lines = _numbered(_split_lines(iter([text.encode("utf-8", "surrogatepass")])))
+        return [(obj, f"{label}:{lineno}") for lineno, obj in _array_elements(lines, label)]
     if stripped.startswith("{") and "\n" in stripped.rstrip():
         try:
             whole = json.loads(text)  # one pretty-printed OTLP request (a .json file)
@@ -103,19 +103,121 @@ def _objects(text: str, label: str) -> list[tuple[Any, str]]:
             objects.append((json.loads(line), f"{label}:{lineno}"))
         except json.JSONDecodeError as exc:
             raise BadInputError(f"{label}:{lineno}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise BadInputError(f"{label}:{lineno}: nested deeper than {MAX_DEPTH} levels") from None
     return objects
 
 
-def _array_lines(text: str, count: int) -> list[int]:
-    """The line on which each element of a top-level JSON array starts (for error messages)."""
-    decoder = json.JSONDecoder()
-    lines, pos = [], text.index("[") + 1
-    for _ in range(count):
-        while text[pos] in " \t\r\n,":
-            pos += 1
-        lines.append(text.count("\n", 0, pos) + 1)
-        _, pos = decoder.raw_decode(text, pos)
-    return lines
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines of already-read text."""
+    for chunk in chunks:
+        yield from chunk.splitlines(keepends=True)
+
+
+def _numbered(lines: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Each piece with the number of the line it belongs to; a leading BOM dropped."""
+    lineno = 1
+    for index, line in enumerate(lines):
+        yield lineno, (line.removeprefix(b"\xef\xbb\xbf") if index == 0 else line)
+        lineno += line.endswith(b"\n")
+
+
+def _array_elements(lines: Iterable[tuple[int, bytes]], label: str) -> Iterator[tuple[int, Any]]:
+    """The elements of a top-level JSON array, each with the line it starts on, parsed incrementally.
+
+    `ijson`'s C parser is fed a line at a time; its events are built into values here, so the line of
+    each element's first event is known and nesting past `MAX_DEPTH` stops the parse at once."""
+    import ijson  # only array imports need it
+
+    events = ijson.sendable_list()
+    parser = ijson.basic_parse_coro(events, use_float=True)
+    builder = _Builder()
+    lineno = 1
+    try:
+        for lineno, line in lines:
+            if b"\\u" in line and _has_lone_surrogate(line):
+                raise BadInputError(f"{label}:{lineno}: a string holds a lone surrogate (\\ud800-\\udfff without its pair)")
+            parser.send(line)
+            for event, value in events:
+                done = builder.add(event, value, lineno)
+                if done is not None:
+                    yield done
+            del events[:]
+        parser.close()
+    except ijson.JSONError as exc:
+        reason = str(exc).splitlines()[0].removeprefix("b'").removeprefix("parse error: ").removeprefix("lexical error: ")
+        raise BadInputError(f"{label}:{lineno}: invalid JSON ({reason.strip() or 'incomplete'})") from None
+    except OverflowError:
+        raise BadInputError(f"{label}:{lineno}: nested deeper than {MAX_DEPTH} levels") from None
+    if builder.open:
+        raise BadInputError(f"{label}:{lineno}: invalid JSON (the array is not closed)")
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\\\|\\u[dD]([89abAB]|[c-fC-F])[0-9a-fA-F]{2}")
+
+
+def _has_lone_surrogate(line: bytes) -> bool:
+    """Whether the raw JSON text has a `\\uD800`-`\\uDFFF` escape that is not a high+low pair (an escaped backslash is skipped)."""
+    expect_low_at = -1
+    for match in _SURROGATE_ESCAPE.finditer(line):
+        if match.group(0) == b"\\\\":
+            if expect_low_at >= 0:
+                return True
+            continue
+        high = match.group(1) in b"89abAB"
+        if expect_low_at >= 0:
+            if high or match.start() != expect_low_at:
+                return True
+            expect_low_at = -1
+        elif high:
+            expect_low_at = match.end()
+        else:
+            return True
+    return expect_low_at >= 0
+
+
+class _Builder:
+    """Builds the top-level array's elements from `ijson.basic_parse` events, one element at a time."""
+
+    def __init__(self) -> None:
+        self.stack: list[Any] = []  # open containers; stack[0] is the top-level array (never filled)
+        self.keys: list[str | None] = []
+        self.start = 0
+        self.open = True
+
+    def add(self, event: str, value: Any, lineno: int) -> tuple[int, Any] | None:
+        """Take one event; an element and its first line when the event completes one."""
+        if not self.stack:
+            self.stack, self.keys = [None], [None]  # the `[` that opens the array
+            return None
+        if len(self.stack) == 1 and event not in ("end_array", "map_key"):
+            self.start = lineno
+        if event == "map_key":
+            self.keys[-1] = value
+            return None
+        if event in ("start_map", "start_array"):
+            if len(self.stack) > MAX_DEPTH:
+                raise OverflowError
+            self.stack.append({} if event == "start_map" else [])
+            self.keys.append(None)
+            return None
+        if event in ("end_map", "end_array"):
+            self.keys.pop()
+            value = self.stack.pop()
+            if not self.stack:
+                self.open = False
+                return None
+        return self._put(value)
+
+    def _put(self, value: Any) -> tuple[int, Any] | None:
+        parent = self.stack[-1]
+        if len(self.stack) == 1:
+            return self.start, value
+        if isinstance(parent, dict):
+            parent[self.keys[-1]] = value
+        else:
+            parent.append(value)
+        return None
 
 
 def parse_objects(objects: Iterable[tuple[Any, str]], *, each_span: bool = False) -> Source:

@@ -1,6 +1,8 @@
 """The experiments a server runs in the background: one engine each, in the app's lifespan task group.
 
 Shutting down cancels them; their items stay `pending`/`in_progress` and the next start resumes them.
+An experiment whose lease another live runner holds (a CLI `resume`, another server) is skipped and
+checked again every lease heartbeat: once that lease is released or stale, this server runs it.
 """
 
 import logging
@@ -11,7 +13,9 @@ from dataclasses import replace
 import anyio
 from anyio.abc import TaskGroup
 
+from experiment_runner.engine.lease import LeaseTimings, leased_experiments
 from experiment_runner.engine.run import Progress, RunOptions, run_experiment_async
+from experiment_runner.errors import ExperimentBusyError
 from experiment_runner.store import Store
 from experiment_runner.store.queries.experiments import unfinished_experiment_ids
 
@@ -26,7 +30,9 @@ class Runs:
         self.options = RunOptions(concurrency=concurrency, handle_signals=False)
         self._group: TaskGroup | None = None
         self._running: dict[str, tuple[anyio.CancelScope, anyio.Event]] = {}
+        self._deferred: set[str] = set()  # leased by another live runner: retried when the lease goes stale
         self._ready: anyio.Event | None = None
+        self.timings = LeaseTimings.from_env()
 
     @property
     def active(self) -> bool:
@@ -35,6 +41,10 @@ class Runs:
     def running(self) -> list[str]:
         """Ids of the experiments whose engine is under way here."""
         return list(self._running)
+
+    def deferred(self) -> list[str]:
+        """Ids of the experiments waiting for another runner's lease to end."""
+        return sorted(self._deferred)
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
@@ -45,6 +55,7 @@ class Runs:
             # litellm (seconds to import) is loaded before the server accepts requests: creating an
             # experiment checks its models with litellm, and a first request should not wait for that.
             await self._import_litellm(self._ready)
+            group.start_soon(self._retry_deferred)
             try:
                 yield
             finally:
@@ -60,6 +71,7 @@ class Runs:
             raise RuntimeError("the app's lifespan is not running: serve it with uvicorn or `with TestClient(app)`")
         if experiment_id in self._running:
             return
+        self._deferred.discard(experiment_id)
         entry = (anyio.CancelScope(), anyio.Event())
         self._running[experiment_id] = entry
         options = replace(self.options, max_cost_usd=max_cost_usd)
@@ -71,6 +83,21 @@ class Runs:
         if entry is not None:
             entry[0].cancel()
             await entry[1].wait()
+
+    async def _retry_deferred(self) -> None:
+        """Every heartbeat: start the deferred experiments whose lease no live runner holds any more."""
+        while True:
+            await anyio.sleep(self.timings.heartbeat)
+            if not self._deferred:
+                continue
+            try:
+                leased = await anyio.to_thread.run_sync(leased_experiments, self.store, self.timings)
+            except Exception:  # a store fault: try again at the next beat
+                log.exception("checking run leases failed")
+                continue
+            for experiment_id in sorted(self._deferred - leased):
+                if self._group is not None:
+                    self.start(experiment_id)
 
     async def _import_litellm(self, ready: anyio.Event) -> None:
         """Import litellm (seconds) in a worker thread, so the first model call does not block the event loop."""
@@ -95,6 +122,9 @@ class Runs:
                 log.info("experiment %s: stopped", experiment_id)
             else:
                 log.info("experiment %s: %s", experiment_id, _outcome(progress))
+        except ExperimentBusyError as exc:
+            log.info("experiment %s: skipped: %s; it starts here when that run ends", experiment_id, str(exc).split(" is ", 1)[1])
+            self._deferred.add(experiment_id)
         except anyio.get_cancelled_exc_class():
             log.info("experiment %s: interrupted by shutdown; it resumes when the server starts again", experiment_id)
             raise

@@ -1,10 +1,15 @@
 """Opening the SQLite store: file checks, pragmas, migrations, and read/write sessions.
 
 One `Store` per process and database file. Reads use plain (deferred) transactions; writes use
-`BEGIN IMMEDIATE`, so a writer waits for the lock (busy timeout) instead of failing half-way when the
-CLI and the server write to one file at once. WAL lets readers go on while one of them writes.
+`BEGIN IMMEDIATE`, so a writer waits for the lock (busy timeout, env `EXPERIMENT_RUNNER_BUSY_TIMEOUT`
+seconds) instead of failing half-way when the CLI and the server write to one file at once. WAL lets
+readers go on while one of them writes, and opening a store that needs no migration only reads.
+
+A driver error under `read()`/`write()` becomes a `StoreFaultError` in words (`database is full`,
+`database file is read-only`, `database is locked by another process`): never SQL text or parameters.
 """
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,17 +20,54 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session
 
-from experiment_runner.errors import StoreError
+from experiment_runner.errors import StoreError, StoreFaultError
 from experiment_runner.store import migrations
 from experiment_runner.store.timeutil import now
 
 DEFAULT_DB = "experiments.db"
 BUSY_TIMEOUT_S = 30.0
 
+# (what SQLite says, what the user reads), first match wins.
+_FAULTS = (
+    ("database or disk is full", "database is full"),
+    ("readonly database", "database file is read-only"),
+    ("read-only", "database file is read-only"),
+    ("database is locked", "database is locked by another process"),
+    ("database table is locked", "database is locked by another process"),
+    ("unable to open database file", "database file cannot be opened"),
+    ("disk i/o error", "disk I/O error"),
+)
+
+
+def busy_timeout() -> float:
+    """Seconds a write waits for another process's lock (env `EXPERIMENT_RUNNER_BUSY_TIMEOUT`, default 30)."""
+    raw = os.environ.get("EXPERIMENT_RUNNER_BUSY_TIMEOUT")
+    try:
+        return max(0.0, float(raw)) if raw else BUSY_TIMEOUT_S
+    except ValueError:
+        return BUSY_TIMEOUT_S
+
+
+def fault_words(exc: BaseException) -> str:
+    """A driver error in words: the message of one of `_FAULTS`, else SQLite's own short message."""
+    reason = str(getattr(exc, "orig", None) or exc).strip()
+    lowered = reason.lower()
+    return next((words for said, words in _FAULTS if said in lowered), f"database error: {reason.splitlines()[0] if reason else type(exc).__name__}")
+
+
+@contextmanager
+def _faults(path: Path) -> Iterator[None]:
+    """Turn driver errors raised inside into one `StoreFaultError` line naming the file."""
+    try:
+        yield
+    except (DatabaseError, OperationalError, sqlite3.Error) as exc:
+        raise StoreFaultError(f"{fault_words(exc)} ({path})") from None
+
 
 def _make_engine(path: Path, *, immediate: bool) -> Engine:
+    timeout = busy_timeout()
     engine = create_engine(
-        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}
+        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": timeout}
     )
 
     @event.listens_for(engine, "connect")
@@ -35,7 +77,7 @@ def _make_engine(path: Path, *, immediate: bool) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -56,13 +98,13 @@ class Store:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for queries."""
-        with Session(self.reader, expire_on_commit=False) as session:
+        with _faults(self.path), Session(self.reader, expire_on_commit=False) as session:
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session whose work is one transaction: committed on success, rolled back on any error."""
-        with Session(self.writer, expire_on_commit=False) as session, session.begin():
+        with _faults(self.path), Session(self.writer, expire_on_commit=False) as session, session.begin():
             yield session
 
     def close(self) -> None:
@@ -83,14 +125,16 @@ def open_store(path: str | Path, *, target_version: int | None = None) -> Store:
         store = Store(path, _make_engine(path, immediate=False), _make_engine(path, immediate=True))
         _migrate(store, target)
     except (DatabaseError, OperationalError, sqlite3.DatabaseError) as exc:
-        reason = str(getattr(exc, "orig", exc))
-        raise StoreError(f"cannot open database {path}: {reason}") from None
+        raise StoreError(f"cannot open database {path}: {fault_words(exc).removeprefix('database error: ')}") from None
     return store
 
 
 def _migrate(store: Store, target: int) -> None:
-    with store.writer.connect() as conn, conn.begin():
-        version = migrations.current_version(conn)
+    """Bring the schema to `target`; when nothing is due this only reads (no write lock, no wait)."""
+    with store.reader.connect() as conn:
+        version = migrations.recorded_version(conn)
+    if version >= target and version <= migrations.LATEST:
+        return
     if version > migrations.LATEST:
         raise StoreError(
             f"database {store.path} has schema version {version}, newer than this release knows "

@@ -151,8 +151,36 @@ def m003_structured_output(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings, m003_structured_output]
+def m004_run_leases(conn: Connection) -> None:
+    """One lease per running experiment (owner, host, pid, heartbeat); result conversations name their experiment."""
+    _run(
+        conn,
+        """
+        CREATE TABLE run_lease (
+            experiment_id TEXT PRIMARY KEY REFERENCES experiment (id) ON DELETE CASCADE,
+            owner TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            acquired_at TEXT NOT NULL,
+            heartbeat_at FLOAT NOT NULL
+        );
+        ALTER TABLE conversation ADD COLUMN experiment_id TEXT;
+        CREATE INDEX ix_conversation_experiment_id ON conversation (experiment_id);
+        UPDATE conversation SET experiment_id =
+            (SELECT i.experiment_id FROM item i WHERE i.result_conversation_id = conversation.id ORDER BY i.created_at, i.rowid LIMIT 1)
+        WHERE type = 'result'
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings, m003_structured_output, m004_run_leases]
 LATEST = len(MIGRATIONS)
+
+
+def recorded_version(conn: Connection) -> int:
+    """The highest migration applied, read without writing anything (0 when `schema_migrations` is missing)."""
+    exists = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").first()
+    return conn.exec_driver_sql("SELECT coalesce(max(version), 0) FROM schema_migrations").scalar_one() if exists else 0
 
 
 def current_version(conn: Connection) -> int:

@@ -22,6 +22,8 @@ class Conversation(SQLModel, table=True):
     type: str = Field(default="source", index=True)
     content_hash: str
     created_at: str
+    # Added by migration 4: the experiment whose run created a result conversation (NULL for sources).
+    experiment_id: str | None = Field(default=None, index=True)
 
 
 class Message(SQLModel, table=True):
@@ -121,3 +123,16 @@ class Annotation(SQLModel, table=True):
     end_offset: int
     tool_name: str | None = None
     parameter_name: str | None = None
+
+
+class RunLease(SQLModel, table=True):
+    """Who runs an experiment now: one row while a runner holds it; stale once `heartbeat_at` is old."""
+
+    __tablename__ = "run_lease"
+
+    experiment_id: str = Field(sa_column=Column(String, ForeignKey("experiment.id", ondelete="CASCADE"), primary_key=True))
+    owner: str  # a random id per runner (one run of one process)
+    host: str
+    pid: int
+    acquired_at: str  # ISO 8601 UTC
+    heartbeat_at: float  # Unix seconds of the last renewal

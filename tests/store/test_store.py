@@ -106,3 +106,20 @@ def test_migration_scripts_keep_trigger_bodies_and_quoted_semicolons_whole() -> 
     for statement in found:
         conn.execute(statement)
     assert conn.execute("SELECT a FROM t").fetchall() == [("x;y;",)]
+
+
+def test_store_from_migration_3_gets_leases_and_result_owners(db_path: Path) -> None:
+    old = open_store(db_path, target_version=3)
+    with old.write() as session:
+        conn = session.connection()
+        stamp = "2026-01-01T00:00:00.000000Z"
+        conn.exec_driver_sql(f"INSERT INTO conversation VALUES ('c1', 'source', 'h', '{stamp}'), ('r1', 'result', 'h', '{stamp}')")
+        conn.exec_driver_sql(f"INSERT INTO experiment (id, name, model, pass_through, conversation_ids, created_at) VALUES ('e1', 'x', 'm', 0, '[]', '{stamp}')")
+        conn.exec_driver_sql(f"INSERT INTO item (id, experiment_id, position, source_conversation_id, result_conversation_id, created_at, updated_at)"
+                             f" VALUES ('i1', 'e1', 0, 'c1', 'r1', '{stamp}', '{stamp}')")
+    old.close()
+    open_store(db_path).close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT id, experiment_id FROM conversation ORDER BY id").fetchall() == [("c1", None), ("r1", "e1")]
+    assert conn.execute("SELECT count(*) FROM run_lease").fetchall() == [(0,)]
+    conn.close()

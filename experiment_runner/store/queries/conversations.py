@@ -51,7 +51,8 @@ _LISTING = text(
 )
 
 _INSERT_CONVERSATION = text(
-    "INSERT INTO conversation (id, type, content_hash, created_at) VALUES (:id, :type, :content_hash, :created_at)"
+    "INSERT INTO conversation (id, type, content_hash, created_at, experiment_id)"
+    " VALUES (:id, :type, :content_hash, :created_at, :experiment_id)"
 )
 
 _INSERT_MESSAGE = text(
@@ -113,9 +114,9 @@ def conversation_listing(conn: Connection, limit: int | None) -> list[Row[Any]]:
 
 
 def insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert conversations (`id, type, content_hash, created_at`) in one executemany."""
+    """Insert conversations (`id, type, content_hash, created_at`, and `experiment_id` for results) in one executemany."""
     if rows:
-        conn.execute(_INSERT_CONVERSATION, rows)
+        conn.execute(_INSERT_CONVERSATION, [{"experiment_id": None, **row} for row in rows])
 
 
 def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> None:

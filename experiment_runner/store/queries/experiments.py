@@ -55,8 +55,8 @@ _RECENT_ERRORS = text(
 )
 
 _RESULT_IDS = text(
-    "SELECT DISTINCT result_conversation_id FROM item WHERE experiment_id = :experiment "
-    "AND result_conversation_id IS NOT NULL ORDER BY result_conversation_id"
+    "SELECT result_conversation_id FROM item WHERE experiment_id = :experiment AND result_conversation_id IS NOT NULL "
+    "UNION SELECT id FROM conversation WHERE experiment_id = :experiment AND type = 'result' ORDER BY 1"
 )
 _ORPHANED_RESULTS = expanding(
     """
@@ -127,7 +127,7 @@ def recent_errors(conn: Connection, experiment_id: str, limit: int) -> list[Row[
 
 
 def delete_experiment(conn: Connection, experiment_id: str) -> None:
-    """Delete an experiment's rows and the result conversations no other item points at (caller's transaction)."""
+    """Delete an experiment's rows and every result conversation it created or uses that no other item points at (caller's transaction)."""
     params = {"experiment": experiment_id}
     results = list(conn.execute(_RESULT_IDS, params).scalars())
     for statement in (_DELETE_ANNOTATIONS, _DELETE_EVALUATIONS, _DELETE_ITEMS, _DELETE_EXPERIMENT):

@@ -30,7 +30,22 @@ _UPDATE_ITEMS = text(
 )
 
 _DELETE_EVALUATIONS = expanding("DELETE FROM evaluation WHERE item_id IN :ids", "ids")
-_DELETE_CONVERSATION = text("DELETE FROM conversation WHERE id = :id")
+_RESULT_IDS = expanding("SELECT id, result_conversation_id AS result FROM item WHERE id IN :ids AND result_conversation_id IS NOT NULL", "ids")
+_DELETE_UNREFERENCED = expanding(
+    """
+    DELETE FROM conversation WHERE id IN :ids AND type = 'result'
+      AND NOT EXISTS (SELECT 1 FROM item i WHERE i.result_conversation_id = conversation.id)
+    """,
+    "ids",
+)
+_FINAL_MESSAGES = expanding(
+    """
+    SELECT i.id, (SELECT m.id FROM message m WHERE m.conversation_id = i.result_conversation_id
+                  ORDER BY m.sequence_number DESC LIMIT 1) AS message_id
+    FROM item i WHERE i.id IN :ids
+    """,
+    "ids",
+)
 
 _INSERT_EVALUATION = text(
     """
@@ -84,9 +99,19 @@ def delete_evaluations(conn: Connection, item_ids: list[str]) -> None:
     execute_in(conn, _DELETE_EVALUATIONS, "ids", item_ids)
 
 
-def delete_conversation(conn: Connection, conversation_id: str) -> None:
-    """Delete one conversation (its messages cascade)."""
-    conn.execute(_DELETE_CONVERSATION, {"id": conversation_id})
+def result_ids(conn: Connection, item_ids: list[str]) -> dict[str, str]:
+    """`{item id: result conversation id}` of the named items that have a result."""
+    return {row.id: row.result for row in execute_in(conn, _RESULT_IDS, "ids", item_ids)}
+
+
+def delete_unreferenced_results(conn: Connection, conversation_ids: list[str]) -> None:
+    """Delete the named result conversations that no item points at (their messages cascade)."""
+    execute_in(conn, _DELETE_UNREFERENCED, "ids", conversation_ids)
+
+
+def final_message_ids(conn: Connection, item_ids: list[str]) -> dict[str, str | None]:
+    """`{item id: id of the final message of its result conversation}` (None without a result)."""
+    return {row.id: row.message_id for row in execute_in(conn, _FINAL_MESSAGES, "ids", item_ids)}
 
 
 def insert_evaluations(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,178 @@
+"""One runner per experiment (issue 14): the lease, kill -9 costs only calls in flight, racing runners."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import FIXTURES
+from conftest import query as rows
+
+from experiment_runner.engine import writer as w
+from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.lease import LeaseTimings, acquire, leased_experiments
+from experiment_runner.errors import ExperimentBusyError, LeaseLostError
+from experiment_runner.fixtures.fakellm import FakeLLM
+from experiment_runner.ingest.importing import import_files
+from experiment_runner.store import Store
+
+SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
+FAST = {"EXPERIMENT_RUNNER_LEASE_HEARTBEAT": "0.2", "EXPERIMENT_RUNNER_LEASE_TIMEOUT": "2"}
+
+
+def _experiment(store: Store, fake_llm: FakeLLM, evaluator: bool = False) -> str:
+    ids = import_files(store, [str(SAMPLE)]).ids
+    judge = {"evaluator_model": "openai/judge", "evaluator_api_base": fake_llm.api_base} if evaluator else {}
+    return create_experiment(store, ExperimentSpec("t", "openai/target", ids, api_base=fake_llm.api_base, **judge))
+
+
+def _plant(store: Store, experiment_id: str, *, host: str, pid: int, age: float) -> None:
+    """A lease row as another runner would have left it."""
+    with store.write() as session:
+        session.connection().exec_driver_sql(
+            "INSERT OR REPLACE INTO run_lease VALUES (?, 'other', ?, ?, '2026-01-01T00:00:00.000000Z', ?)",
+            (experiment_id, host, pid, time.time() - age),
+        )
+
+
+def test_a_second_runner_exits_1_naming_the_holder(store, fake_llm, run_cli) -> None:
+    experiment_id = _experiment(store, fake_llm)
+    _plant(store, experiment_id, host="elsewhere", pid=4242, age=0)
+    result = run_cli("resume", experiment_id)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: experiment {experiment_id} is being run by 4242 on elsewhere (since 2026-01-01T00:00:00.000000Z)"
+    )
+    assert fake_llm.request_count == 0
+    with pytest.raises(ExperimentBusyError):
+        acquire(store, experiment_id)
+
+
+def test_a_stale_lease_or_a_dead_local_process_is_taken_over(store, fake_llm, run_cli) -> None:
+    experiment_id = _experiment(store, fake_llm)
+    _plant(store, experiment_id, host="elsewhere", pid=4242, age=60)  # no heartbeat for a minute
+    assert leased_experiments(store) == set()
+    lease = acquire(store, experiment_id)
+    lease.release()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _plant(store, experiment_id, host=socket.gethostname(), pid=dead.pid, age=0)  # fresh, but its process is gone
+    assert run_cli("resume", experiment_id).exit_code == 0
+    assert rows(store.path, "SELECT count(*) FROM run_lease") == [(0,)]  # released at the end
+
+
+def test_a_runner_that_lost_its_lease_cannot_write(store, fake_llm) -> None:
+    experiment_id = _experiment(store, fake_llm)
+    lease = acquire(store, experiment_id, LeaseTimings(heartbeat=0.1, timeout=0.2))
+    _plant(store, experiment_id, host="elsewhere", pid=1, age=0)  # taken over while this one stalled
+    (item,) = rows(store.path, "SELECT id FROM item ORDER BY position LIMIT 1")[0]
+    with pytest.raises(LeaseLostError, match="another runner took the lease over"):
+        w.apply_events(store, experiment_id, [w.Started(item)], lease)
+    assert rows(store.path, "SELECT count(*) FROM item WHERE status != 'pending'") == [(0,)]
+
+
+def _cli(db: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, **FAST, "EXPERIMENT_RUNNER_DB": str(db), "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, "-m", "experiment_runner", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_mid_run(db: Path, fake_llm: FakeLLM, concurrency: int, *extra: str) -> str:
+    """Start `run --all` at K=`concurrency`, kill -9 it once a few items are committed; the experiment id."""
+    fake_llm.configure(latency_ms=150)
+    proc = _cli(db, "run", "--name", "long", "--model", "openai/target", "--api-base", fake_llm.api_base,
+                "--all", "--concurrency", str(concurrency), *extra)
+    deadline = time.monotonic() + 60
+    while not (db.exists() and _completed(db) >= 6):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    fake_llm.configure(latency_ms=0)
+    return rows(db, "SELECT id FROM experiment")[0][0]
+
+
+def _completed(db: Path) -> int:
+    try:
+        return rows(db, "SELECT count(*) FROM item WHERE status = 'completed'")[0][0]
+    except Exception:  # the file exists before its tables do
+        return 0
+
+
+def _extra_target_calls(db: Path, fake_llm: FakeLLM) -> tuple[int, Counter[str]]:
+    """Target calls beyond one per item, per prompt (a prompt shared by N items may be asked N times)."""
+    asked = Counter(b["messages"][-1]["content"] for b in fake_llm.requests() if b["model"] == "target")
+    items = Counter(json.loads(r[0])[0]["content"] for r in rows(
+        db, "SELECT m.parts FROM item i JOIN message m ON m.conversation_id = i.source_conversation_id WHERE m.role = 'user'"))
+    extra = Counter({prompt: asked[prompt] - items[prompt] for prompt in asked if asked[prompt] > items[prompt]})
+    return sum(extra.values()), asked
+
+
+def _orphans(db: Path) -> int:
+    return rows(db, """SELECT count(*) FROM conversation c WHERE c.type = 'result'
+                       AND NOT EXISTS (SELECT 1 FROM item i WHERE i.result_conversation_id = c.id)""")[0][0]
+
+
+def _crossed_evaluations(db: Path) -> int:
+    return rows(db, """SELECT count(*) FROM evaluation e JOIN item i ON i.id = e.item_id WHERE e.message_id !=
+                       (SELECT m.id FROM message m WHERE m.conversation_id = i.result_conversation_id
+                        ORDER BY m.sequence_number DESC LIMIT 1)""")[0][0]
+
+
+def test_kill_9_at_k4_then_resume_redoes_at_most_the_calls_in_flight(run_cli, fake_llm, db_path) -> None:
+    run_cli("import", SAMPLE)
+    experiment_id = _kill_mid_run(db_path, fake_llm, 4)
+    assert run_cli("resume", experiment_id).exit_code == 0
+    extra, asked = _extra_target_calls(db_path, fake_llm)
+    assert sum(asked.values()) <= 40 + 4 and extra <= 4, extra
+    assert rows(db_path, "SELECT status, count(*) FROM item GROUP BY status") == [("completed", 40)]
+    assert _orphans(db_path) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_resumes_and_a_server_started_together_send_every_prompt_once(run_cli, fake_llm, db_path) -> None:
+    run_cli("import", SAMPLE)
+    judge = ("--evaluator-model", "openai/judge", "--evaluator-api-base", fake_llm.api_base)
+    experiment_id = _kill_mid_run(db_path, fake_llm, 4, *judge)
+    fake_llm.configure(latency_ms=20)
+    port = _free_port()
+    racers = [_cli(db_path, "resume", experiment_id, "--concurrency", "4") for _ in range(2)]
+    server = _cli(db_path, "serve", "--port", str(port))
+    try:
+        outcomes = [p.communicate(timeout=120) for p in racers]
+        codes = sorted(p.returncode for p in racers)
+        assert codes in ([0, 0], [0, 1]), outcomes
+        busy = [err for p, (_, err) in zip(racers, outcomes, strict=True) if p.returncode == 1]
+        assert all(f"Error: experiment {experiment_id} is being run by " in err for err in busy), busy
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while True:  # the server finishes whatever the CLI left (nothing) and records it
+                try:
+                    if http.get(f"/v1/experiments/{experiment_id}").json()["completed_at"]:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, server_err = server.communicate(timeout=30)
+    assert "Traceback" not in server_err, server_err
+    extra, _ = _extra_target_calls(db_path, fake_llm)
+    assert extra <= 4, extra  # at most the calls in flight at the kill
+    assert rows(db_path, "SELECT status, count(*) FROM item GROUP BY status") == [("completed", 40)]
+    assert rows(db_path, "SELECT count(*) FROM evaluation") == [(40,)]
+    assert _orphans(db_path) == 0 and _crossed_evaluations(db_path) == 0
+    print(f"race: {extra} prompt(s) sent twice, 0 orphans, 0 crossed evaluations")
