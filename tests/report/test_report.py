@@ -6,7 +6,6 @@ import hashlib
 import html
 import json
 import re
-import time
 
 import pytest
 from conftest import FIXTURES
@@ -194,7 +193,8 @@ def _synthetic(document: dict, n: int) -> dict:
     return {**document, "items": items, "evaluations": evaluations}
 
 
-def test_a_5000_item_report_builds_fast_and_stays_small(store) -> None:
+def test_a_5000_item_report_builds_and_stays_small(store) -> None:
+    """How fast it builds is benchmarks/bench_report.py's business: a wall-clock bound here would flake on a busy machine."""
     ids = import_fixture(store, RAGTRUTH)
     gold = {g["conversation_id"]: g["annotations"] for g in map(json.loads, RAGTRUTH_GOLD.read_text().splitlines())}
     experiment_id = new_experiment(store, ids)
@@ -202,11 +202,8 @@ def test_a_5000_item_report_builds_fast_and_stays_small(store) -> None:
         cid: [SpanSpec(a["label"], a["start_offset"], a["end_offset"]) for a in spans] for cid, spans in gold.items()
     })
     document = _synthetic(export_document(store, experiment_id), 5000)
-    started = time.perf_counter()
     page = render_report(document)
-    seconds = time.perf_counter() - started
     size = len(page.encode("utf-8"))
-    assert seconds < 10, f"{seconds:.1f} s"
     assert size < 30e6, f"{size / 1e6:.1f} MB"
     data = blob(page)
     assert data["per_page"] == 50 and len(data["items"]) == 5000
