@@ -132,6 +132,7 @@ def test_kill_9_at_k4_then_resume_redoes_at_most_the_calls_in_flight(run_cli, fa
     assert run_cli("resume", experiment_id).exit_code == 0
     extra, asked = _extra_target_calls(db_path, fake_llm)
     assert sum(asked.values()) <= 40 + 4 and extra <= 4, extra
+    print(f"kill -9 at K=4: {sum(asked.values())} target calls for 40 items, {extra} prompt(s) sent twice")
     assert rows(db_path, "SELECT status, count(*) FROM item GROUP BY status") == [("completed", 40)]
     assert _orphans(db_path) == 0
 
@@ -175,7 +176,8 @@ def test_two_resumes_and_a_server_started_together_send_every_prompt_once(run_cl
     assert rows(db_path, "SELECT status, count(*) FROM item GROUP BY status") == [("completed", 40)]
     assert rows(db_path, "SELECT count(*) FROM evaluation") == [(40,)]
     assert _orphans(db_path) == 0 and _crossed_evaluations(db_path) == 0
-    print(f"race: {extra} prompt(s) sent twice, 0 orphans, 0 crossed evaluations")
+    judged = sum(b["model"] == "judge" for b in fake_llm.requests())
+    print(f"race: resume exit codes {codes}; {extra} prompt(s) sent twice; {judged} judge calls; 0 orphans, 0 crossed evaluations")
 
 
 def test_the_server_skips_a_leased_experiment_and_runs_it_once_the_lease_goes_stale(store, fake_llm, monkeypatch) -> None:
