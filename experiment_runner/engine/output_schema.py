@@ -51,11 +51,6 @@ def to_json_schema(fields: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
-def response_format(fields: list[dict[str, Any]]) -> dict[str, Any]:
-    """The `response_format` argument for a model call."""
-    return {"type": "json_schema", "json_schema": {"name": "output", "strict": True, "schema": to_json_schema(fields)}}
-
-
 def check_reply(fields: list[dict[str, Any]], text: str) -> str | None:
     """None when `text` is JSON matching the fields, else a one-line reason."""
     import jsonschema

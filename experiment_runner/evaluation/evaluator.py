@@ -141,12 +141,6 @@ def reply_schema(label_names: list[str], parts: list[dict[str, Any]]) -> dict[st
     return schema
 
 
-def response_format(label_names: list[str] | None = None, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The strict json_schema `response_format` of the evaluator's reply (restricted when names/parts are given)."""
-    schema = reply_schema(label_names, parts or []) if label_names else strict_schema(response_schema())
-    return {"type": "json_schema", "json_schema": {"name": RESPONSE_NAME, "strict": True, "schema": schema}}
-
-
 @functools.cache
 def _package_text(name: str) -> str:
     """A text file shipped in this package, read once per process (it is read for every evaluation)."""
