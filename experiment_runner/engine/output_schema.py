@@ -1,6 +1,7 @@
 """`--output-schema`: a list of `{name, type, is_list, is_optional}` fields as a strict JSON schema.
 
-The schema is sent as `response_format` (json_schema, strict) and the reply is checked against it.
+The schema is sent in the structured-output mode the server accepts (`engine/structured.py`; strict
+json_schema first) and the reply is checked against it.
 Strict mode wants every property required, so an optional field is required but may be null.
 """
 

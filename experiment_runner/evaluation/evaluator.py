@@ -2,11 +2,12 @@
 
 The request (template `prompts/evaluator.md`) defines the labels, shows the conversation the reply
 answered (system prompt, user turns, tool calls and results) and the reply part by part with its part
-indexes, and asks with `response_format` json_schema (strict) for `evaluator-response.schema.json`.
+indexes, and asks for `evaluator-response.schema.json` restricted to the configured labels and the reply's
+parts (`reply_schema`), in the structured-output mode the server accepts (`engine/structured.py`).
 A reply that is not that JSON is repaired where it safely can be (code fences, text around the object,
 label case) or asked for once more; still unusable, the evaluation is `failed` with a clear message and
 the item stays completed. Labels outside the configured set and quotes not found in the reply are
-dropped, and the evaluation's `error_message` counts them.
+dropped; the evaluation records how many, by reason (`dropped`), and its `error_message` says so.
 """
 
 import functools
