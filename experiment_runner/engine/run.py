@@ -19,12 +19,13 @@ completes the item). `resume` redoes only what is missing: items without a reply
 with a reply but no evaluation are only evaluated.
 """
 
+import logging
 import math
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -33,6 +34,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.budget import Budget
+from experiment_runner.engine.estimate import ItemPlan, item_bound
 from experiment_runner.engine.evaluate import evaluate_message
 from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs, record_response_formats
 from experiment_runner.engine.failures import endpoint_name
@@ -63,6 +65,7 @@ class RunOptions:
     handle_signals: bool = False  # the CLI sets it: first Ctrl-C drains, a second one stops at once
     grace_seconds: float = 5.0
     max_cost_usd: float | None = None  # stop starting items before this invocation's spend passes it
+    tick_seconds: float | None = None  # also call on_progress this often, whether or not an item ended
 
 
 @dataclass
@@ -80,6 +83,12 @@ class Progress:
     response_formats: dict[str, str] = field(default_factory=dict)  # {"target"|"evaluator": mode used}
     budget_reached: bool = False
     spent_usd: float = 0.0  # what this invocation's model calls cost (those litellm could price)
+    budget_usd: float | None = None  # the cap this run kept to
+    max_reserved_usd: float = 0.0  # the dearest price the budget reserved for one item
+    unpriced_calls: int = 0  # calls of this run litellm had no price for (their cost is unknown)
+    retries: int = 0  # failed attempts that were tried again
+    in_flight: int = 0  # items started and not yet ended
+    stop_requested: bool = False  # a first Ctrl-C (or SIGTERM): no new item starts, those under way finish
 
     @property
     def done(self) -> int:
@@ -95,6 +104,8 @@ class Progress:
     def eta_seconds(self) -> float | None:
         return (self.total - self.done) / self.rate if self.rate > 0 else None
 
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
 Envelope = tuple[w.Event, anyio.Event | None]  # an event, and what the writer sets once it is committed
@@ -158,8 +169,11 @@ class _Run:
         self.stopping = False
         self.work_scope = anyio.CancelScope()
         self.budget = Budget(options.max_cost_usd) if options.max_cost_usd is not None else None
+        self.progress.budget_usd = options.max_cost_usd
+        self.policy = replace(options.policy, on_retry=self._retried)
         self.target_kwargs = reasoning_kwargs(experiment.reasoning_config)
         self.target_schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None
+        self.plan = ItemPlan(experiment.model, experiment.pass_through, experiment.system_prompt_override, self.target_schema, self.evaluator)
         settings = experiment.structured_output or {}
         self.endpoints = {"target": (experiment.model, experiment.api_base), "evaluator": (experiment.evaluator_model, experiment.evaluator_api_base)}
         shared: dict[tuple[Any, ...], FormatLearner] = {}  # one learner per endpoint, model and setting
@@ -170,6 +184,9 @@ class _Run:
             if key not in shared:
                 shared[key] = FormatLearner(key[-1], own.get("used"))
             self.learners[role] = shared[key]
+
+    def _retried(self, reason: str) -> None:
+        self.progress.retries += 1
 
     def _stop_on(self, exc: ModelCallError, role: str) -> None:
         """A systematic failure: take no new items; the first one says why the run stopped."""
@@ -191,6 +208,9 @@ class _Run:
             renewals = anyio.CancelScope()
             if self.lease is not None:
                 outer.start_soon(self._keep_lease, renewals)
+            ticks = anyio.CancelScope()
+            if self.on_progress is not None and self.options.tick_seconds:
+                outer.start_soon(self._tick, ticks)
             try:
                 with self.work_scope:
                     async with anyio.create_task_group() as workers:
@@ -202,6 +222,7 @@ class _Run:
                 events_in.close()
                 signals.cancel()
                 renewals.cancel()
+                ticks.cancel()
         self.progress.interrupted = self.stopping and self.progress.stopped_by is None and not self.progress.budget_reached
         self.progress.response_formats = self._learned()
         if self.progress.response_formats:
@@ -236,16 +257,34 @@ class _Run:
             async for unit, messages in work_out:
                 if self.stopping:
                     return
-                if self.budget is not None and not self.budget.may_start():
-                    self.progress.budget_reached = self.stopping = True
+                reserved = await self._admit(unit, messages)
+                if reserved is None:
                     return
                 cost = [0.0]
+                self.progress.in_flight += 1
                 try:
                     await self._process(unit, messages, events, cost)
                 finally:
+                    self.progress.in_flight -= 1
                     self.progress.spent_usd += cost[0]
                     if self.budget is not None:
-                        self.budget.finish(cost[0])
+                        self.budget.settle(reserved, cost[0])
+
+    async def _admit(self, unit: WorkUnit, messages: list[dict[str, Any]]) -> float | None:
+        """The price reserved for this item (0 without a budget) once it may start, or None when it may not."""
+        if self.budget is None:
+            return 0.0
+        price = await anyio.to_thread.run_sync(item_bound, messages, unit.needs_replay, self.plan)
+        started = await self.budget.start(price)
+        self.progress.max_reserved_usd = self.budget.dearest
+        if started and not self.stopping:
+            return price
+        if started:  # a stop came while it waited: give the reservation back
+            self.budget.settle(price, 0.0)
+        elif not self.progress.budget_reached:
+            log.info("experiment %s: budget of $%g reached ($%.6f spent)", self.experiment.id, self.budget.cap, self.budget.spent)
+            self.progress.budget_reached = self.stopping = True
+        return None
 
     async def _process(
         self, unit: WorkUnit, messages: list[dict[str, Any]], events: ObjectSendStream[Envelope], cost: list[float]
@@ -256,7 +295,7 @@ class _Run:
             try:
                 messages, problem = await self._reply(messages)
                 if not self.experiment.pass_through:  # a copied reply's cost was paid before this run
-                    cost[0] += (messages[-1].get("generation") or {}).get("cost_usd") or 0.0
+                    self._add_cost(cost, (messages[-1].get("generation") or {}).get("cost_usd"))
             except ModelCallError as exc:
                 if exc.systematic:
                     return self._stop_on(exc, "target")  # the item stays unfinished; resume runs it
@@ -270,12 +309,19 @@ class _Run:
         if self.evaluator is not None:
             try:
                 outcome = await evaluate_message(
-                    self.evaluator, messages, policy=self.options.policy, limiter=self.limiter, learner=self.learners["evaluator"]
+                    self.evaluator, messages, policy=self.policy, limiter=self.limiter, learner=self.learners["evaluator"]
                 )
             except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
                 return self._stop_on(exc, "evaluator")
-            cost[0] += outcome.cost_usd or 0.0
+            if outcome.cost_usd is not None or outcome.input_tokens:  # (no call made: nothing to count)
+                self._add_cost(cost, outcome.cost_usd)
             await self._commit(events, w.Evaluated(unit.item_id, messages[-1]["id"], outcome))
+
+    def _add_cost(self, cost: list[float], call_cost: float | None) -> None:
+        """Add what a call cost to its item's tally; a call without a price is counted as unpriced."""
+        if call_cost is None:
+            self.progress.unpriced_calls += 1
+        cost[0] += call_cost or 0.0
 
     async def _commit(self, events: ObjectSendStream[Envelope], event: w.Event) -> None:
         """Hand the writer an event and wait until it is committed (a kill then costs only calls in flight)."""
@@ -302,7 +348,7 @@ class _Run:
                 self.experiment.model,
                 with_instructions(mode, messages, schema) if schema else messages,
                 api_base=self.experiment.api_base,
-                policy=self.options.policy,
+                policy=self.policy,
                 limiter=self.limiter,
                 **request,
                 **self.target_kwargs,
@@ -340,6 +386,14 @@ class _Run:
         with scope:
             await self.lease.keep_alive()
 
+    async def _tick(self, scope: anyio.CancelScope) -> None:
+        """Report progress every `tick_seconds` (until `scope` is cancelled), so slow calls do not leave it silent."""
+        assert self.on_progress is not None and self.options.tick_seconds
+        with scope:
+            while True:
+                await anyio.sleep(self.options.tick_seconds)
+                self.on_progress(self.progress)
+
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         """First SIGINT/SIGTERM: take no new items and give calls under way a grace period. Second: stop now."""
         with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
@@ -347,5 +401,8 @@ class _Run:
                 if self.stopping:
                     self.work_scope.cancel()
                     return
-                self.stopping = True
+                self.stopping = self.progress.stop_requested = True
+                log.info("experiment %s: stopping, %d item(s) under way", self.experiment.id, self.progress.in_flight)
                 self.work_scope.deadline = anyio.current_time() + self.options.grace_seconds
+                if self.on_progress:
+                    self.on_progress(self.progress)
