@@ -106,14 +106,16 @@ def estimate(
     pass_through: bool,
     system_prompt: str | None,
     evaluator: EvaluatorConfig | None,
+    tools: list[list[dict[str, Any]] | None] | None = None,
 ) -> Estimate:
-    """The estimate for running these conversations (each a list of native messages)."""
+    """The estimate for running these conversations (each a list of native messages; `tools[i]` the stored
+    tool definitions of conversation i, declared in its request as a run declares them)."""
     target = None if pass_through else ModelEstimate(model, "target")
     judge = ModelEstimate(evaluator.model, "evaluator") if evaluator else None
-    for messages in conversations:
+    for index, messages in enumerate(conversations):
         history, reply = split_reply(with_system_prompt(messages, system_prompt))
         if target is not None and history:
-            request = replay_request(history)
+            request = replay_request(history, tools[index] if tools else None)
             target.calls += 1
             target.input_tokens += _count(model, request["messages"], request.get("tools"))
             target.output_tokens += _reply_tokens(model, reply)
@@ -166,12 +168,12 @@ def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True) ->
     ids = list(dict.fromkeys(spec.conversation_ids))
     with store.read() as session:
         check_known(session, ids)
-        conversations = [load_conversation(session, i)["messages"] for i in ids]
+        loaded = [load_conversation(session, i) for i in ids]
     if check_models:
         preflight(spec)
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
-    return estimate(conversations, model=spec.model, pass_through=spec.pass_through,
-                    system_prompt=spec.system_prompt_override, evaluator=evaluator)
+    return estimate([c["messages"] for c in loaded], model=spec.model, pass_through=spec.pass_through,
+                    system_prompt=spec.system_prompt_override, evaluator=evaluator, tools=[c.get("tools") for c in loaded])
 
 
 def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> Estimate:
