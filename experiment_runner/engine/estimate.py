@@ -113,10 +113,12 @@ def _reply_of(text: str) -> dict[str, Any]:
     return {"role": "assistant", "parts": [{"type": "text", "content": text}], "generation": None}
 
 
-def target_input_tokens(model: str, history: list[dict[str, Any]], schema: dict[str, Any] | None = None) -> int:
+def target_input_tokens(
+    model: str, history: list[dict[str, Any]], schema: dict[str, Any] | None = None, tools: list[dict[str, Any]] | None = None
+) -> int:
     """The target request's input tokens, as the run builds it (with the JSON instructions a `prompt`-mode
-    schema adds, the largest form, when `schema` is given)."""
-    request = replay_request(history)
+    schema adds, the largest form, when `schema` is given; `tools` the conversation's stored definitions)."""
+    request = replay_request(history, tools)
     messages = with_instructions("prompt", request["messages"], schema) if schema else request["messages"]
     return _count(model, messages, request.get("tools"))
 
@@ -144,7 +146,9 @@ def output_bound(model: str) -> int:
     return int(bound) if isinstance(bound, int | float) and bound > 0 else FALLBACK_OUTPUT_BOUND
 
 
-def item_bound(messages: list[dict[str, Any]], needs_replay: bool, plan: ItemPlan) -> float:
+def item_bound(
+    messages: list[dict[str, Any]], needs_replay: bool, plan: ItemPlan, tools: list[dict[str, Any]] | None = None
+) -> float:
     """The price the budget reserves for one item before it starts: the most its calls can cost, in USD.
 
     `messages` is what the run loaded for it: the source conversation when it is replayed (or copied),
@@ -161,7 +165,7 @@ def item_bound(messages: list[dict[str, Any]], needs_replay: bool, plan: ItemPla
         if not history:
             return 0.0  # nothing to replay: the item fails without a call
         reply_bound = output_bound(plan.model)
-        total += price(plan.model, target_input_tokens(plan.model, history, plan.target_schema), reply_bound) or 0.0
+        total += price(plan.model, target_input_tokens(plan.model, history, plan.target_schema, tools), reply_bound) or 0.0
         reply = _reply_of("")
     if plan.evaluator is not None and reply is not None:
         tokens_in = evaluator_input_tokens(plan.evaluator, history, reply, with_schema=True) + reply_bound
@@ -189,15 +193,17 @@ def estimate(
     pass_through: bool,
     system_prompt: str | None,
     evaluator: EvaluatorConfig | None,
+    tools: list[list[dict[str, Any]] | None] | None = None,
 ) -> Estimate:
-    """The estimate for running these conversations (each a list of native messages)."""
+    """The estimate for running these conversations (each a list of native messages; `tools[i]` the stored
+    tool definitions of conversation i, declared in its request as a run declares them)."""
     target = None if pass_through else ModelEstimate(model, "target")
     judge = ModelEstimate(evaluator.model, "evaluator") if evaluator else None
-    for messages in conversations:
+    for index, messages in enumerate(conversations):
         history, reply = split_reply(with_system_prompt(messages, system_prompt))
         if target is not None and history:
             target.calls += 1
-            target.input_tokens += target_input_tokens(model, history)
+            target.input_tokens += target_input_tokens(model, history, tools=tools[index] if tools else None)
             target.output_tokens += _reply_tokens(model, reply)
         if judge is not None and evaluator is not None and (reply is not None or not pass_through):
             final = reply or _reply_of("x " * DEFAULT_TARGET_OUTPUT_TOKENS)
@@ -248,12 +254,12 @@ def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True) ->
     ids = list(dict.fromkeys(spec.conversation_ids))
     with store.read() as session:
         check_known(session, ids)
-        conversations = [load_conversation(session, i)["messages"] for i in ids]
+        loaded = [load_conversation(session, i) for i in ids]
     if check_models:
         preflight(spec)
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
-    return estimate(conversations, model=spec.model, pass_through=spec.pass_through,
-                    system_prompt=spec.system_prompt_override, evaluator=evaluator)
+    return estimate([c["messages"] for c in loaded], model=spec.model, pass_through=spec.pass_through,
+                    system_prompt=spec.system_prompt_override, evaluator=evaluator, tools=[c.get("tools") for c in loaded])
 
 
 def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> Estimate:

@@ -8,7 +8,6 @@ backing off. `check_model` is the preflight: the model string and its credential
 is stored.
 """
 
-import json
 import logging
 import os
 import random
@@ -20,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from experiment_runner import jsonlimits
 from experiment_runner.engine.failures import classify
 from experiment_runner.errors import BadInputError, ModelCallError
 from experiment_runner.ingest.formats import FINISH_REASONS  # shared with the OTLP importer
@@ -178,8 +178,8 @@ def _to_completion(model: str, response: Any, attempts: int, duration_ms: float)
     for call in calls:
         raw = call.function.arguments or "{}"
         try:
-            arguments = json.loads(raw) if isinstance(raw, str) else raw
-        except json.JSONDecodeError:
+            arguments = jsonlimits.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:  # not JSON, or past the JSON limits
             arguments = None
         if not isinstance(arguments, dict):
             arguments = {"_unparsed_arguments": raw}  # the model sent arguments that are not a JSON object

@@ -274,7 +274,7 @@ class _Run:
         """The price reserved for this item (0 without a budget) once it may start, or None when it may not."""
         if self.budget is None:
             return 0.0
-        price = await anyio.to_thread.run_sync(item_bound, messages, unit.needs_replay, self.plan)
+        price = await anyio.to_thread.run_sync(item_bound, messages, unit.needs_replay, self.plan, unit.tools)
         started = await self.budget.start(price)
         self.progress.max_reserved_usd = self.budget.dearest
         if started and not self.stopping:
@@ -293,7 +293,7 @@ class _Run:
         await events.send((w.Started(unit.item_id), None))
         if unit.needs_replay:
             try:
-                messages, problem = await self._reply(messages)
+                messages, problem = await self._reply(messages, unit.tools)
                 if not self.experiment.pass_through:  # a copied reply's cost was paid before this run
                     self._add_cost(cost, (messages[-1].get("generation") or {}).get("cost_usd"))
             except ModelCallError as exc:
@@ -329,7 +329,9 @@ class _Run:
         await events.send((event, committed))
         await committed.wait()
 
-    async def _reply(self, source: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+    async def _reply(
+        self, source: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         """The result conversation's messages and, if the reply is unusable, why."""
         history, original = split_reply(with_system_prompt(source, self.experiment.system_prompt_override))
         if self.experiment.pass_through:
@@ -338,7 +340,7 @@ class _Run:
             return result_messages(history, original["parts"], original.get("generation")), None
         if not history:
             raise ModelCallError("the conversation has no messages before its final reply to replay")
-        request = replay_request(history)
+        request = replay_request(history, tools)
         messages = request.pop("messages")
         schema = self.target_schema
 

@@ -132,5 +132,8 @@ class ImportResponse(BaseModel):
     ids: list[str] = Field(description="The conversation ids, in body order (assigned ones included)")
     new: int = Field(description="Conversations stored now")
     unchanged: int = Field(description="Conversations already stored with the same content")
+    duplicates: int = Field(
+        0, description="Conversations the body repeats (same id and content), counted once; new + unchanged + duplicates = len(ids)"
+    )
 
 

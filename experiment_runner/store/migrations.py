@@ -173,7 +173,19 @@ def m004_run_leases(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings, m003_structured_output, m004_run_leases]
+def m006_conversation_tools(conn: Connection) -> None:
+    """A source conversation's tool definitions (declared to the target on replay) and its metadata object."""
+    _run(
+        conn,
+        """
+        ALTER TABLE conversation ADD COLUMN tools JSON;
+        ALTER TABLE conversation ADD COLUMN metadata JSON
+        """,
+    )
+
+
+# m006 comes after m005 (another branch); until both are merged it runs right after m004.
+MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings, m003_structured_output, m004_run_leases, m006_conversation_tools]
 LATEST = len(MIGRATIONS)
 
 
