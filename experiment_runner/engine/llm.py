@@ -5,14 +5,17 @@ per-attempt limit. What is retried (408, 409, 429, 5xx without a validation body
 connections, with exponential backoff and full jitter, honouring `Retry-After`) and what is not is
 decided in `failures.classify`. A concurrency limiter is held only during an attempt, never while
 backing off. `check_model` is the preflight: the model string and its credentials, before anything
-is stored.
+is stored. Calls follow no HTTP redirect (`no_redirect_clients`): a redirect would carry the request, and
+its API key, to a URL nobody checked against the server's allowlist.
 """
 
+import asyncio
 import json
 import logging
 import os
 import random
 import time
+import weakref
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 import anyio
 
 from experiment_runner.engine.failures import classify
-from experiment_runner.errors import BadInputError, ModelCallError
+from experiment_runner.errors import BadInputError, Field, ModelCallError
 from experiment_runner.ingest.formats import FINISH_REASONS  # shared with the OTLP importer
 
 
@@ -102,17 +105,21 @@ def credentials(model: str, api_base: str | None) -> dict[str, Any]:
 LOCAL_PROVIDERS = frozenset({"ollama", "ollama_chat", "lm_studio", "hosted_vllm", "llamafile", "vllm", "xinference"})
 
 
-def check_model(model: str, api_base: str | None, role: str) -> None:
+def check_model(model: str, api_base: str | None, field: str) -> None:
     """Preflight: litellm knows the model's provider, and its API key is set unless an endpoint is given.
 
-    Raises `BadInputError` naming the option, the model and the missing variable."""
+    `field` is the input that named the model (`model`, `evaluator_model`); its API base is the field
+    with `api_base` for `model`. Raises `BadInputError` about that field, naming the model and the
+    missing variable."""
     litellm = litellm_module()
+    base_field = Field(field.replace("model", "api_base"))
     try:
         _, provider, _, _ = litellm.get_llm_provider(model)
     except Exception:  # noqa: BLE001  (litellm raises BadRequestError with a long help text)
         raise BadInputError(
-            f"{role} {model!r}: litellm knows no provider for it; use provider/model, e.g. openai/gpt-4o-mini, "
-            "ollama/llama3, or openai/<name> with --api-base for an OpenAI-compatible server"
+            [Field(field), f" {model!r}: litellm knows no provider for it; use provider/model, e.g. openai/gpt-4o-mini, "
+             "ollama/llama3, or openai/<name> with ", base_field, " for an OpenAI-compatible server"],
+            field=field,
         ) from None
     if api_base or os.environ.get("EXPERIMENT_RUNNER_API_KEY") or provider in LOCAL_PROVIDERS:
         return
@@ -122,7 +129,47 @@ def check_model(model: str, api_base: str | None, role: str) -> None:
         return
     keys = [k for k in missing if k.endswith(("_KEY", "_TOKEN", "_SECRET"))]
     if keys:
-        raise BadInputError(f"{role} {model!r}: {' / '.join(keys)} is not set (or give --api-base for a local server)")
+        raise BadInputError(
+            [Field(field), f" {model!r}: {' / '.join(keys)} is not set (or give ", base_field, " for a local server)"], field=field
+        )
+
+
+# Providers whose litellm handler takes its own httpx-based `AsyncHTTPHandler` as `client=`; the others
+# (openai/ and the OpenAI-compatible ones) go through the OpenAI SDK, built on `litellm.aclient_session`.
+# tests/engine/test_redirects.py checks both routes, so a litellm that moves a provider fails a test.
+HTTP_HANDLER_PROVIDERS = frozenset({"ollama", "ollama_chat", "hosted_vllm", "anthropic", "gemini", "mistral", "groq", "deepseek"})
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]]" = weakref.WeakKeyDictionary()
+
+
+def no_redirect_clients(litellm: Any, model: str) -> dict[str, Any]:
+    """Make this call's HTTP clients follow no redirect (litellm's and the OpenAI SDK's follow them).
+
+    litellm's documented `aclient_session` (an `httpx.AsyncClient`) serves the OpenAI SDK route; the other
+    providers get a `client=` of litellm's own handler type. One of each per event loop, as litellm keys
+    its client cache by loop; the returned kwargs go into `acompletion`."""
+    import httpx
+
+    clients = _clients.setdefault(asyncio.get_running_loop(), {})
+    if "session" not in clients:
+        clients["session"] = httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
+    litellm.aclient_session = clients["session"]
+    try:
+        provider = litellm.get_llm_provider(model)[1]
+    except Exception:  # noqa: BLE001  (the preflight reports unknown models; the call will say it again)
+        return {}
+    if provider not in HTTP_HANDLER_PROVIDERS:
+        return {}
+    if "handler" not in clients:
+        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+        clients["handler"] = AsyncHTTPHandler(follow_redirects=False)
+    return {"client": clients["handler"]}
+
+
+async def close_clients() -> None:
+    """Close this event loop's no-redirect clients (before the loop ends, so none is left open)."""
+    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose() if hasattr(client, "aclose") else await client.close()
 
 
 async def complete(
@@ -137,7 +184,7 @@ async def complete(
     """One chat completion with retries; raises `ModelCallError` when it fails for good."""
     litellm = litellm_module()
     policy = policy or RetryPolicy()
-    call_kwargs = {**credentials(model, api_base), **kwargs, "num_retries": 0, "timeout": policy.timeout}
+    call_kwargs = {**credentials(model, api_base), **no_redirect_clients(litellm, model), **kwargs, "num_retries": 0, "timeout": policy.timeout}
     attempt = 0
     while True:
         attempt += 1
