@@ -80,6 +80,7 @@ def litellm_module() -> Any:
         import experiment_runner  # noqa: F401  (the offline environment variables, before import)
 
         litellm.suppress_debug_info = True  # else it prints help text on stdout on errors
+        litellm.aclient_session = _no_redirect_session()  # the OpenAI SDK route follows no redirect
         litellm.telemetry = False
         logger = logging.getLogger("LiteLLM")
         logger.setLevel(logging.ERROR)
@@ -138,38 +139,53 @@ def check_model(model: str, api_base: str | None, field: str) -> None:
 # (openai/ and the OpenAI-compatible ones) go through the OpenAI SDK, built on `litellm.aclient_session`.
 # tests/engine/test_redirects.py checks both routes, so a litellm that moves a provider fails a test.
 HTTP_HANDLER_PROVIDERS = frozenset({"ollama", "ollama_chat", "hosted_vllm", "anthropic", "gemini", "mistral", "groq", "deepseek"})
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]]" = weakref.WeakKeyDictionary()
+_handlers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+
+
+def _no_redirect_session() -> Any:
+    """An `httpx.AsyncClient` for `litellm.aclient_session` that follows no redirect, on any event loop.
+
+    litellm and the OpenAI SDK keep clients across calls, and a connection pool belongs to the loop that
+    opened it, so `send` goes through one inner pool per running loop."""
+    import httpx
+
+    class NoRedirectClient(httpx.AsyncClient):
+        async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+            pool = _pools.get(asyncio.get_running_loop())
+            if pool is None:
+                limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+                pool = _pools[asyncio.get_running_loop()] = httpx.AsyncClient(follow_redirects=False, limits=limits)
+            return await pool.send(request, **{**kwargs, "follow_redirects": False})
+
+    return NoRedirectClient(follow_redirects=False)
 
 
 def no_redirect_clients(litellm: Any, model: str) -> dict[str, Any]:
-    """Make this call's HTTP clients follow no redirect (litellm's and the OpenAI SDK's follow them).
+    """The `acompletion` kwargs that make this call follow no redirect (litellm's clients follow them).
 
-    litellm's documented `aclient_session` (an `httpx.AsyncClient`) serves the OpenAI SDK route; the other
-    providers get a `client=` of litellm's own handler type. One of each per event loop, as litellm keys
-    its client cache by loop; the returned kwargs go into `acompletion`."""
-    import httpx
-
-    clients = _clients.setdefault(asyncio.get_running_loop(), {})
-    if "session" not in clients:
-        clients["session"] = httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
-    litellm.aclient_session = clients["session"]
+    The OpenAI SDK route uses litellm's documented `aclient_session`, set once (`litellm_module`); the
+    other providers get a `client=` of litellm's own handler type, one per event loop."""
     try:
         provider = litellm.get_llm_provider(model)[1]
     except Exception:  # noqa: BLE001  (the preflight reports unknown models; the call will say it again)
         return {}
     if provider not in HTTP_HANDLER_PROVIDERS:
         return {}
-    if "handler" not in clients:
+    loop = asyncio.get_running_loop()
+    if loop not in _handlers:
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
-        clients["handler"] = AsyncHTTPHandler(follow_redirects=False)
-    return {"client": clients["handler"]}
+        _handlers[loop] = AsyncHTTPHandler(follow_redirects=False)
+    return {"client": _handlers[loop]}
 
 
 async def close_clients() -> None:
-    """Close this event loop's no-redirect clients (before the loop ends, so none is left open)."""
-    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
-        await client.aclose() if hasattr(client, "aclose") else await client.close()
+    """Close this event loop's connections (before the loop ends, so none is left open)."""
+    loop = asyncio.get_running_loop()
+    for client in (_handlers.pop(loop, None), _pools.pop(loop, None)):
+        if client is not None:
+            await client.aclose() if hasattr(client, "aclose") else await client.close()
 
 
 async def complete(
