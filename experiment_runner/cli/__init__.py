@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from experiment_runner import __version__
-from experiment_runner.errors import ExperimentRunnerError
+from experiment_runner.errors import BadInputError, ExperimentRunnerError
 from experiment_runner.store import DEFAULT_DB, Store, open_store
 
 
@@ -39,6 +39,19 @@ COMMAND_MODULES = {
     "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo",
 }
 
+# The option that sets each request-body field whose CLI spelling is not `--` + the field with dashes.
+OPTION_FOR_FIELD = {"max_cost_usd": "--max-cost", "conversation_ids": "--conversation"}
+
+
+def option_for(field: str) -> str:
+    """How the CLI spells an input a core error names (`api_base` -> `--api-base`)."""
+    return OPTION_FOR_FIELD.get(field, "--" + field.replace("_", "-"))
+
+
+def error_line(exc: ExperimentRunnerError) -> str:
+    """The one `Error: ...` line for one of our errors, inputs named by their options."""
+    return f"Error: {exc.render(option_for) if isinstance(exc, BadInputError) else exc}"
+
 
 class Group(click.Group):
     """A click group that loads command modules lazily and reports our errors as `Error: ...` with the error's exit status."""
@@ -55,7 +68,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except ExperimentRunnerError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(error_line(exc), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)

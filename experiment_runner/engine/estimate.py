@@ -23,7 +23,7 @@ from experiment_runner.engine.experiments import ExperimentSpec, check_known, ch
 from experiment_runner.engine.llm import check_model, litellm_module
 from experiment_runner.engine.replay import replay_request, split_reply, with_system_prompt
 from experiment_runner.engine.structured import with_instructions
-from experiment_runner.errors import BadInputError
+from experiment_runner.errors import BadInputError, Field
 from experiment_runner.evaluation.evaluator import EvaluatorConfig, build_request, reply_schema
 from experiment_runner.ingest.conversations import load_conversation
 from experiment_runner.store import Store
@@ -231,13 +231,13 @@ def check_priced(models: list[str], max_cost: float | None, unpriced_ok: bool) -
     if max_cost is None:
         return
     if max_cost <= 0:
-        raise BadInputError("--max-cost must be more than 0 (USD)", loc=("body", "max_cost_usd"))
+        raise BadInputError([Field("max_cost_usd"), " must be more than 0 (USD)"], field="max_cost_usd")
     unpriced = [m for m in dict.fromkeys(models) if not is_priced(m)]
     if unpriced and not unpriced_ok:
         raise BadInputError(
-            f"--max-cost cannot be kept: litellm has no price for {', '.join(unpriced)}, so its calls would count as $0; "
-            "add --max-cost-unpriced-ok to cap only the priced calls",
-            loc=("body", "max_cost_usd"),
+            [Field("max_cost_usd"), f" cannot be kept: litellm has no price for {', '.join(unpriced)}, so its calls would count as $0; "
+             "add ", Field("max_cost_unpriced_ok"), " to cap only the priced calls"],
+            field="max_cost_usd",
         )
 
 
@@ -271,6 +271,6 @@ def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> 
         if not results:
             raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
         conversations = [load_conversation(session, i)["messages"] for _, i in results]
-    check_model(spec.evaluator_model, spec.evaluator_api_base, "--evaluator-model")
+    check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec))
     return estimate(conversations, model=spec.model, pass_through=True, system_prompt=None, evaluator=evaluator)

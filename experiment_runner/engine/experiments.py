@@ -101,9 +101,9 @@ def preflight(spec: ExperimentSpec) -> None:
     """Before anything is stored: every model the run will call resolves to a provider litellm knows, with
     its credentials present (unless an endpoint is given). `BadInputError` names the model and the variable."""
     if not spec.pass_through:
-        check_model(spec.model, spec.api_base, "--model")
+        check_model(spec.model, spec.api_base, "model")
     if spec.evaluator_model:
-        check_model(spec.evaluator_model, spec.evaluator_api_base, "--evaluator-model")
+        check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")
 
 
 def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool = True) -> str:
@@ -147,7 +147,7 @@ def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, c
     if not spec.evaluator_model:
         raise BadInputError("a re-evaluation needs an evaluator model", loc=("body", "evaluator_model"))
     if check_models:
-        check_model(spec.evaluator_model, spec.evaluator_api_base, "--evaluator-model")  # before the write lock
+        check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")  # before the write lock
     with store.write() as session:
         source = require_experiment(session, source_id)
         rows = completed_results(session, source_id)

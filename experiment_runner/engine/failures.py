@@ -8,7 +8,8 @@ credentials" and a refused connection as 500 too). So the decision reads the sta
   missing credentials, an unknown provider, a context window exceeded, unsupported parameters;
 - retried with backoff: 408, 409, 429, other 5xx, timeouts, dropped connections;
 - systematic (permanent, and the run stops): nothing listens at the endpoint or its host does not
-  resolve, 401/403 or missing credentials, the model does not exist.
+  resolve, 401/403 or missing credentials, the model does not exist, the endpoint answers with a
+  redirect (model calls follow none, see `llm.py`: the error names where it pointed).
 
 `format_rejected` marks a permanent error whose message is about `response_format`, which the
 structured-output fallback answers with the next mode.
@@ -48,6 +49,9 @@ def classify(exc: BaseException, api_base: str | None = None) -> ModelCallError:
     name = type(exc).__name__
     message = one_line(exc)
     label = f"HTTP {status}" if isinstance(status, int) else name
+    redirect = redirected(exc, status)
+    if redirect:
+        return ModelCallError(redirect, systematic=True)
     if _CONNECTION.search(message) or "APIConnectionError" in name:
         unreachable = endpoint_unreachable(api_base)
         if unreachable:
@@ -89,13 +93,36 @@ def endpoint_unreachable(api_base: str | None) -> str | None:
         return f"cannot reach {host}:{port}: {exc.strerror or type(exc).__name__}"
 
 
-def retry_after(exc: BaseException) -> float | None:
-    """The Retry-After header of a failed response, in seconds, if it sent one."""
+def redirected(exc: BaseException, status: object) -> str | None:
+    """Why a call that met a redirect failed (the answer's status and Location), or None if it met none.
+
+    litellm reports a redirect as the 3xx itself (OpenAI SDK) or as a connection error (some providers),
+    but the failed response's headers keep the Location either way."""
+    location = _header(exc, "location")
+    is_redirect = isinstance(status, int) and 300 <= status < 400
+    if not location and not is_redirect:
+        return None
+    answer = f"HTTP {status} redirect" if is_redirect else "a redirect"
+    where = f" to {location}" if location else ""
+    return f"the endpoint answered with {answer}{where}, and model calls follow no redirect: use the final URL as the API base"
+
+
+def _header(exc: BaseException, name: str) -> str | None:
+    """A header of the failed response, when litellm kept them."""
     headers = getattr(exc, "litellm_response_headers", None)
     response = getattr(exc, "response", None)
     if headers is None and response is not None:
         headers = getattr(response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
+    try:
+        value = headers.get(name) if headers is not None else None
+    except AttributeError:
+        return None
+    return str(value) if value is not None else None
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The Retry-After header of a failed response, in seconds, if it sent one."""
+    value = _header(exc, "retry-after")
     try:
         return float(value) if value is not None else None
     except (TypeError, ValueError):

@@ -37,6 +37,7 @@ class Parsed:
     hash: str
     tools: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] | None = None
+    loc: tuple[str | int, ...] = ()  # where a request body holds it (`("body", 2)`), for the API's errors
 
 
 @dataclass
@@ -75,15 +76,17 @@ def parse_text(text: str, label: str, *, each_span: bool = False) -> Source:
     return parse_objects(json_values(text, label), each_span=each_span)
 
 
-def parse_objects(objects: Iterable[tuple[Any, str]], *, each_span: bool = False) -> Source:
-    """Conversation objects parsed one by one; OTLP requests (detected by shape) gathered, then grouped."""
+def parse_objects(objects: Iterable[tuple[Any, str]], *, each_span: bool = False, loc: str | None = None) -> Source:
+    """Conversation objects parsed one by one; OTLP requests (detected by shape) gathered, then grouped.
+
+    With `loc` (a request body's name), errors about the i-th object carry `loc=(loc, i)`."""
     source = Source()
     traces = []
-    for obj, where in objects:
+    for index, (obj, where) in enumerate(objects):
         if is_otlp(obj):
             traces.append((obj, where))
         else:
-            source.conversations.append(_parse_one(obj, where))
+            source.conversations.append(_parse_one(obj, where, loc=(loc, index) if loc else ()))
     if traces:
         try:
             found = conversations_from_requests(traces, each_span=each_span)
@@ -96,15 +99,15 @@ def parse_objects(objects: Iterable[tuple[Any, str]], *, each_span: bool = False
     return source
 
 
-def _parse_one(obj: Any, where: str, *, keep_unknown_parts: bool = False) -> Parsed:
+def _parse_one(obj: Any, where: str, *, keep_unknown_parts: bool = False, loc: tuple[str | int, ...] = ()) -> Parsed:
     try:
         conv = normalize_conversation(obj, keep_unknown_parts=keep_unknown_parts)
     except JSONLimitError as exc:
         raise InputLimitError(f"{where}: {exc}") from None
     except ValueError as exc:
-        raise BadInputError(f"{where}: {exc}") from None
+        raise BadInputError(f"{where}: {exc}", loc=loc) from None
     digest = content_hash(conv["messages"], conv["tools"], conv["metadata"])
-    return Parsed(where, conv["id"] or content_id(digest), conv["messages"], digest, conv["tools"], conv["metadata"])
+    return Parsed(where, conv["id"] or content_id(digest), conv["messages"], digest, conv["tools"], conv["metadata"], loc)
 
 
 def content_id(digest: str) -> str:
@@ -121,7 +124,7 @@ def import_files(store: Store, names: Iterable[str], stdin: TextIO | None = None
 
 def import_conversations(store: Store, objects: list[Any], label: str = "body") -> ImportResult:
     """Import already-decoded conversation objects (the REST API's body) with the same rules."""
-    return _store_all(store, [parse_objects((obj, f"{label}[{i}]") for i, obj in enumerate(objects))])
+    return _store_all(store, [parse_objects(((obj, f"{label}[{i}]") for i, obj in enumerate(objects)), loc=label)])
 
 
 def import_traces(store: Store, request: Any, label: str = "body") -> ImportResult:
@@ -138,7 +141,7 @@ def _store_all(store: Store, sources: list[Source]) -> ImportResult:
     for conv in (conv for source in sources for conv in source.conversations):
         seen = parsed.get(conv.id)
         if seen is not None and seen.hash != conv.hash:
-            raise BadInputError(f"{conv.source}: conversation {conv.id!r} differs from the one at {seen.source}")
+            raise BadInputError(f"{conv.source}: conversation {conv.id!r} differs from the one at {seen.source}", loc=conv.loc)
         result.duplicates += seen is not None
         parsed.setdefault(conv.id, conv)
         result.ids.append(conv.id)
@@ -159,7 +162,7 @@ def _new_conversations(conn: Connection, convs: list[Parsed]) -> list[Parsed]:
         if conv.id not in stored:
             new.append(conv)
         elif stored[conv.id] != (conv.hash, "source"):
-            raise BadInputError(f"{conv.source}: conversation {conv.id!r} is already stored with different content")
+            raise BadInputError(f"{conv.source}: conversation {conv.id!r} is already stored with different content", loc=conv.loc)
     _check_message_ids(conn, new)
     return new
 
@@ -171,7 +174,7 @@ def _check_message_ids(conn: Connection, convs: list[Parsed]) -> None:
         raise BadInputError("the input gives the same message id to more than one message")
     taken = q.taken_message_ids(conn, list(given))
     if taken:
-        raise BadInputError(f"{given[taken[0]].source}: message id {taken[0]!r} is already stored in another conversation")
+        raise BadInputError(f"{given[taken[0]].source}: message id {taken[0]!r} is already stored in another conversation", loc=given[taken[0]].loc)
 
 
 def _insert(conn: Connection, convs: list[Parsed]) -> None:

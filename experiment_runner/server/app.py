@@ -6,6 +6,10 @@ each created (or, at startup, unfinished) experiment runs in the background as o
 lifespan's task group, one engine per experiment. Shutting down cancels them; their items stay
 `pending`/`in_progress` and the next start resumes them.
 
+Request bodies are bounded (`bodies.py`: 413 past `serve --max-body-mb`/`--max-inflated-mb`). The docs
+(`/docs`, Swagger UI) are served from the `fastapi-offline` package's copy of Swagger UI, so they work with
+no network and the page fetches nothing from outside the server.
+
 Errors: invalid input is 422 `{"detail": [{"loc", "msg", "type"}]}` (FastAPI's own shape, also for our
 `BadInputError`), an unknown id 404 `{"detail": "..."}`, a missing or wrong bearer token 401.
 FastAPI is imported only here; the CLI imports this module when `serve` runs.
@@ -18,11 +22,13 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from experiment_runner import __version__
 from experiment_runner.errors import BadInputError, ExperimentRunnerError, NotFoundError, StoreError
 from experiment_runner.server.auth import BearerAuth
 from experiment_runner.server.background import Runs, unfinished_experiments
+from experiment_runner.server.bodies import BodyLimit, BodyLimits
 from experiment_runner.server.openapi import customize_openapi
 from experiment_runner.server.routes import experiment_document, router
 from experiment_runner.server.traces import router as traces_router
@@ -62,15 +68,25 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal)
 
 
+DOCS_STATIC = "/docs/static"  # Swagger UI's script, stylesheet and favicon (public, like /docs)
+
+
 def create_app(
-    store: Store, *, token: str | None = None, concurrency: int = 8, allow_api_bases: tuple[str, ...] = ()
+    store: Store,
+    *,
+    token: str | None = None,
+    concurrency: int = 8,
+    allow_api_bases: tuple[str, ...] = (),
+    limits: BodyLimits | None = None,
 ) -> FastAPI:
     """The API over `store`; with `token`, every request but the docs needs `Authorization: Bearer <token>`.
 
     Experiments run inside the app's lifespan (uvicorn, or `with TestClient(app)`), `concurrency` model
     calls at most per experiment; at startup, experiments left unfinished are resumed. Requests may
-    name loopback model endpoints and those under `allow_api_bases` only.
+    name loopback model endpoints and those under `allow_api_bases` only, and send bodies within
+    `limits` (the defaults of `BodyLimits` when not given).
     """
+    limits = limits or BodyLimits()
     runs = Runs(store, concurrency)
 
     @asynccontextmanager
@@ -83,7 +99,10 @@ def create_app(
                 runs.start(experiment_id)
             yield
 
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI, with /docs served from the package instead of a CDN
+        redoc_url=None,  # ReDoc's page links outside the server; Swagger UI at /docs is the one docs page
+        static_url=DOCS_STATIC,
+        swagger_ui_parameters={"validatorUrl": None},  # else Swagger UI may send the spec to an outside validator
         title="experiment-runner",
         version=__version__,
         description="Local experiments API: import conversations, create experiments that replay them against "
@@ -93,9 +112,11 @@ def create_app(
     app.state.store = store
     app.state.runs = runs
     app.state.allow_api_bases = tuple(allow_api_bases)
+    app.state.body_limits = limits
     _install_error_handlers(app)
     customize_openapi(app, token)
-    if token:
+    app.add_middleware(BodyLimit, limits=limits, collector_paths=frozenset({"/v1/traces"}))
+    if token:  # added last, so it runs first: an unauthenticated caller learns nothing, not even the limits
         app.add_middleware(BearerAuth, token=token)
     app.include_router(router)
     app.include_router(traces_router)

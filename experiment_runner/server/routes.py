@@ -5,7 +5,6 @@ router holds no state of its own and can be mounted on any app.
 """
 
 import json
-import re
 import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -45,9 +44,19 @@ def get_runs(request: Request) -> Runs:
 
 StoreDep = Annotated[Store, Depends(get_store)]
 RunsDep = Annotated[Runs, Depends(get_runs)]
-ExperimentId = Annotated[uuid.UUID, Path(description="Experiment UUID")]
+
+
+def experiment_id_path(experiment_id: Annotated[str, Path(description="Experiment UUID")]) -> str:
+    """The path's experiment id, canonical when it is a UUID; anything else is looked up as given, so a
+    malformed id is 404 like an unknown one (not FastAPI's 422)."""
+    try:
+        return str(uuid.UUID(experiment_id))
+    except ValueError:
+        return experiment_id
+
+
+ExperimentId = Annotated[str, Depends(experiment_id_path)]
 Cursor = Annotated[str | None, Query(description="Cursor for pagination")]
-_BODY_INDEX = re.compile(r"^body\[(\d+)\]")
 
 router = APIRouter()
 
@@ -127,7 +136,7 @@ async def list_(
 )
 async def get(experiment_id: ExperimentId, store: StoreDep) -> JSONResponse:
     """One experiment: settings, status summary and metrics (poll it to follow a run)."""
-    return JSONResponse(await anyio.to_thread.run_sync(experiment_document, store, str(experiment_id)))
+    return JSONResponse(await anyio.to_thread.run_sync(experiment_document, store, experiment_id))
 
 @router.get(
     "/v1/experiments/{experiment_id}/items",
@@ -143,7 +152,7 @@ async def items(
 ) -> JSONResponse:
     """An experiment's items, each with its source and result conversations, as in the export."""
     page = await anyio.to_thread.run_sync(
-        lambda: list_items(store, str(experiment_id), limit=limit, cursor=cursor)
+        lambda: list_items(store, experiment_id, limit=limit, cursor=cursor)
     )
     return JSONResponse(page)
 
@@ -156,7 +165,7 @@ async def items(
 )
 async def export(experiment_id: ExperimentId, store: StoreDep) -> StreamingResponse:
     """Export full experiment data as JSON."""
-    chunks = await anyio.to_thread.run_sync(export_chunks, store, str(experiment_id))  # 404 before streaming
+    chunks = await anyio.to_thread.run_sync(export_chunks, store, experiment_id)  # 404 before streaming
     return StreamingResponse(
         _batched(chunks),
         media_type="application/json",
@@ -173,8 +182,8 @@ async def export(experiment_id: ExperimentId, store: StoreDep) -> StreamingRespo
 )
 async def delete(experiment_id: ExperimentId, store: StoreDep, runs: RunsDep) -> Response:
     """Delete an experiment (stopping its run), its items, result conversations and evaluations."""
-    await runs.stop(str(experiment_id))
-    await anyio.to_thread.run_sync(delete_experiment, store, str(experiment_id))
+    await runs.stop(experiment_id)
+    await anyio.to_thread.run_sync(delete_experiment, store, experiment_id)
     return Response(status_code=204)
 
 @router.post(
@@ -218,10 +227,8 @@ async def import_(request: Request, store: StoreDep) -> Response:
     except InputLimitError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=400)
     except BadInputError as exc:
-        if exc.loc:
-            raise
-        match = _BODY_INDEX.match(str(exc))
-        loc: tuple[str | int, ...] = ("body", int(match[1])) if match and isinstance(body, list) else ("body",)
-        raise BadInputError(str(exc), loc=loc) from None
+        if not isinstance(body, list) and exc.loc[:1] == ("body",):
+            exc.loc = ("body",)  # one object: the body itself, not its index 0
+        raise
     response = ImportResponse(ids=result.ids, new=result.new, unchanged=result.unchanged, duplicates=result.duplicates)
     return JSONResponse(response.model_dump(), status_code=201)
