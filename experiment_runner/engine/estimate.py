@@ -166,11 +166,18 @@ def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True) ->
     ids = list(dict.fromkeys(spec.conversation_ids))
     with store.read() as session:
         check_known(session, ids)
-        conversations = [load_conversation(session, i)["messages"] for i in ids]
+        conversations = {i: load_conversation(session, i)["messages"] for i in ids}
+    return dry_run_conversations(spec, conversations, check_models=check_models)
+
+
+def dry_run_conversations(spec: ExperimentSpec, conversations: dict[str, list[dict[str, Any]]], *, check_models: bool = True) -> Estimate:
+    """The dry run over conversations held in memory (`run --input F --dry-run` reads the file without storing it):
+    the spec's checks and the preflight, then the estimate. No store is involved."""
+    check_spec(spec)
     if check_models:
         preflight(spec)
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
-    return estimate(conversations, model=spec.model, pass_through=spec.pass_through,
+    return estimate([conversations[i] for i in dict.fromkeys(spec.conversation_ids)], model=spec.model, pass_through=spec.pass_through,
                     system_prompt=spec.system_prompt_override, evaluator=evaluator)
 
 
