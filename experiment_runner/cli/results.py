@@ -6,9 +6,9 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
-from experiment_runner.cli.output import echo_json, output_option, table
+from experiment_runner.cli.output import echo_json, output_option, table, usd
 from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
-from experiment_runner.results.export import write_export
+from experiment_runner.results.export import target_cost, write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
 
 
@@ -30,6 +30,11 @@ def _percent(value: float) -> str:
 
 def _issue_rate(experiment: dict[str, Any]) -> str:
     return _percent(experiment["metrics"]["issue_rate"]) if experiment["evaluations_received"] else "-"
+
+
+def _total_cost(experiment: dict[str, Any]) -> str:
+    cost = target_cost(experiment)
+    return usd(cost.total_usd, cost.known)
 
 
 def _when(stamp: str | None) -> str:
@@ -55,8 +60,8 @@ def list_command(obj: Context, limit: int, cursor: str | None, as_json: bool) ->
     if as_json:
         echo_json(page)
         return
-    rows = [(e["id"], e["name"], e["model"], _status(e), _issue_rate(e), _when(e["created_at"])) for e in page["items"]]
-    click.echo(table(("id", "name", "model", "status", "issue rate", "created"), rows))
+    rows = [(e["id"], e["name"], e["model"], _status(e), _issue_rate(e), _total_cost(e), _when(e["created_at"])) for e in page["items"]]
+    click.echo(table(("id", "name", "model", "status", "issue rate", "cost", "created"), rows))
     if page["has_more"]:
         click.echo(f"More: experiment-runner list --cursor {page['next_page_cursor']}", err=True)
 
@@ -78,8 +83,19 @@ def _metrics_lines(e: dict[str, Any]) -> list[str]:
         f"  tokens out           {tokens_out:,} ({_average(tokens_out, completed)} per item)",
         f"  latency              {latency}",
         f"  generation time      {m['total_generation_time_ms'] / 1000:,.1f} s",
-        f"  cost per 1k items    ${m['cost_per_1k']:,.4f}",
+        f"  cost                 {_cost(e)}",
     ]
+
+
+def _cost(e: dict[str, Any]) -> str:
+    """`$0.0123 ($0.3075 per 1k items)`, or `unknown` (saying why) when no completed reply has a known price."""
+    cost = target_cost(e)
+    if cost.known == "unknown":
+        return f"unknown (no price known for the {e['completed_items_count']} completed replies)"
+    text = f"{usd(cost.total_usd, cost.known)} ({usd(cost.per_1k_usd, cost.known)} per 1k items)"
+    if cost.known == "partial":
+        text += f"; {e['unpriced_items_count']} of {e['completed_items_count']} replies have no known price"
+    return text
 
 
 def _settings_lines(e: dict[str, Any]) -> list[str]:
@@ -168,21 +184,22 @@ def render_summary(e: dict[str, Any]) -> str:
 def show_command(obj: Context, experiment_id: str) -> None:
     """Show one experiment: its settings, progress, metrics, issues by label and latest errors.
 
-    experiment-runner show 497f6eca-6276-4993-bfeb-53cbbbba6f08
+    experiment-runner show 497f6eca  (an id, or a unique prefix of one)
     """
-    click.echo(render_summary(experiment_summary(obj.store, experiment_id)))
+    click.echo(render_summary(experiment_summary(obj.store, obj.experiment_id(experiment_id))))
 
 
 @cli.command("export")
 @click.argument("experiment_id")
-@output_option("Write to FILE (atomically) instead of stdout.")
+@output_option("Write to FILE (atomically; a symlink's target) instead of stdout (`-`).")
 @click.pass_obj
 def export_command(obj: Context, experiment_id: str, output: str | None) -> None:
     """Export an experiment as JSON (export.schema.json): settings, metrics, items, evaluations.
 
     experiment-runner export 497f6eca-6276-4993-bfeb-53cbbbba6f08 -o experiment.json
     """
-    if output is None:
+    experiment_id = obj.experiment_id(experiment_id)
+    if output is None or output == "-":
         write_export(obj.store, experiment_id, sys.stdout)
         sys.stdout.write("\n")
         return
@@ -198,13 +215,28 @@ def delete_command(obj: Context, experiment_id: str) -> None:
 
     experiment-runner delete 497f6eca-6276-4993-bfeb-53cbbbba6f08
     """
-    delete_experiment(obj.store, experiment_id)
+    experiment_id = obj.experiment_id(experiment_id)
+    deleted = delete_experiment(obj.store, experiment_id)
+    rows = deleted.rows
+    click.echo(
+        f"Deleted experiment {experiment_id} ({deleted.name}): {rows.items} item(s), {rows.evaluations} evaluation(s), "
+        f"{rows.annotations} annotation(s), {rows.result_conversations} result conversation(s); source conversations kept."
+    )
+
+
+def _score_cells(s: dict[str, Any]) -> list[str]:
+    """P, R, F1 as `0.812`, or `-` where undefined: precision with no prediction, recall and F1 with no gold span."""
+    cells = [f"{s[k]:.3f}" for k in ("precision", "recall", "f1")]
+    if not s["predicted"]:
+        cells[0] = "-"
+    if not s["gold"]:
+        cells[1] = cells[2] = "-"
+    return cells
 
 
 def _score_row(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
     exact, overlap = row["exact"], row["overlap"]
-    numbers = [f"{s[k]:.3f}" for s in (exact, overlap) for k in ("precision", "recall", "f1")]
-    return (name, *numbers, exact["predicted"], exact["gold"])
+    return (name, *_score_cells(exact), *_score_cells(overlap), exact["predicted"], exact["gold"])
 
 
 def render_score(result: dict[str, Any]) -> str:
@@ -218,7 +250,8 @@ def render_score(result: dict[str, Any]) -> str:
             "",
             f"Scored {result['scored']} replies; skipped {result['skipped_reply_differs']} whose reply differs "
             f"from the gold's and {result['skipped_not_evaluated']} not evaluated; "
-            f"{result['gold_without_item']} gold lines match no item.",
+            f"{result['gold_without_item']} gold lines match no item."
+            + (" '-': undefined (no predicted span, or no gold span, with that label)." if any("-" in r for r in rows) else ""),
         ]
     )
 
@@ -241,7 +274,7 @@ def score_command(obj: Context, experiment_id: str, gold_file: str, gold_labels:
     experiment-runner score 497f6eca-6276-4993-bfeb-53cbbbba6f08 --gold fixtures/ragtruth-sample.gold.jsonl
     """
     labels = [label.strip() for label in gold_labels.split(",") if label.strip()] if gold_labels is not None else None
-    result = score_experiment(obj.store, experiment_id, read_gold_file(gold_file), labels)
+    result = score_experiment(obj.store, obj.experiment_id(experiment_id), read_gold_file(gold_file), labels)
     if as_json:
         echo_json(result)
     else:

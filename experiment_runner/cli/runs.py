@@ -10,7 +10,7 @@ from experiment_runner.cli import Context, cli
 from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
 from experiment_runner.cli.progress import ProgressPrinter, budget_message, run_summary
-from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_reevaluation
+from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_conversations, dry_run_reevaluation
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
 from experiment_runner.engine.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
 from experiment_runner.engine.output_schema import check_fields
@@ -20,7 +20,7 @@ from experiment_runner.errors import BadInputError, ExperimentRunnerError, RunSt
 from experiment_runner.evaluation.evaluator import load_labels
 from experiment_runner.files import read_json_file
 from experiment_runner.ingest.conversations import source_conversation_ids
-from experiment_runner.ingest.importing import import_files
+from experiment_runner.ingest.importing import import_files, read_source
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.store import Store
 
@@ -79,7 +79,7 @@ def with_options(options: list[Any]) -> Any:
 @click.option("--model", required=True, help="Target model, a litellm model string (openai/gpt-4o-mini, ollama/llama3, ...).")
 @click.option("--conversation", "conversation_ids", multiple=True, help="A conversation id to include (repeatable).")
 @click.option("--all", "all_conversations", is_flag=True, help="Include every imported conversation.")
-@click.option("--input", "inputs", multiple=True, help="Import FILE (any import format, OTLP traces too) and run on exactly its conversations (repeatable).")
+@click.option("--input", "inputs", multiple=True, metavar="FILE", help="Import FILE (any import format, OTLP traces too) and run on exactly its conversations (repeatable).")
 @click.option("--pass-through", is_flag=True, help="Copy the existing final replies instead of calling the target model.")
 @click.option("--system-prompt", help="Replace (or add) the system message in every replayed conversation.")
 @click.option("--reasoning-effort", type=click.Choice(EFFORTS), help="Reasoning effort passed to the target model.")
@@ -98,6 +98,7 @@ def run_command(obj: Context, **opts: Any) -> None:
     Prints progress on stderr (on a terminal) and the experiment id as the last line on stdout.
     Ctrl-C stops cleanly (exit 130); `resume` continues.
 
+    \b
         experiment-runner run --name baseline --model openai/gpt-4o-mini --all --evaluator-model openai/gpt-4o
         experiment-runner run --name replay --model openai/gpt-4o-mini --input traces.otlp.jsonl
     """
@@ -107,8 +108,12 @@ def run_command(obj: Context, **opts: Any) -> None:
         raise BadInputError("give either --conversation ID (repeatable) or --all, not both")
     if not opts["conversation_ids"] and not opts["all_conversations"] and not opts["inputs"]:
         raise BadInputError("choose conversations with --conversation ID (repeatable), --all or --input FILE")
-    store = obj.store
-    if opts["inputs"]:
+    in_memory = read_inputs(opts["inputs"]) if opts["dry_run"] and opts["inputs"] else None  # a dry run stores nothing
+    if in_memory is None:  # else no store is opened at all; a dry run never creates one
+        store = obj.existing_store if opts["dry_run"] else obj.store
+    if in_memory is not None:
+        ids = list(in_memory)
+    elif opts["inputs"]:
         ids = import_inputs(store, opts["inputs"])
     elif opts["all_conversations"]:
         with store.read() as session:
@@ -134,10 +139,21 @@ def run_command(obj: Context, **opts: Any) -> None:
         evaluator_max_tokens=opts["evaluator_max_tokens"],
     )
     if opts["dry_run"]:
-        return show_estimate(dry_run(store, spec), opts["as_json"])
+        return show_estimate(dry_run(store, spec) if in_memory is None else dry_run_conversations(spec, in_memory), opts["as_json"])
     check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
     execute(obj, experiment_id, opts["concurrency"], retry_failed=False, max_cost=opts["max_cost"])
+
+
+def read_inputs(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """`run --input F --dry-run`: the files' conversations read in memory (id -> messages and tools, each id once), never stored."""
+    conversations: dict[str, dict[str, Any]] = {}
+    for name in names:
+        for conversation in read_source(name).conversations:
+            conversations.setdefault(conversation.id, {"messages": conversation.messages, "tools": conversation.tools})
+    if not conversations:
+        raise BadInputError(f"--input {' '.join(names)}: no conversations in it")
+    return conversations
 
 
 def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
@@ -164,6 +180,7 @@ def resume_command(
     """
     from experiment_runner.engine.experiments import get_experiment
 
+    experiment_id = obj.experiment_id(experiment_id)
     experiment = get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
     check_priced(called_models(experiment), max_cost, max_cost_unpriced_ok)
     execute(obj, experiment_id, concurrency, retry_failed=retry_failed, max_cost=max_cost)
@@ -182,6 +199,7 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
 
         experiment-runner reevaluate 4f6c0e1a-... --evaluator-model openai/gpt-4o --labels labels.json
     """
+    experiment_id = obj.experiment_id(experiment_id)
     spec = ExperimentSpec(
         name=name or "",
         model="-",

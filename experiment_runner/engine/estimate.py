@@ -254,12 +254,20 @@ def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True) ->
     ids = list(dict.fromkeys(spec.conversation_ids))
     with store.read() as session:
         check_known(session, ids)
-        loaded = [load_conversation(session, i) for i in ids]
+        conversations = {i: load_conversation(session, i) for i in ids}
+    return dry_run_conversations(spec, conversations, check_models=check_models)
+
+
+def dry_run_conversations(spec: ExperimentSpec, conversations: dict[str, dict[str, Any]], *, check_models: bool = True) -> Estimate:
+    """The dry run over conversations held in memory (id -> `{"messages", "tools"}`; `run --input F --dry-run`
+    reads the file without storing it): the spec's checks and the preflight, then the estimate. No store is involved."""
+    check_spec(spec)
     if check_models:
         preflight(spec)
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
-    return estimate([c["messages"] for c in loaded], model=spec.model, pass_through=spec.pass_through,
-                    system_prompt=spec.system_prompt_override, evaluator=evaluator, tools=[c.get("tools") for c in loaded])
+    chosen = [conversations[i] for i in dict.fromkeys(spec.conversation_ids)]
+    return estimate([c["messages"] for c in chosen], model=spec.model, pass_through=spec.pass_through,
+                    system_prompt=spec.system_prompt_override, evaluator=evaluator, tools=[c.get("tools") for c in chosen])
 
 
 def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> Estimate:

@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiment_runner.files import write_text_atomic
+from experiment_runner.files import check_output_path, write_text_atomic
 from experiment_runner.report.highlight import annotation_location, label_class, label_colour, parts_view
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.results.compare import IssueCounts, compare_summaries
-from experiment_runner.results.export import export_chunks
+from experiment_runner.results.export import export_chunks, target_cost
 from experiment_runner.store import Store
 
 PER_PAGE = 50
@@ -66,16 +66,20 @@ def load_document(store: Store, experiment_id: str) -> dict[str, Any]:
     return document
 
 
-def write_report(store: Store, experiment_id: str, path: str | Path, *, compare_id: str | None = None) -> Path:
-    """Write the report of an experiment (side by side with `compare_id` if given) to `path`, atomically."""
+def render_page(store: Store, experiment_id: str, *, compare_id: str | None = None) -> str:
+    """The report's HTML of an experiment (side by side with `compare_id` if given)."""
     document = load_document(store, experiment_id)
     other = load_document(store, compare_id) if compare_id else None
-    return _write(Path(path), render_report(document, other))
+    return render_report(document, other)
 
 
-def _write(path: Path, content: str) -> Path:
-    write_text_atomic(path, [content])
-    return path
+def write_report(store: Store, experiment_id: str, path: str | Path, *, compare_id: str | None = None) -> Path:
+    """Write the report of an experiment (side by side with `compare_id` if given) to `path`, atomically.
+
+    The path is checked first (`check_output_path`), so a FIFO or a device is refused before the work."""
+    check_output_path(Path(path))
+    write_text_atomic(Path(path), [render_page(store, experiment_id, compare_id=compare_id)])
+    return Path(path)
 
 
 # --- items -----------------------------------------------------------------------------------------
@@ -301,7 +305,7 @@ def _environment() -> Any:
 def _experiment_view(document: Doc) -> dict[str, Any]:
     """The experiment object (evaluator settings None when the document is a plain export) and its charts."""
     experiment = {**dict.fromkeys(SETTINGS_KEYS), **document["experiment"]}
-    return {**experiment, "label_bars": label_bars(experiment), "latency": histogram(latencies(document))}
+    return {**experiment, "label_bars": label_bars(experiment), "latency": histogram(latencies(document)), "cost": target_cost(experiment)}
 
 
 def render_report(document: Doc, other: Doc | None = None, *, per_page: int = PER_PAGE) -> str:

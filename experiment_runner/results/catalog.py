@@ -8,10 +8,11 @@ items), so a walk through the pages sees every row once even while new experimen
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from experiment_runner import jsonlimits
-from experiment_runner.errors import BadInputError
+from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
 from experiment_runner.store.queries import experiments as q
@@ -131,12 +132,40 @@ def evaluation_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
     }
 
 
-def delete_experiment(store: Store, experiment_id: str) -> None:
+@dataclass(frozen=True)
+class Deletion:
+    """What `delete_experiment` removed: the experiment (its name) and how many of its rows."""
+
+    name: str
+    rows: q.DeletedRows
+
+
+def delete_experiment(store: Store, experiment_id: str) -> Deletion:
     """Remove an experiment with its items, evaluations, annotations and the result conversations only it uses.
 
     One transaction. Result conversations that another experiment's items still point at (a
     re-evaluation shares them) are kept, and so are all source conversations.
     """
     with store.write() as session:
-        require_experiment(session, experiment_id)
-        q.delete_experiment(session.connection(), experiment_id)
+        name = require_experiment(session, experiment_id).name
+        rows = q.delete_experiment(session.connection(), experiment_id)
+    return Deletion(name, rows)
+
+
+MIN_PREFIX = 4  # as git: a shorter id is only ever taken whole
+SHOWN_MATCHES = 5
+
+
+def resolve_experiment_id(store: Store, given: str) -> str:
+    """The id of the experiment `given` names: an id, or a prefix of one (at least `MIN_PREFIX` characters) that
+    no other experiment shares. `NotFoundError` when none matches; `BadInputError` when the prefix is ambiguous."""
+    with store.read() as session:
+        if q.get_experiment(session, given) is not None:
+            return given
+        matches = q.ids_with_prefix(session.connection(), given, SHOWN_MATCHES + 1) if len(given) >= MIN_PREFIX else []
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise NotFoundError(f"no experiment with id {given!r}")
+    shown = ", ".join(matches[:SHOWN_MATCHES]) + (" and more" if len(matches) > SHOWN_MATCHES else "")
+    raise BadInputError(f"experiment id prefix {given!r} is ambiguous: {shown} all start with it; give more characters")

@@ -3,13 +3,13 @@
 `compare_summaries` is pure: it takes two experiment objects (the export's shape) and, per source
 conversation, the number of issues found in each experiment (None when that item's reply was not
 evaluated). `compare_experiments` reads those from the store; the HTML report feeds it from the export.
-Deltas are always B - A.
+Deltas are always B - A. A cost no reply of an experiment had a price for is None (unknown), never $0.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
-from experiment_runner.results.export import METRIC_KEYS, experiment_object
+from experiment_runner.results.export import METRIC_KEYS, experiment_object, target_cost
 from experiment_runner.store import Store
 from experiment_runner.store.queries import results as q
 from experiment_runner.store.queries.experiments import require_experiment
@@ -31,6 +31,13 @@ def _delta(a: Any, b: Any) -> int | float | None:
 
 def _row(key: str, name: str, a: Any, b: Any) -> dict[str, Any]:
     return {key: name, "a": a, "b": b, "delta": _delta(a, b)}
+
+
+def _metric(experiment: Mapping[str, Any], key: str) -> Any:
+    """A metric of the experiment; `cost_per_1k` is None (unknown, not $0) when none of its replies had a price."""
+    if key == "cost_per_1k" and target_cost(experiment).known == "unknown":
+        return None
+    return experiment["metrics"][key]
 
 
 def _identity(experiment: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,7 +71,7 @@ def compare_summaries(
             "only_b": len(issues_b.keys() - shared),
         },
         "metrics": [_row("metric", k, a[k], b[k]) for k in COUNT_KEYS]
-        + [_row("metric", k, ma[k], mb[k]) for k in NUMERIC_METRICS],
+        + [_row("metric", k, _metric(a, k), _metric(b, k)) for k in NUMERIC_METRICS],
         "labels": [
             _row("label", label, labels_a.get(label, 0), labels_b.get(label, 0))
             for label in sorted(labels_a.keys() | labels_b.keys())

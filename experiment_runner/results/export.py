@@ -7,7 +7,7 @@ the same text every time. The text is exactly `json.dumps(document, ensure_ascii
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from itertools import chain, repeat
@@ -22,7 +22,9 @@ from experiment_runner.results.metrics import (
     AnnotationFacts,
     EvaluationFacts,
     ItemFacts,
+    PriceCoverage,
     compute_metrics,
+    cost_known,
     status_summary,
 )
 from experiment_runner.store import Store
@@ -82,7 +84,8 @@ def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any
     counts = q.status_counts(conn, experiment.id)
     received = q.evaluations_received(conn, experiment.id)
     summary = status_summary(chain.from_iterable(repeat(r.status, r.n) for r in counts))
-    metrics = compute_metrics(item_facts(session, experiment.id))
+    coverage = PriceCoverage()
+    metrics = compute_metrics(coverage.watch(item_facts(session, experiment.id)))
     return {
         "id": experiment.id,
         "name": experiment.name,
@@ -105,9 +108,27 @@ def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any
         "status_summary": summary,
         "metrics": {key: metrics[key] for key in METRIC_KEYS},
         # Beyond the seed's fields: what the evaluator calls cost (litellm's price; None when none was priced),
-        # beside the target's metrics.cost_per_1k.
+        # beside the target's metrics.cost_per_1k, and how many completed replies have no known cost (counted
+        # as $0 in cost_per_1k, which the schema requires to be a number: all of them means the cost is unknown).
         "evaluator_cost_usd": evaluator_cost(conn, experiment.id),
+        "unpriced_items_count": coverage.unpriced,
     }
+
+
+@dataclass(frozen=True)
+class TargetCost:
+    """What an experiment's target calls cost, as people read it: `known` is `known`, `partial` (some replies
+    had no price; the totals count them as $0) or `unknown` (none had one: the totals' $0 means unknown)."""
+
+    total_usd: float
+    per_1k_usd: float
+    known: str
+
+
+def target_cost(experiment: Mapping[str, Any]) -> TargetCost:
+    """The target cost of an experiment object (the export's shape)."""
+    per_1k, completed = experiment["metrics"]["cost_per_1k"], experiment["completed_items_count"]
+    return TargetCost(per_1k * completed / 1000, per_1k, cost_known(completed, experiment.get("unpriced_items_count", 0)))
 
 
 def evaluator_cost(conn: Any, experiment_id: str) -> float | None:

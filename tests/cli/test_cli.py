@@ -1,5 +1,6 @@
 """The command line as a whole: help for every command, the module entry point, error lines."""
 
+import sqlite3
 import subprocess
 import sys
 
@@ -30,6 +31,7 @@ def test_every_command_has_help_with_an_example(name: str) -> None:
 
 
 def test_python_dash_m_runs_the_same_cli(tmp_path) -> None:
+    sqlite3.connect(tmp_path / "x.db").close()  # an empty file is a store with nothing in it yet
     out = subprocess.run(
         [sys.executable, "-m", "experiment_runner", "--db", str(tmp_path / "x.db"), "conversations", "--json"],
         capture_output=True, text=True, timeout=60,

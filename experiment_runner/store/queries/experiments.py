@@ -6,7 +6,7 @@ its JSON columns decoded); everything else is `text()` on a `Connection`, as in 
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, text
 from sqlmodel import Session, col, select
@@ -54,6 +54,8 @@ _RECENT_ERRORS = text(
     """
 )
 
+_IDS_WITH_PREFIX = text("SELECT id FROM experiment WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY id LIMIT :limit")
+
 _RESULT_IDS = text(
     "SELECT result_conversation_id FROM item WHERE experiment_id = :experiment AND result_conversation_id IS NOT NULL "
     "UNION SELECT id FROM conversation WHERE experiment_id = :experiment AND type = 'result' ORDER BY 1"
@@ -100,6 +102,11 @@ def experiment_page(session: Session, limit: int, before: tuple[str, str] | None
     return list(session.exec(query).all())
 
 
+def ids_with_prefix(conn: Connection, prefix: str, limit: int) -> list[str]:
+    """Up to `limit` experiment ids that start with `prefix` (compared as text, so `%` and `_` are plain characters)."""
+    return list(conn.execute(_IDS_WITH_PREFIX, {"prefix": prefix, "limit": limit}).scalars())
+
+
 def insert_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert items (every column of `_INSERT_ITEM`) in one executemany."""
     if rows:
@@ -126,15 +133,25 @@ def recent_errors(conn: Connection, experiment_id: str, limit: int) -> list[Row[
     return list(conn.execute(_RECENT_ERRORS, {"experiment": experiment_id, "limit": limit}).all())
 
 
-def delete_experiment(conn: Connection, experiment_id: str) -> None:
+class DeletedRows(NamedTuple):
+    """How many rows of each kind `delete_experiment` removed."""
+
+    annotations: int
+    evaluations: int
+    items: int
+    result_conversations: int
+
+
+def delete_experiment(conn: Connection, experiment_id: str) -> DeletedRows:
     """Delete an experiment's rows and every result conversation it created or uses that no other item points at (caller's transaction)."""
     params = {"experiment": experiment_id}
     results = list(conn.execute(_RESULT_IDS, params).scalars())
-    for statement in (_DELETE_ANNOTATIONS, _DELETE_EVALUATIONS, _DELETE_ITEMS, _DELETE_EXPERIMENT):
-        conn.execute(statement, params)
+    counts = [conn.execute(statement, params).rowcount for statement in (_DELETE_ANNOTATIONS, _DELETE_EVALUATIONS, _DELETE_ITEMS)]
+    conn.execute(_DELETE_EXPERIMENT, params)
     orphans = _orphaned_results(conn, results)
     execute_in(conn, _DELETE_MESSAGES, "ids", orphans)
     execute_in(conn, _DELETE_CONVERSATIONS, "ids", orphans)
+    return DeletedRows(counts[0], counts[1], counts[2], len(orphans))
 
 
 def _orphaned_results(conn: Connection, ids: Sequence[str]) -> list[str]:
