@@ -68,7 +68,7 @@ COMMAND_MODULES = {
     "import": "conversations", "conversations": "conversations",
     "run": "runs", "resume": "runs", "reevaluate": "runs",
     "list": "results", "show": "results", "export": "results", "delete": "results", "score": "results",
-    "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo",
+    "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo", "gate": "gating",
 }
 
 # The option that sets each request-body field whose CLI spelling is not `--` + the field with dashes.

@@ -25,7 +25,12 @@ def show_estimate(estimate: Estimate, as_json: bool) -> None:
     rows.append(["total", "", data["target_calls"] + data["evaluator_calls"], f"{data['estimated_input_tokens']:,}",
                  f"{data['estimated_output_tokens']:,}", _usd(data["estimated_cost_usd"])])
     click.echo(f"Dry run: {data['items']} item(s), {data['target_calls']} target call(s), {data['evaluator_calls']} evaluator call(s).")
+    rules = data["rules"]
+    if rules["count"]:
+        rows.insert(-1, [f"{rules['count']} rule(s)", "rules", 0, "0", "0", _usd(0.0)])
     click.echo(table(["model", "role", "calls", "input tokens", "output tokens", "cost"], rows))
+    if rules["count"]:
+        click.echo(f"Rules: {rules['count']} rule(s) check {rules['evaluations']} reply(ies) with no model call, for free.")
     if data["unpriced_models"]:
         priced = data["estimated_priced_cost_usd"]
         click.echo(f"No price known for {', '.join(data['unpriced_models'])}: cost unknown (priced calls alone: {_usd(priced)}).")

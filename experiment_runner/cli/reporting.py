@@ -6,6 +6,7 @@ import click
 
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json, output_option, table
+from experiment_runner.cli.paired import paired_lines
 from experiment_runner.report.html import METRIC_NAMES, render_page, write_report
 from experiment_runner.results.compare import compare_experiments
 
@@ -70,6 +71,7 @@ def render_comparison(result: dict[str, Any]) -> str:
             for r in result["changed_items"]
         ]
         lines += ["", "Items whose issue count changed most", table(("source conversation", "A", "B", "delta"), changed)]
+    lines += paired_lines(result)
     return "\n".join(lines)
 
 
@@ -81,7 +83,9 @@ def render_comparison(result: dict[str, Any]) -> str:
 def compare_command(obj: Context, experiment_a: str, experiment_b: str, as_json: bool) -> None:
     """Compare experiment B with A: metrics and issues per label with deltas (B - A), most changed items.
 
-    Items are matched by their source conversation.
+    Items are matched by their source conversation. On the items evaluated in both, each issue metric's
+    difference gets a 95% confidence interval and a p-value (exact McNemar for rates, seeded paired
+    bootstrap for issues per message); significant ones are marked *.
 
         experiment-runner compare 497f6eca-6276-4993-bfeb-53cbbbba6f08 0b9d4c1e-1f1e-4c55-9b0e-2f8de3a1c7aa
     """

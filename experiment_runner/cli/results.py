@@ -7,6 +7,7 @@ import click
 
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json, output_option, table, usd
+from experiment_runner.errors import BadInputError
 from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
 from experiment_runner.results.export import target_cost, write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
@@ -113,6 +114,8 @@ def _settings_lines(e: dict[str, Any]) -> list[str]:
         f"  reasoning        {reasoning}",
         f"  evaluator        {evaluator}",
     ]
+    if e.get("rules"):
+        lines.append(f"  rules            {len(e['rules'])} (labels: {', '.join(dict.fromkeys(r['label'] for r in e['rules']))}; no model call)")
     if e["source_experiment_id"]:
         lines.append(f"  re-evaluates     {e['source_experiment_id']}")
     lines += [f"  created          {e['created_at']}", f"  completed        {e['completed_at'] or 'not yet'}"]
@@ -256,23 +259,61 @@ def render_score(result: dict[str, Any]) -> str:
     )
 
 
+def render_agreement(result: dict[str, Any]) -> str:
+    """The text `score --against` prints: `render_score`'s table (B as gold) and character-level kappa."""
+    k = result["kappa"]
+
+    def cells(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
+        value = "-" if row["kappa"] is None else f"{row['kappa']:.3f}"
+        agreement = "-" if row["observed_agreement"] is None else f"{row['observed_agreement']:.3f}"
+        return (name, value, agreement, f"{row['characters']:,}")
+
+    rows = [cells("overall", k["overall"])] + [cells(label, row) for label, row in k["per_label"].items()]
+    return "\n".join([
+        f"Spans of {result['experiment_id']} against {result['against']} (the reference, in the gold columns)",
+        render_score(result).replace("gold lines match no item", "reference items are not in the experiment")
+        .replace("from the gold's", "from the reference's"),
+        "",
+        "Cohen's kappa per character",
+        table(("spans", "kappa", "agreement", "characters"), rows),
+    ])
+
+
 @cli.command("score")
 @click.argument("experiment_id")
 @click.option(
     "--gold",
     "gold_file",
-    required=True,
     type=click.Path(dir_okay=False),
     help="Gold spans JSONL (conversation_id, message_index, part_index, annotations).",
 )
+@click.option("--against", "reference_id", default=None,
+              help="Another experiment on the same replies (e.g. a re-evaluation by another judge), as the reference.")
 @click.option("--gold-labels", default=None, help="Keep only gold spans with these labels (comma-separated).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @click.pass_obj
-def score_command(obj: Context, experiment_id: str, gold_file: str, gold_labels: str | None, as_json: bool) -> None:
-    """Score an experiment's annotations against human gold spans: precision, recall, F1 (exact and overlap).
+def score_command(obj: Context, experiment_id: str, gold_file: str | None, reference_id: str | None, gold_labels: str | None, as_json: bool) -> None:
+    """Score an experiment's annotations against human gold spans, or against another experiment's spans.
 
-    experiment-runner score 497f6eca-6276-4993-bfeb-53cbbbba6f08 --gold fixtures/ragtruth-sample.gold.jsonl
+    Precision, recall, F1 (exact and overlap); with --against also Cohen's kappa per character.
+
+        experiment-runner score 497f6eca-6276-4993-bfeb-53cbbbba6f08 --gold fixtures/ragtruth-sample.gold.jsonl
+        experiment-runner score JUDGE_RUN_2 --against JUDGE_RUN_1
     """
+    if (gold_file is None) == (reference_id is None):
+        raise BadInputError("give either --gold FILE or --against EXPERIMENT_ID")
+    if reference_id is not None:
+        if gold_labels is not None:
+            raise BadInputError("--gold-labels goes with --gold, not --against")
+        from experiment_runner.results.against import score_against
+
+        agreement = score_against(obj.store, experiment_id, reference_id)
+        if as_json:
+            echo_json(agreement)
+        else:
+            click.echo(render_agreement(agreement))
+        return
+    assert gold_file is not None
     labels = [label.strip() for label in gold_labels.split(",") if label.strip()] if gold_labels is not None else None
     result = score_experiment(obj.store, obj.experiment_id(experiment_id), read_gold_file(gold_file), labels)
     if as_json:

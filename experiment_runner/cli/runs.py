@@ -18,6 +18,7 @@ from experiment_runner.engine.run import Progress, RunOptions, run_experiment
 from experiment_runner.engine.structured import SETTINGS
 from experiment_runner.errors import BadInputError, ExperimentRunnerError, RunStoppedError
 from experiment_runner.evaluation.evaluator import load_labels
+from experiment_runner.evaluation.rules import load_rules
 from experiment_runner.files import read_json_file
 from experiment_runner.ingest.conversations import source_conversation_ids
 from experiment_runner.ingest.importing import import_files, read_source
@@ -36,6 +37,8 @@ evaluator_options = [
                  envvar="EXPERIMENT_RUNNER_EVALUATOR_RESPONSE_FORMAT", help="Structured output for the evaluator: " + FORMAT_HELP),
     click.option("--evaluator-max-tokens", type=click.IntRange(1), envvar="EXPERIMENT_RUNNER_EVALUATOR_MAX_TOKENS",
                  help=f"Cap on each evaluator reply (default {DEFAULT_MAX_TOKENS}; lower it for small local context windows)."),
+    click.option("--rules", "rules_file", type=click.Path(dir_okay=False),
+                 help='Rule evaluators JSON, no model call: [{"label", "regex"|"json_valid"|"contains"|"not_contains", "flags"?}].'),
 ]
 
 
@@ -137,6 +140,7 @@ def run_command(obj: Context, **opts: Any) -> None:
         response_format=opts["response_format"],
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
+        rules=load_rules(opts["rules_file"]) if opts["rules_file"] else None,
     )
     if opts["dry_run"]:
         return show_estimate(dry_run(store, spec) if in_memory is None else dry_run_conversations(spec, in_memory), opts["as_json"])
@@ -188,7 +192,7 @@ def resume_command(
 
 @cli.command("reevaluate")
 @click.argument("experiment_id")
-@click.option("--evaluator-model", required=True, envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model for the new evaluations.")
+@click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model for the new evaluations (or --rules alone).")
 @with_options(evaluator_options)
 @click.option("--name", help="Name of the new experiment (default: the old name + ' (re-evaluated)').")
 @concurrency_option
@@ -196,6 +200,8 @@ def resume_command(
 @click.pass_obj
 def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concurrency: int, **opts: Any) -> None:
     """Evaluate an experiment's replies again, offline: a new experiment, no target calls, the old one untouched.
+
+    It keeps the old experiment's rules unless --rules gives its own (a file holding [] drops them).
 
         experiment-runner reevaluate 4f6c0e1a-... --evaluator-model openai/gpt-4o --labels labels.json
     """
@@ -209,10 +215,11 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
         labels=load_labels(opts["labels_file"]) if opts["labels_file"] else None,
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
+        rules=load_rules(opts["rules_file"]) if opts["rules_file"] else None,
     )
     if opts["dry_run"]:
         return show_estimate(dry_run_reevaluation(obj.store, experiment_id, spec), opts["as_json"])
-    check_priced([opts["evaluator_model"]], opts["max_cost"], opts["max_cost_unpriced_ok"])
+    check_priced([opts["evaluator_model"]] if opts["evaluator_model"] else [], opts["max_cost"], opts["max_cost_unpriced_ok"])
     new_id = create_reevaluation(obj.store, experiment_id, spec)
     execute(obj, new_id, concurrency, retry_failed=False, max_cost=opts["max_cost"])
 

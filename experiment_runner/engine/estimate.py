@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS as EVALUATOR_MAX_TOKENS
-from experiment_runner.engine.experiments import ExperimentSpec, check_known, check_spec, completed_results, preflight, spec_view
+from experiment_runner.engine.experiments import (
+    ExperimentSpec,
+    check_known,
+    check_spec,
+    completed_results,
+    preflight,
+    reevaluation_rules,
+    spec_view,
+)
 from experiment_runner.engine.llm import check_model, litellm_module
 from experiment_runner.engine.replay import replay_request, split_reply, with_system_prompt
 from experiment_runner.engine.structured import with_instructions
@@ -27,6 +35,7 @@ from experiment_runner.errors import BadInputError, Field
 from experiment_runner.evaluation.evaluator import EvaluatorConfig, build_request, reply_schema
 from experiment_runner.ingest.conversations import load_conversation
 from experiment_runner.store import Store
+from experiment_runner.store.queries.experiments import require_experiment
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,8 @@ class Estimate:
     target: ModelEstimate | None
     evaluator: ModelEstimate | None
     per_model: dict[str, ModelEstimate] = field(default_factory=dict)
+    rules: int = 0  # rule evaluators (no model call, free)
+    rule_evaluations: int = 0  # replies the rules check
 
     def as_dict(self) -> dict[str, Any]:
         """The `--json` shape: totals, per model, and which models have no known price."""
@@ -87,6 +98,7 @@ class Estimate:
             "estimated_priced_cost_usd": round(sum(priced), 6),
             "per_model": {m.model: m.as_dict() for m in models},
             "unpriced_models": unpriced,
+            "rules": {"count": self.rules, "evaluations": self.rule_evaluations, "estimated_cost_usd": 0.0},
         }
 
 
@@ -266,19 +278,31 @@ def dry_run_conversations(spec: ExperimentSpec, conversations: dict[str, dict[st
         preflight(spec)
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
     chosen = [conversations[i] for i in dict.fromkeys(spec.conversation_ids)]
-    return estimate([c["messages"] for c in chosen], model=spec.model, pass_through=spec.pass_through,
-                    system_prompt=spec.system_prompt_override, evaluator=evaluator, tools=[c.get("tools") for c in chosen])
+    messages = [c["messages"] for c in chosen]
+    result = estimate(messages, model=spec.model, pass_through=spec.pass_through,
+                      system_prompt=spec.system_prompt_override, evaluator=evaluator, tools=[c.get("tools") for c in chosen])
+    return with_rules(result, spec.rules, sum(1 for m in messages if not spec.pass_through or split_reply(m)[1] is not None))
+
+
+def with_rules(result: Estimate, rules: list[dict[str, Any]] | None, replies: int) -> Estimate:
+    """The estimate with the rule evaluators it runs: free, no model call."""
+    if rules:
+        result.rules, result.rule_evaluations = len(rules), replies
+    return result
 
 
 def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> Estimate:
-    """What `reevaluate` would cost: one evaluator call per completed item of `source_id`, no target call."""
-    if not spec.evaluator_model:
-        raise BadInputError("a re-evaluation needs an evaluator model", loc=("body", "evaluator_model"))
+    """What `reevaluate` would cost: one evaluator call per completed item of `source_id`, no target call
+    (and its rules, the source's unless it has its own, for free)."""
     with store.read() as session:
+        rules = reevaluation_rules(require_experiment(session, source_id), spec)
         results = completed_results(session, source_id)
         if not results:
             raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
         conversations = [load_conversation(session, i)["messages"] for _, i in results]
-    check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")
-    evaluator = EvaluatorConfig.from_experiment(spec_view(spec))
-    return estimate(conversations, model=spec.model, pass_through=True, system_prompt=None, evaluator=evaluator)
+    evaluator = None
+    if spec.evaluator_model:
+        check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")
+        evaluator = EvaluatorConfig.from_experiment(spec_view(spec))
+    result = estimate(conversations, model=spec.model, pass_through=True, system_prompt=None, evaluator=evaluator)
+    return with_rules(result, rules, len(conversations))

@@ -6,8 +6,10 @@ bounded `max_tokens`, asks once more when the reply is unusable or cut off, and 
 `EvaluationOutcome` that says what was dropped and why.
 """
 
+import dataclasses
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,7 @@ from experiment_runner.evaluation.evaluator import (
     parse_reply,
     reply_schema,
 )
+from experiment_runner.evaluation.rules import RULES_MODEL, Rule, apply_rules, merge_spans
 from experiment_runner.evaluation.spans import align_quotes
 
 DEFAULT_MAX_TOKENS = 4096
@@ -109,6 +112,33 @@ async def evaluate_message(
         "completed", config.model, tally.input_tokens, tally.output_tokens, round(reply.duration_ms, 3),
         tally.elapsed_ms(), dropped_note(reasons), spans, dict(sorted(reasons.items())), tally.cost_usd, learner.mode,
     )
+
+
+async def evaluate_reply(
+    config: EvaluatorConfig | None,
+    rules: Sequence[Rule],
+    messages: list[dict[str, Any]],
+    *,
+    policy: RetryPolicy,
+    limiter: Any = None,
+    learner: FormatLearner | None = None,
+) -> EvaluationOutcome:
+    """The evaluation of the final message: the evaluator model's spans (when one is configured), then the
+    rules' spans (no model call). Rules alone give an evaluation whose model is `rules`. When the model's
+    evaluation fails, the evaluation is failed (the rules run again with it on `resume --retry-failed`)."""
+    started = time.perf_counter()
+    reply_ok = bool(messages) and messages[-1]["role"] == "assistant"
+    found = apply_rules(rules, messages[-1]["parts"]) if rules and reply_ok else []
+    if config is not None:
+        outcome = await evaluate_message(config, messages, policy=policy, limiter=limiter, learner=learner)
+        if outcome.status != "completed" or not found:
+            return outcome
+        return dataclasses.replace(outcome, spans=merge_spans(outcome.spans, found))
+    elapsed = round((time.perf_counter() - started) * 1000, 3)
+    if not reply_ok:
+        return EvaluationOutcome("failed", RULES_MODEL, total_duration_ms=elapsed,
+                                 error_message="the conversation does not end with an assistant reply to evaluate")
+    return EvaluationOutcome("completed", RULES_MODEL, detection_duration_ms=elapsed, total_duration_ms=elapsed, spans=found)
 
 
 DROP_REASONS = {

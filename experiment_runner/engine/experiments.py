@@ -14,7 +14,7 @@ from sqlmodel import Session
 from experiment_runner.engine.llm import check_model
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.structured import check_setting
-from experiment_runner.errors import BadInputError
+from experiment_runner.errors import BadInputError, Field
 from experiment_runner.ingest.conversations import missing_conversations
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
@@ -44,6 +44,18 @@ class ExperimentSpec:
     response_format: str = "auto"  # structured output for --output-schema: auto | json_schema | json_object | prompt
     evaluator_response_format: str = "auto"
     evaluator_max_tokens: int | None = None
+    rules: list[dict[str, Any]] | None = None  # checked `--rules` (evaluation.rules); None: none (a re-evaluation: the source's)
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether each reply gets an evaluation (by an evaluator model, by rules, or both)."""
+        return bool(self.evaluator_model or self.rules)
+
+    def stored_labels(self) -> dict[str, Any] | None:
+        """The experiment's `labels` settings: the labels document, with the rules under `rules`."""
+        if not self.rules:
+            return self.labels
+        return {**(self.labels or {}), "rules": self.rules}
 
     def structured_output(self) -> dict[str, Any]:
         """The settings stored on the experiment (the mode each model used is added by the run)."""
@@ -119,7 +131,7 @@ def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool 
     with store.write() as session:
         check_known(session, ids)  # again inside the write: one may have been deleted meanwhile
         experiment_id = _insert_experiment(session, spec, ids)
-        _insert_items(session, experiment_id, [(cid, None) for cid in ids], 1 if spec.evaluator_model else 0)
+        _insert_items(session, experiment_id, [(cid, None) for cid in ids], 1 if spec.evaluates else 0)
     return experiment_id
 
 
@@ -143,13 +155,14 @@ def spec_view(spec: ExperimentSpec) -> Any:
 
 
 def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, check_models: bool = True) -> str:
-    """A new experiment whose items reuse `source_id`'s completed result conversations, to evaluate anew."""
-    if not spec.evaluator_model:
-        raise BadInputError("a re-evaluation needs an evaluator model", loc=("body", "evaluator_model"))
-    if check_models:
+    """A new experiment whose items reuse `source_id`'s completed result conversations, to evaluate anew.
+
+    Without rules of its own (`spec.rules` None) it keeps the source's rules; `[]` drops them."""
+    if check_models and spec.evaluator_model:
         check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")  # before the write lock
     with store.write() as session:
         source = require_experiment(session, source_id)
+        rules = reevaluation_rules(source, spec)
         rows = completed_results(session, source_id)
         if not rows:
             raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
@@ -164,11 +177,21 @@ def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, c
             labels=spec.labels,
             evaluator_response_format=spec.evaluator_response_format,
             evaluator_max_tokens=spec.evaluator_max_tokens,
+            rules=rules,
         )
         check_spec(spec)
         experiment_id = _insert_experiment(session, spec, spec.conversation_ids, source_experiment_id=source_id)
         _insert_items(session, experiment_id, list(rows), 1)
     return experiment_id
+
+
+def reevaluation_rules(source: Any, spec: ExperimentSpec) -> list[dict[str, Any]]:
+    """The rules of a re-evaluation: its own when given, else the source experiment's; refused when it
+    would evaluate nothing (no evaluator model and no rules)."""
+    rules = spec.rules if spec.rules is not None else list((source.labels or {}).get("rules") or [])
+    if not spec.evaluator_model and not rules:
+        raise BadInputError(["a re-evaluation needs an evaluator model or ", Field("rules")], field="evaluator_model")
+    return rules
 
 
 def _insert_experiment(session: Session, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None) -> str:
@@ -188,7 +211,7 @@ def _insert_experiment(session: Session, spec: ExperimentSpec, ids: list[str], s
             api_base=spec.api_base,
             evaluator_model=spec.evaluator_model,
             evaluator_api_base=spec.evaluator_api_base,
-            labels=spec.labels,
+            labels=spec.stored_labels(),
             source_experiment_id=source_experiment_id,
             structured_output=spec.structured_output(),
         ),

@@ -35,7 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.budget import Budget
 from experiment_runner.engine.estimate import ItemPlan, item_bound
-from experiment_runner.engine.evaluate import evaluate_message
+from experiment_runner.engine.evaluate import evaluate_reply
 from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs, record_response_formats
 from experiment_runner.engine.failures import endpoint_name
 from experiment_runner.engine.lease import Lease, acquire
@@ -51,6 +51,7 @@ from experiment_runner.engine.structured import FormatLearner, request_kwargs, w
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
 from experiment_runner.errors import ExperimentRunnerError, ModelCallError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
+from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store import Store
 from experiment_runner.store.tables import Experiment
 
@@ -165,6 +166,8 @@ class _Run:
         self.progress = progress
         self.on_progress = on_progress
         self.evaluator = EvaluatorConfig.from_experiment(experiment)
+        self.rules = rules_of(experiment)  # rule evaluators: no model call
+        self.evaluates = self.evaluator is not None or bool(self.rules)
         self.limiter = anyio.CapacityLimiter(max(1, options.concurrency))
         self.stopping = False
         self.work_scope = anyio.CancelScope()
@@ -302,14 +305,15 @@ class _Run:
                 self.progress.failure_reasons[str(exc)] += 1
                 await self._commit(events, w.Failed(unit.item_id, str(exc)))
                 return
-            finished = problem is not None or self.evaluator is None
+            finished = problem is not None or not self.evaluates
             await self._commit(events, w.Replayed(unit.item_id, messages, problem, finished))
             if finished:
                 return
-        if self.evaluator is not None:
+        if self.evaluates:
             try:
-                outcome = await evaluate_message(
-                    self.evaluator, messages, policy=self.policy, limiter=self.limiter, learner=self.learners["evaluator"]
+                outcome = await evaluate_reply(
+                    self.evaluator, self.rules, messages, policy=self.policy, limiter=self.limiter,
+                    learner=self.learners["evaluator"],
                 )
             except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
                 return self._stop_on(exc, "evaluator")

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, replace
 from typing import Any
 
+from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store import Store
 from experiment_runner.store.queries import conversations, runs
 from experiment_runner.store.tables import Experiment
@@ -20,7 +21,7 @@ class WorkUnit:
 
 def plan_work(store: Store, experiment: Experiment, retry_failed: bool) -> list[WorkUnit]:
     """The units of work left: unfinished items, missing evaluations, and (if asked) failed ones again."""
-    evaluates = experiment.evaluator_model is not None
+    evaluates = experiment.evaluator_model is not None or bool(rules_of(experiment))
     reevaluation = experiment.source_experiment_id is not None
     with store.read() as session:
         rows = runs.work_items(session.connection(), experiment.id)

@@ -24,7 +24,7 @@ from typing import Any
 from experiment_runner.files import check_output_path, write_text_atomic
 from experiment_runner.report.highlight import annotation_location, label_class, label_colour, parts_view
 from experiment_runner.results.catalog import experiment_summary
-from experiment_runner.results.compare import IssueCounts, compare_summaries
+from experiment_runner.results.compare import ItemLabels, compare_summaries
 from experiment_runner.results.export import export_chunks, target_cost
 from experiment_runner.store import Store
 
@@ -147,13 +147,13 @@ def _by_source(document: Doc) -> dict[str, Doc]:
     return {item["source_conversation"]["id"]: item for item in document["items"]}
 
 
-def issue_counts(document: Doc) -> IssueCounts:
-    """Issues per source conversation (None when not evaluated), from an export document."""
-    counts: dict[str, int | None] = {}
+def item_labels(document: Doc) -> ItemLabels:
+    """The labels of each source conversation's spans (None when not evaluated), from an export document."""
+    labels: dict[str, list[str] | None] = {}
     for source, item in _by_source(document).items():
         found = _evaluated(item, document["evaluations"])[2]
-        counts[source] = None if found is None else len(found)
-    return counts
+        labels[source] = None if found is None else [a["label"] for a in found]
+    return labels
 
 
 def _failed(side: Mapping[str, Any]) -> bool:
@@ -315,7 +315,7 @@ def render_report(document: Doc, other: Doc | None = None, *, per_page: int = PE
     comparison = None
     if other is not None:
         comparison = compare_summaries(
-            document["experiment"], other["experiment"], issue_counts(document), issue_counts(other)
+            document["experiment"], other["experiment"], item_labels(document), item_labels(other)
         )
     rows = _rows(documents)
     labels = sorted({label for row in rows for label in row["meta"]["l"]} | {

@@ -108,6 +108,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         "evaluator_model": experiment.evaluator_model,
         "evaluator_api_base": experiment.evaluator_api_base,
         "labels": [label["name"] for label in evaluator.labels] if evaluator else [],
+        "rules": (experiment.labels or {}).get("rules") or [],
         "source_experiment_id": experiment.source_experiment_id,
         "structured_output": experiment.structured_output or {},
         "recent_errors": recent,

@@ -73,7 +73,7 @@ def _part_text(parts: list[dict[str, Any]], index: int) -> str | None:
 Pair = tuple[list[LabelledSpan], list[LabelledSpan]]
 
 
-def _predictions(conn: Connection, item_ids: list[str]) -> dict[tuple[str, str], list[LabelledSpan]]:
+def item_spans(conn: Connection, item_ids: list[str]) -> dict[tuple[str, str], list[LabelledSpan]]:
     """`{(item id, evaluated message id): spans}` of the items' completed evaluations."""
     predictions: dict[tuple[str, str], list[LabelledSpan]] = {}
     for r in q.predictions(conn, item_ids):
@@ -90,7 +90,7 @@ def _pairs(conn: Connection, experiment_id: str, gold_lines: list[GoldLine], cou
     source_parts = {
         (r.conversation_id, r.sequence_number): json.loads(r.parts) for r in q.message_parts(conn, sorted(items))
     }
-    predictions = _predictions(conn, sorted(r.id for r in items.values()))
+    predictions = item_spans(conn, sorted(r.id for r in items.values()))
     pairs = []
     for gold in gold_lines:
         item = items.get(gold.conversation_id)
