@@ -37,6 +37,7 @@ COMMAND_MODULES = {
     "run": "runs", "resume": "runs", "reevaluate": "runs",
     "list": "results", "show": "results", "export": "results", "delete": "results", "score": "results",
     "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo",
+    "view": "viewing",
 }
 
 
