@@ -21,7 +21,7 @@ from experiment_runner.errors import BadInputError, ExperimentRunnerError, NotFo
 from experiment_runner.store import DEFAULT_DB, Store, open_store
 
 # The commands that may create the store file; every other one needs it to exist.
-CREATES_STORE = frozenset({"import", "run", "serve", "demo"})
+CREATES_STORE = frozenset({"import", "run", "serve", "view", "demo"})
 
 
 class Context:
@@ -69,6 +69,7 @@ COMMAND_MODULES = {
     "run": "runs", "resume": "runs", "reevaluate": "runs",
     "list": "results", "show": "results", "export": "results", "delete": "results", "score": "results",
     "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo", "gate": "gating",
+    "view": "viewing",
 }
 
 # The option that sets each request-body field whose CLI spelling is not `--` + the field with dashes.
@@ -85,7 +86,7 @@ def error_line(exc: ExperimentRunnerError) -> str:
     return f"Error: {exc.render(option_for) if isinstance(exc, BadInputError) else exc}"
 
 
-DB_HELP = "SQLite file of the store (env EXPERIMENT_RUNNER_DB), before or after the command; import, run, serve and demo create it."
+DB_HELP = "SQLite file of the store (env EXPERIMENT_RUNNER_DB), before or after the command; import, run, serve, view and demo create it."
 
 
 def _set_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:

@@ -99,7 +99,7 @@ def _evaluated(item: Doc, evaluations: Doc) -> tuple[dict[str, Any] | None, dict
     return reply, evaluation, evaluation["annotations"]
 
 
-def _side(item: Doc, evaluations: Doc) -> dict[str, Any]:
+def item_side(item: Doc, evaluations: Doc) -> dict[str, Any]:
     """One experiment's view of an item: status, error, evaluation, highlighted reply, annotations."""
     reply, evaluation, found = _evaluated(item, evaluations)
     annotations = found or []
@@ -137,7 +137,8 @@ def _generation_line(generation: Mapping[str, Any] | None) -> str:
     return " · ".join(bit for bit in bits if bit)
 
 
-def _history(item: Doc) -> list[dict[str, Any]]:
+def history_view(item: Doc) -> list[dict[str, Any]]:
+    """The messages before the reply (the result's, else the source's), each with its parts' views."""
     result = item.get("result_conversation")
     messages = result["messages"][:-1] if result else item["source_conversation"]["messages"]
     return [{"role": m["role"], "parts": parts_view(m["parts"])[0]} for m in messages]
@@ -169,14 +170,14 @@ def _rows(documents: list[Doc]) -> list[dict[str, Any]]:
     for position, source in enumerate(order, start=1):
         items = [items.get(source) for items in indexed]
         first = next(item for item in items if item is not None)
-        sides = [_side(item, d["evaluations"]) if item else None for item, d in zip(items, documents, strict=True)]
+        sides = [item_side(item, d["evaluations"]) if item else None for item, d in zip(items, documents, strict=True)]
         present = [s for s in sides if s is not None]
         issues = [s["issues"] for s in present]
         rows.append(
             {
                 "position": position,
                 "source": source,
-                "history": _history(first),
+                "history": history_view(first),
                 "sides": sides,
                 "meta": {
                     "l": sorted({label for s in present for label in s["labels"]}),

@@ -145,7 +145,11 @@ def item_page(
 ) -> list[tuple[int, dict[str, Any]]]:
     """Up to `limit` items after position `after`, as `(position, export item)` pairs, with their conversations."""
     conn = session.connection()
-    rows = q.item_rows(conn, experiment_id, after, limit)
+    return export_items(conn, q.item_rows(conn, experiment_id, after, limit))
+
+
+def export_items(conn: Any, rows: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+    """Item rows (the columns of `item_rows`) as `(position, export item)` pairs, their conversations loaded."""
     ids = {r.source_conversation_id for r in rows} | {
         r.result_conversation_id for r in rows if r.result_conversation_id
     }
@@ -203,17 +207,22 @@ def _evaluations(session: Session, experiment_id: str) -> Iterator[tuple[str, di
         rows = q.evaluation_rows(conn, experiment_id, (after, after_id), PAGE)
         if not rows:
             return
-        annotations: dict[str, list[dict[str, Any]]] = {}
-        for a in q.annotation_rows(conn, [r.id for r in rows]):
-            annotations.setdefault(a.evaluation_id, []).append({key: getattr(a, key) for key in _ANNOTATION_KEYS})
-        for r in rows:
-            if r.message_id not in seen:
-                seen.add(r.message_id)
-                yield (
-                    r.message_id,
-                    {**{key: getattr(r, key) for key in _EVALUATION_KEYS}, "annotations": annotations.get(r.id, [])},
-                )
+        for message_id, evaluation in export_evaluations(conn, rows):
+            if message_id not in seen:
+                seen.add(message_id)
+                yield message_id, evaluation
         after, after_id = rows[-1].position, rows[-1].id
+
+
+def export_evaluations(conn: Any, rows: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Evaluation rows (the export's evaluation columns) as `(message_id, export evaluation)`, annotations loaded."""
+    annotations: dict[str, list[dict[str, Any]]] = {}
+    for a in q.annotation_rows(conn, [r.id for r in rows]):
+        annotations.setdefault(a.evaluation_id, []).append({key: getattr(a, key) for key in _ANNOTATION_KEYS})
+    return [
+        (r.message_id, {**{key: getattr(r, key) for key in _EVALUATION_KEYS}, "annotations": annotations.get(r.id, [])})
+        for r in rows
+    ]
 
 
 # --- the document --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from experiment_runner.server.bodies import BodyLimit, BodyLimits
 from experiment_runner.server.openapi import customize_openapi
 from experiment_runner.server.routes import experiment_document, router
 from experiment_runner.server.traces import router as traces_router
+from experiment_runner.server.ui import install_ui
 from experiment_runner.store import Store
 
 __all__ = ["create_app", "experiment_document"]
@@ -120,4 +121,5 @@ def create_app(
         app.add_middleware(BearerAuth, token=token)
     app.include_router(router)
     app.include_router(traces_router)
+    install_ui(app, token)  # the web UI at `/`; after BearerAuth, so its session check runs first
     return app
