@@ -10,10 +10,20 @@ from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
 from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_reevaluation
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
-from experiment_runner.engine.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
+from experiment_runner.engine.experiments import (
+    EFFORTS,
+    ExperimentSpec,
+    SettingChanges,
+    change_settings,
+    create_experiment,
+    create_reevaluation,
+    get_experiment,
+)
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.run import Progress, RunOptions, run_experiment
+from experiment_runner.engine.runstate import budget_left
 from experiment_runner.engine.structured import SETTINGS
+from experiment_runner.engine.workplan import work_left
 from experiment_runner.errors import BadInputError, ExperimentRunnerError, RunStoppedError
 from experiment_runner.evaluation.evaluator import load_labels
 from experiment_runner.files import read_json_file
@@ -38,7 +48,8 @@ evaluator_options = [
 
 budget_options = [
     click.option("--max-cost", type=float, envvar="EXPERIMENT_RUNNER_MAX_COST",
-                 help="Stop starting items before this run's model calls pass USD (calls under way finish; the rest stay pending)."),
+                 help="The experiment's budget in USD, stored with it and kept by every resume: no item starts once its "
+                      "results would pass it (calls under way finish; the rest stay pending)."),
     click.option("--max-cost-unpriced-ok", is_flag=True, help="Allow --max-cost when a model has no known price (its calls count as $0)."),
 ]
 dry_run_options = [
@@ -114,12 +125,13 @@ def run_command(obj: Context, **opts: Any) -> None:
         response_format=opts["response_format"],
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
+        max_cost_usd=opts["max_cost"],
     )
     if opts["dry_run"]:
         return show_estimate(dry_run(store, spec), opts["as_json"])
     check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
-    execute(obj, experiment_id, opts["concurrency"], retry_failed=False, max_cost=opts["max_cost"])
+    execute(obj, experiment_id, opts["concurrency"], retry_failed=False)
 
 
 def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
@@ -134,21 +146,37 @@ def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
 @cli.command("resume")
 @click.argument("experiment_id")
 @click.option("--retry-failed", is_flag=True, help="Also run the failed items (and failed evaluations) again.")
+@click.option("--api-base", help="Send the target model's calls here from now on (a fixed port; recorded on the experiment).")
+@click.option("--evaluator-api-base", help="Send the evaluator's calls here from now on (recorded on the experiment).")
 @concurrency_option
 @with_options(budget_options)
 @click.pass_obj
-def resume_command(
-    obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, max_cost: float | None, max_cost_unpriced_ok: bool
-) -> None:
-    """Finish an interrupted experiment: only items not completed run; completed ones are never redone.
+def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, **opts: Any) -> None:
+    """Finish a stopped experiment: only items not completed run; completed ones are never redone.
+
+    It runs with the stored settings and budget; --api-base, --evaluator-api-base and --max-cost change
+    them for good (each change is recorded, and checked as `run` checks it).
 
         experiment-runner resume 4f6c0e1a-... --retry-failed
-    """
-    from experiment_runner.engine.experiments import get_experiment
 
+        experiment-runner resume 4f6c0e1a-... --api-base http://localhost:8081/v1 --max-cost 2
+    """
     experiment = get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
-    check_priced(called_models(experiment), max_cost, max_cost_unpriced_ok)
-    execute(obj, experiment_id, concurrency, retry_failed=retry_failed, max_cost=max_cost)
+    if not work_left(obj.store, experiment, retry_failed):
+        hint = " (its failed items run again with --retry-failed)" if work_left(obj.store, experiment, True) else ""
+        click.echo(f"Experiment {experiment_id} is already complete: nothing to run{hint}.", err=True)
+        click.echo(experiment_id)
+        return
+    check_priced(called_models(experiment), opts["max_cost"], opts["max_cost_unpriced_ok"])
+    budget = budget_left(obj.store, experiment)
+    if opts["max_cost"] is None and budget.left_usd is not None and budget.left_usd <= 0:
+        raise ExperimentRunnerError(
+            f"the budget of experiment {experiment_id} is spent (${budget.cap_usd:g}, ${budget.spent_usd:.6f} spent); "
+            f"raise it to go on: experiment-runner resume {experiment_id} --max-cost USD"
+        )
+    changes = SettingChanges(opts["api_base"], opts["evaluator_api_base"], opts["max_cost"])
+    change_settings(obj.store, experiment_id, changes)  # the preflight of `run`, then the changes are stored
+    execute(obj, experiment_id, concurrency, retry_failed=retry_failed)
 
 
 @cli.command("reevaluate")
@@ -173,22 +201,23 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
         labels=load_labels(opts["labels_file"]) if opts["labels_file"] else None,
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
+        max_cost_usd=opts["max_cost"],
     )
     if opts["dry_run"]:
         return show_estimate(dry_run_reevaluation(obj.store, experiment_id, spec), opts["as_json"])
     check_priced([opts["evaluator_model"]], opts["max_cost"], opts["max_cost_unpriced_ok"])
     new_id = create_reevaluation(obj.store, experiment_id, spec)
-    execute(obj, new_id, concurrency, retry_failed=False, max_cost=opts["max_cost"])
+    execute(obj, new_id, concurrency, retry_failed=False)
 
 
-def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, max_cost: float | None = None) -> None:
+def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool) -> None:
     """Run the experiment, show progress on a terminal, print its id last, exit as the contract says."""
     click.echo(f"Experiment {experiment_id}: running (if stopped, continue with: experiment-runner resume {experiment_id})", err=True)
     show = sys.stderr.isatty()
     progress = run_experiment(
         obj.store,
         experiment_id,
-        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, max_cost_usd=max_cost),
+        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, runner="cli"),
         print_progress if show else None,
     )
     if show:
@@ -199,13 +228,15 @@ def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed:
         click.echo(f"Interrupted. Continue with: experiment-runner resume {experiment_id}", err=True)
         sys.exit(130)
     if progress.budget_reached:
+        spent = progress.spent_before_usd + progress.spent_usd
         raise ExperimentRunnerError(
-            f"budget of ${max_cost:g} reached after {progress.done} items (${progress.spent_usd:.4f} spent); "
+            f"budget of ${progress.budget_usd or 0:g} reached after {progress.done} items (${spent:.4f} spent); "
             f"resume {experiment_id} --max-cost Z to go on"
         )
     if progress.stopped_by:
         raise RunStoppedError(
             f"stopped: {progress.stopped_by}; the items not run stay pending: fix it, then `experiment-runner resume {experiment_id}`"
+            " (with --api-base or --evaluator-api-base URL to change an endpoint)"
         )
     common = _most_common(progress)
     if progress.total and progress.failed == progress.total:

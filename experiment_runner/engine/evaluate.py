@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiment_runner.engine.failures import Reachability
 from experiment_runner.engine.llm import Completion, RetryPolicy, complete
 from experiment_runner.engine.structured import FormatLearner, request_kwargs, with_instructions
 from experiment_runner.errors import ModelCallError
@@ -58,6 +59,7 @@ async def evaluate_message(
     policy: RetryPolicy,
     limiter: Any = None,
     learner: FormatLearner | None = None,
+    reachability: Reachability | None = None,
 ) -> EvaluationOutcome:
     """Evaluate the final message of `messages`; never raises for model or reply problems (but see below).
 
@@ -79,7 +81,7 @@ async def evaluate_message(
     async def send(mode: str) -> Completion:
         return await complete(
             config.model, with_instructions(mode, request, schema), api_base=config.api_base, policy=policy,
-            limiter=limiter, max_tokens=max_tokens, **request_kwargs(mode, RESPONSE_NAME, schema),
+            limiter=limiter, reachability=reachability, max_tokens=max_tokens, **request_kwargs(mode, RESPONSE_NAME, schema),
         )
 
     problem = ""

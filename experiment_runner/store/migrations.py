@@ -173,7 +173,22 @@ def m004_run_leases(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings, m003_structured_output, m004_run_leases]
+def m005_run_state(conn: Connection) -> None:
+    """Why a run stopped and who runs it (a server resumes only its own), the stored budget, settings changed by resume."""
+    _run(
+        conn,
+        """
+        ALTER TABLE experiment ADD COLUMN stop_reason TEXT;
+        ALTER TABLE experiment ADD COLUMN stop_detail TEXT;
+        ALTER TABLE experiment ADD COLUMN stopped_at TEXT;
+        ALTER TABLE experiment ADD COLUMN runner TEXT;
+        ALTER TABLE experiment ADD COLUMN max_cost_usd FLOAT;
+        ALTER TABLE experiment ADD COLUMN setting_changes JSON
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings, m003_structured_output, m004_run_leases, m005_run_state]
 LATEST = len(MIGRATIONS)
 
 
