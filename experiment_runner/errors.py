@@ -20,6 +20,10 @@ class BadInputError(ExperimentRunnerError):
         self.loc = loc
 
 
+class InputLimitError(BadInputError):
+    """Input past a JSON limit (nesting depth, number size) or holding NaN/Infinity; exit 2, HTTP 400."""
+
+
 class NotFoundError(BadInputError):
     """An id names nothing in the store (an experiment, a conversation); exit status 2."""
 

@@ -12,15 +12,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from experiment_runner.errors import BadInputError
+from experiment_runner import jsonlimits
+from experiment_runner.errors import BadInputError, InputLimitError
 
 
 def read_json_file(path: str | Path, what: str) -> Any:
-    """The decoded JSON of `path`; `BadInputError` naming the file (as a `what` file) otherwise."""
+    """The decoded JSON of `path` (within `jsonlimits`); `BadInputError` naming the file (as a `what` file) otherwise."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return jsonlimits.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such {what} file") from None
+    except jsonlimits.JSONLimitError as exc:
+        raise InputLimitError(f"{path}:{exc.lineno or 1}: {exc}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInputError(f"{path}: not a readable JSON file ({exc})") from None
 

@@ -1,5 +1,6 @@
 """`run`, `resume` and `reevaluate`: creating and running experiments."""
 
+import math
 import sys
 from typing import Any
 
@@ -8,6 +9,7 @@ import click
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
+from experiment_runner.cli.progress import ProgressPrinter, budget_message, run_summary
 from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_reevaluation
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
 from experiment_runner.engine.experiments import (
@@ -29,6 +31,7 @@ from experiment_runner.evaluation.evaluator import load_labels
 from experiment_runner.files import read_json_file
 from experiment_runner.ingest.conversations import source_conversation_ids
 from experiment_runner.ingest.importing import import_files
+from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.store import Store
 
 concurrency_option = click.option(
@@ -46,8 +49,23 @@ evaluator_options = [
 ]
 
 
+class USD(click.ParamType):
+    """An amount of US dollars: a finite number above 0 (NaN or infinity would be no cap at all)."""
+
+    name = "AMOUNT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not an amount of USD", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"must be a finite amount of USD above 0, got {value}", param, ctx)
+        return number
+
+
 budget_options = [
-    click.option("--max-cost", type=float, envvar="EXPERIMENT_RUNNER_MAX_COST",
+    click.option("--max-cost", type=USD(), envvar="EXPERIMENT_RUNNER_MAX_COST",
                  help="The experiment's budget in USD, stored with it and kept by every resume: no item starts once its "
                       "results would pass it (calls under way finish; the rest stay pending)."),
     click.option("--max-cost-unpriced-ok", is_flag=True, help="Allow --max-cost when a model has no known price (its calls count as $0)."),
@@ -211,28 +229,24 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
 
 
 def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool) -> None:
-    """Run the experiment, show progress on a terminal, print its id last, exit as the contract says."""
+    """Run the experiment (within its stored budget), show its progress, print its id last, exit as the contract says."""
     click.echo(f"Experiment {experiment_id}: running (if stopped, continue with: experiment-runner resume {experiment_id})", err=True)
-    show = sys.stderr.isatty()
+    printer = ProgressPrinter(terminal=sys.stderr.isatty())
     progress = run_experiment(
         obj.store,
         experiment_id,
-        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, runner="cli"),
-        print_progress if show else None,
+        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, runner="cli",
+                   tick_seconds=printer.tick_seconds),
+        printer,
     )
-    if show:
-        click.echo("", err=True)
-    click.echo(_summary(experiment_id, progress), err=True)
+    printer.finish()
+    click.echo("\n".join(run_summary(experiment_id, progress, experiment_summary(obj.store, experiment_id))), err=True)
     click.echo(experiment_id)
     if progress.interrupted:
         click.echo(f"Interrupted. Continue with: experiment-runner resume {experiment_id}", err=True)
         sys.exit(130)
     if progress.budget_reached:
-        spent = progress.spent_before_usd + progress.spent_usd
-        raise ExperimentRunnerError(
-            f"budget of ${progress.budget_usd or 0:g} reached after {progress.done} items (${spent:.4f} spent); "
-            f"resume {experiment_id} --max-cost Z to go on"
-        )
+        raise ExperimentRunnerError(budget_message(experiment_id, progress))
     if progress.stopped_by:
         raise RunStoppedError(
             f"stopped: {progress.stopped_by}; the items not run stay pending: fix it, then `experiment-runner resume {experiment_id}`"
@@ -253,23 +267,3 @@ def _most_common(progress: Progress) -> str:
         return ""
     reason, count = progress.failure_reasons.most_common(1)[0]
     return f", most often: {reason} ({count}x)"
-
-
-def print_progress(progress: Progress) -> None:
-    """One self-overwriting progress line on stderr."""
-    eta = f", ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else ""
-    click.echo(
-        f"\r{progress.done}/{progress.total} done, {progress.failed} failed · {progress.rate:.1f} items/s{eta}   ",
-        err=True, nl=False,
-    )
-
-
-def _summary(experiment_id: str, progress: Progress) -> str:
-    parts = [f"{progress.completed} completed", f"{progress.failed} failed"]
-    if progress.evaluations_failed:
-        parts.append(f"{progress.evaluations_failed} evaluation(s) failed")
-    if progress.total > progress.done:
-        parts.append(f"{progress.total - progress.done} not finished")
-    if progress.total == 0:
-        return f"Experiment {experiment_id}: nothing left to run."
-    return f"Experiment {experiment_id}: {progress.total} item(s) run: " + ", ".join(parts) + "."

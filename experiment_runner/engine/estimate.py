@@ -7,22 +7,44 @@ has one (its recorded `output_tokens`, else the counted text), else `DEFAULT_TAR
 for the evaluator, `DEFAULT_EVALUATOR_OUTPUT_TOKENS`. The reply schema sent as `response_format` is not
 counted (some servers add it to the prompt, others turn it into a grammar). Prices come from litellm's price list; a model
 it has no price for is reported as unpriced (its cost unknown, never $0). Nothing is stored or called.
+
+The same requests give the budget its per-item reservation (`item_bound`): the most one item can cost,
+with output at a stated bound instead of an estimate.
 """
 
+import functools
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS as EVALUATOR_MAX_TOKENS
 from experiment_runner.engine.experiments import ExperimentSpec, check_known, check_spec, completed_results, preflight, spec_view
 from experiment_runner.engine.llm import check_model, litellm_module
 from experiment_runner.engine.replay import replay_request, split_reply, with_system_prompt
+from experiment_runner.engine.structured import with_instructions
 from experiment_runner.errors import BadInputError
-from experiment_runner.evaluation.evaluator import EvaluatorConfig, build_request
+from experiment_runner.evaluation.evaluator import EvaluatorConfig, build_request, reply_schema
 from experiment_runner.ingest.conversations import load_conversation
 from experiment_runner.store import Store
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TARGET_OUTPUT_TOKENS = 500
 DEFAULT_EVALUATOR_OUTPUT_TOKENS = 400
+FALLBACK_OUTPUT_BOUND = 16384  # a target reply's bound for a model litellm knows no output limit of
+EVALUATOR_ATTEMPTS = 2  # evaluate.py asks once more when a reply is unusable or cut off
+
+
+@dataclass(frozen=True)
+class ItemPlan:
+    """What a run sends for each item, as far as its price depends on it."""
+
+    model: str
+    pass_through: bool
+    system_prompt: str | None
+    target_schema: dict[str, Any] | None
+    evaluator: EvaluatorConfig | None
 
 
 @dataclass
@@ -87,6 +109,71 @@ def _count(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any
     return count
 
 
+def _reply_of(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "parts": [{"type": "text", "content": text}], "generation": None}
+
+
+def target_input_tokens(
+    model: str, history: list[dict[str, Any]], schema: dict[str, Any] | None = None, tools: list[dict[str, Any]] | None = None
+) -> int:
+    """The target request's input tokens, as the run builds it (with the JSON instructions a `prompt`-mode
+    schema adds, the largest form, when `schema` is given; `tools` the conversation's stored definitions)."""
+    request = replay_request(history, tools)
+    messages = with_instructions("prompt", request["messages"], schema) if schema else request["messages"]
+    return _count(model, messages, request.get("tools"))
+
+
+def evaluator_input_tokens(
+    evaluator: EvaluatorConfig, history: list[dict[str, Any]], reply: dict[str, Any], with_schema: bool = False
+) -> int:
+    """The evaluator request's input tokens for `reply` (with its reply schema in the prompt when `with_schema`)."""
+    request = build_request(evaluator, [*history, reply])
+    if with_schema:
+        request = with_instructions("prompt", request, reply_schema([x["name"] for x in evaluator.labels], reply["parts"]))
+    return _count(evaluator.model, request)
+
+
+@functools.cache
+def output_bound(model: str) -> int:
+    """The most output tokens one call of `model` can produce: litellm's `max_output_tokens` for it, else
+    `FALLBACK_OUTPUT_BOUND` (the target is sent no `max_tokens`, so the model's own limit is the bound)."""
+    try:
+        info = litellm_module().get_model_info(model)
+    except Exception:  # noqa: BLE001  (a model litellm does not know)
+        log.debug("no output limit known for %s: reserving %d output tokens", model, FALLBACK_OUTPUT_BOUND)
+        return FALLBACK_OUTPUT_BOUND
+    bound = info.get("max_output_tokens") or info.get("max_tokens")
+    return int(bound) if isinstance(bound, int | float) and bound > 0 else FALLBACK_OUTPUT_BOUND
+
+
+def item_bound(
+    messages: list[dict[str, Any]], needs_replay: bool, plan: ItemPlan, tools: list[dict[str, Any]] | None = None
+) -> float:
+    """The price the budget reserves for one item before it starts: the most its calls can cost, in USD.
+
+    `messages` is what the run loaded for it: the source conversation when it is replayed (or copied),
+    the stored result when it is only evaluated. The target call: its request's input tokens, counted
+    with litellm, plus `output_bound(model)` output tokens. The evaluator call: its request for this
+    conversation with an empty reply plus that same output bound (the reply it will quote is at most
+    that long; the real reply when it is already known), its reply schema in the prompt, and output at
+    the evaluator's `max_tokens`, times `EVALUATOR_ATTEMPTS` (an unusable reply is asked for again).
+    A model litellm has no price for adds $0 (its calls are not counted, as `--max-cost-unpriced-ok` says).
+    """
+    history, reply = split_reply(with_system_prompt(messages, plan.system_prompt) if needs_replay else messages)
+    total, reply_bound = 0.0, 0
+    if needs_replay and not plan.pass_through:
+        if not history:
+            return 0.0  # nothing to replay: the item fails without a call
+        reply_bound = output_bound(plan.model)
+        total += price(plan.model, target_input_tokens(plan.model, history, plan.target_schema, tools), reply_bound) or 0.0
+        reply = _reply_of("")
+    if plan.evaluator is not None and reply is not None:
+        tokens_in = evaluator_input_tokens(plan.evaluator, history, reply, with_schema=True) + reply_bound
+        tokens_out = plan.evaluator.max_tokens or EVALUATOR_MAX_TOKENS
+        total += price(plan.evaluator.model, EVALUATOR_ATTEMPTS * tokens_in, EVALUATOR_ATTEMPTS * tokens_out) or 0.0
+    return total
+
+
 def _reply_tokens(model: str, reply: dict[str, Any] | None) -> int:
     """The recorded reply's length in tokens: its own output_tokens if recorded, else its counted text."""
     if reply is None:
@@ -106,21 +193,22 @@ def estimate(
     pass_through: bool,
     system_prompt: str | None,
     evaluator: EvaluatorConfig | None,
+    tools: list[list[dict[str, Any]] | None] | None = None,
 ) -> Estimate:
-    """The estimate for running these conversations (each a list of native messages)."""
+    """The estimate for running these conversations (each a list of native messages; `tools[i]` the stored
+    tool definitions of conversation i, declared in its request as a run declares them)."""
     target = None if pass_through else ModelEstimate(model, "target")
     judge = ModelEstimate(evaluator.model, "evaluator") if evaluator else None
-    for messages in conversations:
+    for index, messages in enumerate(conversations):
         history, reply = split_reply(with_system_prompt(messages, system_prompt))
         if target is not None and history:
-            request = replay_request(history)
             target.calls += 1
-            target.input_tokens += _count(model, request["messages"], request.get("tools"))
+            target.input_tokens += target_input_tokens(model, history, tools=tools[index] if tools else None)
             target.output_tokens += _reply_tokens(model, reply)
         if judge is not None and evaluator is not None and (reply is not None or not pass_through):
-            final = reply or {"role": "assistant", "parts": [{"type": "text", "content": "x " * DEFAULT_TARGET_OUTPUT_TOKENS}]}
+            final = reply or _reply_of("x " * DEFAULT_TARGET_OUTPUT_TOKENS)
             judge.calls += 1
-            judge.input_tokens += _count(evaluator.model, build_request(evaluator, [*history, final]))
+            judge.input_tokens += evaluator_input_tokens(evaluator, history, final)
             judge.output_tokens += DEFAULT_EVALUATOR_OUTPUT_TOKENS
     result = Estimate(items=len(conversations), target=target, evaluator=judge)
     for part in (target, judge):
@@ -166,12 +254,12 @@ def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True) ->
     ids = list(dict.fromkeys(spec.conversation_ids))
     with store.read() as session:
         check_known(session, ids)
-        conversations = [load_conversation(session, i)["messages"] for i in ids]
+        loaded = [load_conversation(session, i) for i in ids]
     if check_models:
         preflight(spec)
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
-    return estimate(conversations, model=spec.model, pass_through=spec.pass_through,
-                    system_prompt=spec.system_prompt_override, evaluator=evaluator)
+    return estimate([c["messages"] for c in loaded], model=spec.model, pass_through=spec.pass_through,
+                    system_prompt=spec.system_prompt_override, evaluator=evaluator, tools=[c.get("tools") for c in loaded])
 
 
 def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> Estimate:

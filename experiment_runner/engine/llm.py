@@ -8,20 +8,23 @@ backing off. `check_model` is the preflight: the model string and its credential
 is stored.
 """
 
-import json
 import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
+from experiment_runner import jsonlimits
 from experiment_runner.engine.failures import Reachability, classify
 from experiment_runner.errors import BadInputError, ModelCallError
 from experiment_runner.ingest.formats import FINISH_REASONS  # shared with the OTLP importer
+
+log = logging.getLogger(__name__)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -42,6 +45,7 @@ class RetryPolicy:
     base_delay: float = field(default_factory=lambda: _env_float("EXPERIMENT_RUNNER_RETRY_BASE_DELAY", 1.0))
     max_delay: float = field(default_factory=lambda: _env_float("EXPERIMENT_RUNNER_RETRY_MAX_DELAY", 30.0))
     timeout: float = field(default_factory=lambda: _env_float("EXPERIMENT_RUNNER_TIMEOUT", 120.0))
+    on_retry: Callable[[str], None] | None = field(default=None, compare=False)  # told each retry's reason (a run counts them)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt `attempt + 1`: Retry-After when given, else jittered exponential."""
@@ -164,7 +168,11 @@ async def complete(
                 raise ModelCallError(
                     f"{failure}{suffix}", retryable=failure.retryable, systematic=failure.systematic, format_rejected=failure.format_rejected
                 ) from None
-            await anyio.sleep(policy.delay(attempt, failure.retry_after))
+            wait = policy.delay(attempt, failure.retry_after)
+            log.info("%s: %s; retry %d of %d in %.1f s", model, failure, attempt, policy.max_attempts - 1, wait)
+            if policy.on_retry is not None:
+                policy.on_retry(str(failure))
+            await anyio.sleep(wait)
 
 
 def _to_completion(model: str, response: Any, attempts: int, duration_ms: float) -> Completion:
@@ -180,8 +188,8 @@ def _to_completion(model: str, response: Any, attempts: int, duration_ms: float)
     for call in calls:
         raw = call.function.arguments or "{}"
         try:
-            arguments = json.loads(raw) if isinstance(raw, str) else raw
-        except json.JSONDecodeError:
+            arguments = jsonlimits.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:  # not JSON, or past the JSON limits
             arguments = None
         if not isinstance(arguments, dict):
             arguments = {"_unparsed_arguments": raw}  # the model sent arguments that are not a JSON object

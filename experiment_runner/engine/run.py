@@ -20,6 +20,7 @@ completes the item). `resume` redoes only what is missing: items without a reply
 with a reply but no evaluation are only evaluated.
 """
 
+import logging
 import math
 import signal
 import time
@@ -34,6 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.budget import Budget
+from experiment_runner.engine.estimate import ItemPlan, item_bound
 from experiment_runner.engine.evaluate import evaluate_message
 from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs, record_response_formats
 from experiment_runner.engine.failures import Reachability, endpoint_name
@@ -66,6 +68,7 @@ class RunOptions:
     grace_seconds: float = 5.0
     max_cost_usd: float | None = None  # this invocation's cap; None: what the experiment's stored budget has left
     runner: str = "cli"  # recorded on the experiment: a server resumes at startup only what a server ran
+    tick_seconds: float | None = None  # also call on_progress this often, whether or not an item ended
 
 
 @dataclass
@@ -83,8 +86,13 @@ class Progress:
     response_formats: dict[str, str] = field(default_factory=dict)  # {"target"|"evaluator": mode used}
     budget_reached: bool = False
     spent_usd: float = 0.0  # what this invocation's model calls cost (those litellm could price)
-    budget_usd: float | None = None  # the experiment's stored budget (all runs), if it has one
-    spent_before_usd: float = 0.0  # what its stored results had cost before this run
+    budget_usd: float | None = None  # the experiment's stored budget (all its runs), or this run's own cap
+    spent_before_usd: float = 0.0  # what the experiment's stored results had cost before this run
+    max_reserved_usd: float = 0.0  # the dearest price the budget reserved for one item
+    unpriced_calls: int = 0  # calls of this run litellm had no price for (their cost is unknown)
+    retries: int = 0  # failed attempts that were tried again
+    in_flight: int = 0  # items started and not yet ended
+    stop_requested: bool = False  # a first Ctrl-C (or SIGTERM): no new item starts, those under way finish
 
     @property
     def done(self) -> int:
@@ -100,6 +108,8 @@ class Progress:
     def eta_seconds(self) -> float | None:
         return (self.total - self.done) / self.rate if self.rate > 0 else None
 
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
 Envelope = tuple[w.Event, anyio.Event | None]  # an event, and what the writer sets once it is committed
@@ -190,8 +200,10 @@ class _Run:
         self.stopping = False
         self.work_scope = anyio.CancelScope()
         self.budget = Budget(options.max_cost_usd) if options.max_cost_usd is not None else None
+        self.policy = replace(options.policy, on_retry=self._retried)
         self.target_kwargs = reasoning_kwargs(experiment.reasoning_config)
         self.target_schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None
+        self.plan = ItemPlan(experiment.model, experiment.pass_through, experiment.system_prompt_override, self.target_schema, self.evaluator)
         settings = experiment.structured_output or {}
         self.endpoints = {"target": (experiment.model, experiment.api_base), "evaluator": (experiment.evaluator_model, experiment.evaluator_api_base)}
         self.reachability = {role: Reachability() for role in self.endpoints}  # unreachable after a silent first wave
@@ -203,6 +215,9 @@ class _Run:
             if key not in shared:
                 shared[key] = FormatLearner(key[-1], own.get("used"))
             self.learners[role] = shared[key]
+
+    def _retried(self, reason: str) -> None:
+        self.progress.retries += 1
 
     def _stop_on(self, exc: ModelCallError, role: str) -> None:
         """A systematic failure: take no new items; the first one says why the run stopped."""
@@ -225,6 +240,9 @@ class _Run:
             renewals = anyio.CancelScope()
             if self.lease is not None:
                 outer.start_soon(self._keep_lease, renewals)
+            ticks = anyio.CancelScope()
+            if self.on_progress is not None and self.options.tick_seconds:
+                outer.start_soon(self._tick, ticks)
             try:
                 with self.work_scope:
                     async with anyio.create_task_group() as workers:
@@ -236,6 +254,7 @@ class _Run:
                 events_in.close()
                 signals.cancel()
                 renewals.cancel()
+                ticks.cancel()
         self.progress.interrupted = self.stopping and self.progress.stopped_by is None and not self.progress.budget_reached
         self.progress.response_formats = self._learned()
         if self.progress.response_formats:
@@ -268,16 +287,34 @@ class _Run:
             async for unit, messages in work_out:
                 if self.stopping:
                     return
-                if self.budget is not None and not self.budget.may_start():
-                    self.progress.budget_reached = self.stopping = True
+                reserved = await self._admit(unit, messages)
+                if reserved is None:
                     return
                 cost = [0.0]
+                self.progress.in_flight += 1
                 try:
                     await self._process(unit, messages, events, cost)
                 finally:
+                    self.progress.in_flight -= 1
                     self.progress.spent_usd += cost[0]
                     if self.budget is not None:
-                        self.budget.finish(cost[0])
+                        self.budget.settle(reserved, cost[0])
+
+    async def _admit(self, unit: WorkUnit, messages: list[dict[str, Any]]) -> float | None:
+        """The price reserved for this item (0 without a budget) once it may start, or None when it may not."""
+        if self.budget is None:
+            return 0.0
+        price = await anyio.to_thread.run_sync(item_bound, messages, unit.needs_replay, self.plan, unit.tools)
+        started = await self.budget.start(price)
+        self.progress.max_reserved_usd = self.budget.dearest
+        if started and not self.stopping:
+            return price
+        if started:  # a stop came while it waited: give the reservation back
+            self.budget.settle(price, 0.0)
+        elif not self.progress.budget_reached:
+            log.info("experiment %s: budget of $%g reached ($%.6f spent)", self.experiment.id, self.budget.cap, self.budget.spent)
+            self.progress.budget_reached = self.stopping = True
+        return None
 
     async def _process(
         self, unit: WorkUnit, messages: list[dict[str, Any]], events: ObjectSendStream[Envelope], cost: list[float]
@@ -286,9 +323,9 @@ class _Run:
         await events.send((w.Started(unit.item_id), None))
         if unit.needs_replay:
             try:
-                messages, problem = await self._reply(messages)
+                messages, problem = await self._reply(messages, unit.tools)
                 if not self.experiment.pass_through:  # a copied reply's cost was paid before this run
-                    cost[0] += (messages[-1].get("generation") or {}).get("cost_usd") or 0.0
+                    self._add_cost(cost, (messages[-1].get("generation") or {}).get("cost_usd"))
             except ModelCallError as exc:
                 if exc.systematic:
                     return self._stop_on(exc, "target")  # the item stays unfinished; resume runs it
@@ -302,13 +339,20 @@ class _Run:
         if self.evaluator is not None:
             try:
                 outcome = await evaluate_message(
-                    self.evaluator, messages, policy=self.options.policy, limiter=self.limiter, learner=self.learners["evaluator"],
+                    self.evaluator, messages, policy=self.policy, limiter=self.limiter, learner=self.learners["evaluator"],
                     reachability=self.reachability["evaluator"],
                 )
             except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
                 return self._stop_on(exc, "evaluator")
-            cost[0] += outcome.cost_usd or 0.0
+            if outcome.cost_usd is not None or outcome.input_tokens:  # (no call made: nothing to count)
+                self._add_cost(cost, outcome.cost_usd)
             await self._commit(events, w.Evaluated(unit.item_id, messages[-1]["id"], outcome))
+
+    def _add_cost(self, cost: list[float], call_cost: float | None) -> None:
+        """Add what a call cost to its item's tally; a call without a price is counted as unpriced."""
+        if call_cost is None:
+            self.progress.unpriced_calls += 1
+        cost[0] += call_cost or 0.0
 
     async def _commit(self, events: ObjectSendStream[Envelope], event: w.Event) -> None:
         """Hand the writer an event and wait until it is committed (a kill then costs only calls in flight)."""
@@ -316,7 +360,9 @@ class _Run:
         await events.send((event, committed))
         await committed.wait()
 
-    async def _reply(self, source: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+    async def _reply(
+        self, source: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         """The result conversation's messages and, if the reply is unusable, why."""
         history, original = split_reply(with_system_prompt(source, self.experiment.system_prompt_override))
         if self.experiment.pass_through:
@@ -325,7 +371,7 @@ class _Run:
             return result_messages(history, original["parts"], original.get("generation")), None
         if not history:
             raise ModelCallError("the conversation has no messages before its final reply to replay")
-        request = replay_request(history)
+        request = replay_request(history, tools)
         messages = request.pop("messages")
         schema = self.target_schema
 
@@ -335,7 +381,7 @@ class _Run:
                 self.experiment.model,
                 with_instructions(mode, messages, schema) if schema else messages,
                 api_base=self.experiment.api_base,
-                policy=self.options.policy,
+                policy=self.policy,
                 limiter=self.limiter,
                 reachability=self.reachability["target"],
                 **request,
@@ -374,6 +420,14 @@ class _Run:
         with scope:
             await self.lease.keep_alive()
 
+    async def _tick(self, scope: anyio.CancelScope) -> None:
+        """Report progress every `tick_seconds` (until `scope` is cancelled), so slow calls do not leave it silent."""
+        assert self.on_progress is not None and self.options.tick_seconds
+        with scope:
+            while True:
+                await anyio.sleep(self.options.tick_seconds)
+                self.on_progress(self.progress)
+
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         """First SIGINT/SIGTERM: take no new items and give calls under way a grace period. Second: stop now."""
         with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
@@ -381,5 +435,8 @@ class _Run:
                 if self.stopping:
                     self.work_scope.cancel()
                     return
-                self.stopping = True
+                self.stopping = self.progress.stop_requested = True
+                log.info("experiment %s: stopping, %d item(s) under way", self.experiment.id, self.progress.in_flight)
                 self.work_scope.deadline = anyio.current_time() + self.options.grace_seconds
+                if self.on_progress:
+                    self.on_progress(self.progress)

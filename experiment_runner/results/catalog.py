@@ -10,6 +10,7 @@ import binascii
 import json
 from typing import Any
 
+from experiment_runner import jsonlimits
 from experiment_runner.engine.lease import ensure_free, holder_state
 from experiment_runner.errors import BadInputError
 from experiment_runner.results.export import experiment_object, item_page
@@ -39,7 +40,7 @@ def decode_cursor(cursor: str, types: tuple[type, ...]) -> list[Any]:
     """The keyset inside `cursor`, checked against `types`; `BadInputError` for anything else."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = json.loads(raw.decode())
+        key = jsonlimits.loads(raw.decode())
     except (binascii.Error, ValueError, UnicodeDecodeError):
         key = None
     valid = (

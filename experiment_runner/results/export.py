@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from sqlmodel import Session
 
+from experiment_runner import jsonlimits
 from experiment_runner.files import write_text_atomic
 from experiment_runner.results.metrics import (
     AnnotationFacts,
@@ -46,7 +47,7 @@ METRIC_KEYS: tuple[str, ...] = (
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return jsonlimits.dumps(value, ensure_ascii=False)  # strict JSON: never a bare NaN or Infinity
 
 
 # --- metrics facts -----------------------------------------------------------------------------

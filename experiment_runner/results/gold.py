@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from experiment_runner.errors import BadInputError
+from experiment_runner import jsonlimits
+from experiment_runner.errors import BadInputError, InputLimitError
 from experiment_runner.results.span_scores import LabelledSpan, parse_gold_line, score_spans
 from experiment_runner.store import Store
 from experiment_runner.store.queries import results as q
@@ -43,9 +44,11 @@ def read_gold_file(path: str | Path) -> Iterator[tuple[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield f"{path}:{number}", json.loads(line)
+                yield f"{path}:{number}", jsonlimits.loads(line)
             except json.JSONDecodeError as exc:
                 raise BadInputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+            except jsonlimits.JSONLimitError as exc:
+                raise InputLimitError(f"{path}:{number}: {exc}") from None
 
 
 def parse_gold(lines: Iterable[tuple[str, Any]]) -> list[GoldLine]:

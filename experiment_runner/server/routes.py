@@ -4,19 +4,21 @@ The store and the background runs come from the app (`request.app.state`) throug
 router holds no state of its own and can be mounted on any app.
 """
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from experiment_runner import jsonlimits
 from experiment_runner.engine.estimate import called_models, check_priced
 from experiment_runner.engine.estimate import dry_run as run_dry
 from experiment_runner.engine.experiments import check_spec, create_experiment, require_experiment
-from experiment_runner.errors import BadInputError
+from experiment_runner.errors import BadInputError, InputLimitError
 from experiment_runner.ingest.importing import import_conversations
 from experiment_runner.results.catalog import delete_experiment, list_experiments, list_items
 from experiment_runner.results.export import experiment_object, export_chunks
@@ -180,6 +182,8 @@ async def delete(experiment_id: ExperimentId, store: StoreDep, runs: RunsDep) ->
     status_code=201,
     tags=["conversations"],
     summary="Import Conversations",
+    response_model=ImportResponse,
+    responses={400: {"description": "The body passes a JSON limit (depth, number size) or holds NaN/Infinity"}},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -196,15 +200,28 @@ async def delete(experiment_id: ExperimentId, store: StoreDep, runs: RunsDep) ->
         }
     },
 )
-async def import_(body: Annotated[Any, Body()], store: StoreDep) -> ImportResponse:
-    """Store one conversation or a list of them, as `experiment-runner import` does: all or nothing."""
+async def import_(request: Request, store: StoreDep) -> Response:
+    """Store one conversation or a list of them, as `experiment-runner import` does: all or nothing.
+
+    The body is parsed here with the JSON limits (`jsonlimits`): past one (depth, number size, NaN or
+    Infinity, also inside `arguments` strings) answers 400 `{"detail"}`; bad JSON or a bad conversation 422."""
+    raw = await request.body()
+    try:
+        body = await anyio.to_thread.run_sync(jsonlimits.loads, raw)
+    except jsonlimits.JSONLimitError as exc:
+        return JSONResponse({"detail": f"body:{exc.lineno or 1}: {exc}"}, status_code=400)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": f"JSON decode error: {exc}", "type": "json_invalid"}]}, 422)
     objects = body if isinstance(body, list) else [body]
     try:
         result = await anyio.to_thread.run_sync(import_conversations, store, objects, "body")
+    except InputLimitError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
     except BadInputError as exc:
         if exc.loc:
             raise
         match = _BODY_INDEX.match(str(exc))
         loc: tuple[str | int, ...] = ("body", int(match[1])) if match and isinstance(body, list) else ("body",)
         raise BadInputError(str(exc), loc=loc) from None
-    return ImportResponse(ids=result.ids, new=result.new, unchanged=result.unchanged)
+    response = ImportResponse(ids=result.ids, new=result.new, unchanged=result.unchanged, duplicates=result.duplicates)
+    return JSONResponse(response.model_dump(), status_code=201)

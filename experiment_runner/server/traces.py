@@ -1,9 +1,10 @@
 """`POST /v1/traces`: OTLP/HTTP trace export (JSON or protobuf) into conversations, as a collector answers.
 
-Thin: decode the body (protobuf through `opentelemetry-proto`, imported only here, then the same JSON
-path as `import`), call `ingest.importing.import_traces`, answer an `ExportTraceServiceResponse`:
+Thin: decode the body (protobuf through `ingest.otlp_protobuf`, JSON through `jsonlimits`, the same
+parsers as `import`), call `ingest.importing.import_traces`, answer an `ExportTraceServiceResponse`:
 `{}` (or an empty protobuf message), with `partialSuccess.errorMessage` as a warning when spans were
-skipped. A body that cannot be decoded, or a malformed span, answers 400 with a `google.rpc.Status`-shaped
+skipped. A body that cannot be decoded, one past the JSON limits (depth, number size, NaN/Infinity, also
+in JSON held by attribute values), or a malformed span, answers 400 with a `google.rpc.Status`-shaped
 JSON body (`{"code": 3, "message"}`). The bearer-token middleware covers this route like the others.
 """
 
@@ -16,8 +17,10 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from experiment_runner import jsonlimits
 from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.importing import ImportResult, import_traces
+from experiment_runner.ingest.otlp_protobuf import decode_request
 from experiment_runner.store import Store
 
 PROTOBUF = "application/x-protobuf"
@@ -32,23 +35,18 @@ class UndecodableBody(ValueError):
 
 def decode_protobuf(body: bytes) -> dict[str, Any]:
     """A binary `ExportTraceServiceRequest` as its protobuf JSON mapping (ids base64, which `import` accepts)."""
-    from google.protobuf.json_format import MessageToDict
-    from google.protobuf.message import DecodeError
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     try:
-        request = ExportTraceServiceRequest.FromString(body)
-    except DecodeError as exc:
-        raise UndecodableBody(f"not a protobuf ExportTraceServiceRequest ({exc})") from None
-    decoded: dict[str, Any] = MessageToDict(request)
-    decoded.setdefault("resourceSpans", [])
-    return decoded
+        return decode_request(body)
+    except ValueError as exc:
+        raise UndecodableBody(f"body: {exc}" if isinstance(exc, jsonlimits.JSONLimitError) else str(exc)) from None
 
 
 def decode_json(body: bytes) -> Any:
-    """An OTLP/JSON body."""
+    """An OTLP/JSON body, within the JSON limits."""
     try:
-        return json.loads(body)
+        return jsonlimits.loads(body)
+    except jsonlimits.JSONLimitError as exc:
+        raise UndecodableBody(f"body:{exc.lineno or 1}: {exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UndecodableBody(f"invalid JSON ({exc})") from None
 

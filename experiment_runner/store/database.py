@@ -20,6 +20,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session
 
+from experiment_runner import jsonlimits
 from experiment_runner.errors import StoreError, StoreFaultError
 from experiment_runner.store import migrations
 from experiment_runner.store.timeutil import now
@@ -67,7 +68,11 @@ def _faults(path: Path) -> Iterator[None]:
 def _make_engine(path: Path, *, immediate: bool) -> Engine:
     timeout = busy_timeout()
     engine = create_engine(
-        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": timeout}
+        f"sqlite:///{path}",
+        connect_args={"check_same_thread": False, "timeout": timeout},
+        # JSON columns hold strict JSON: a NaN or Infinity is written, and read back from older stores, as null
+        json_serializer=jsonlimits.dumps,
+        json_deserializer=jsonlimits.loads_stored,
     )
 
     @event.listens_for(engine, "connect")

@@ -188,7 +188,20 @@ def m005_run_state(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings, m003_structured_output, m004_run_leases, m005_run_state]
+def m006_conversation_tools(conn: Connection) -> None:
+    """A source conversation's tool definitions (declared to the target on replay) and its metadata object."""
+    _run(
+        conn,
+        """
+        ALTER TABLE conversation ADD COLUMN tools JSON;
+        ALTER TABLE conversation ADD COLUMN metadata JSON
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    m001_initial, m002_run_settings, m003_structured_output, m004_run_leases, m005_run_state, m006_conversation_tools,
+]
 LATEST = len(MIGRATIONS)
 
 

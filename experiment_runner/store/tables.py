@@ -24,6 +24,9 @@ class Conversation(SQLModel, table=True):
     created_at: str
     # Added by migration 4: the experiment whose run created a result conversation (NULL for sources).
     experiment_id: str | None = Field(default=None, index=True)
+    # Added by migration 6: a source's OpenAI tool definitions (declared on replay) and its metadata object.
+    tools: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    metadata_: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", JSON))
 
 
 class Message(SQLModel, table=True):

@@ -49,3 +49,22 @@ def test_a_budget_with_an_unpriced_model_is_refused(store, fake_llm) -> None:
         allowed = client.post("/v1/experiments", json=seed_body(fake_llm, ids, max_cost_usd=1.0, max_cost_unpriced_ok=True))
     assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "max_cost_usd"]
     assert allowed.status_code == 201
+
+
+def test_a_budget_that_is_not_a_finite_amount_is_422_not_500(store, fake_llm, db_path) -> None:
+    """NaN compares false with everything, so `"max_cost_usd": NaN` would switch the cap off (issue 21)."""
+    import json
+
+    ids = imported(store)
+    before = dump(db_path)
+    with TestClient(create_app(store), raise_server_exceptions=False) as client:
+        answers = {}
+        for value in ("NaN", "Infinity", "-Infinity", '"nan"', '"inf"', "-1", "0"):
+            body = json.dumps(seed_body(fake_llm, ids, model="openai/gpt-4o-mini", evaluator_model="openai/gpt-4o-mini"))
+            body = body[:-1] + f', "max_cost_usd": {value}}}'
+            answers[value] = client.post("/v1/experiments", content=body, headers={"content-type": "application/json"})
+    for value, response in answers.items():
+        assert response.status_code == 422, (value, response.text)
+        assert response.json()["detail"][0]["loc"] == ["body", "max_cost_usd"], value
+    assert "finite amount of USD" in answers["NaN"].json()["detail"][0]["msg"]
+    assert dump(db_path) == before and fake_llm.request_count == 0

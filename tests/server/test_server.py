@@ -92,7 +92,7 @@ def client(store: Store) -> Iterator[TestClient]:
 def test_create_runs_in_the_background_and_the_export_validates(client, fake_llm, db_path) -> None:
     imported = client.post("/v1/conversations", json=sample_objects()[:6])
     assert imported.status_code == 201
-    assert imported.json() == {"ids": [o["id"] for o in sample_objects()[:6]], "new": 6, "unchanged": 0}
+    assert imported.json() == {"ids": [o["id"] for o in sample_objects()[:6]], "new": 6, "unchanged": 0, "duplicates": 0}
     conversation_ids = imported.json()["ids"]
 
     created = client.post("/v1/experiments", json=seed_body(fake_llm, conversation_ids))
@@ -180,7 +180,7 @@ def test_delete_stops_a_running_experiment(client, fake_llm, ids, db_path) -> No
 def test_import_conversations_follows_the_cli_rules(client, db_path) -> None:
     one = {"id": "c1", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
     response = client.post("/v1/conversations", json=one)  # one object
-    assert response.status_code == 201 and response.json() == {"ids": ["c1"], "new": 1, "unchanged": 0}
+    assert response.status_code == 201 and response.json() == {"ids": ["c1"], "new": 1, "unchanged": 0, "duplicates": 0}
     anonymous = {"messages": [{"role": "user", "parts": [{"type": "text", "content": "Hey"}]}]}
     again = client.post("/v1/conversations", json=[one, anonymous]).json()
     assert again["ids"][0] == "c1" and again["new"] == 1 and again["unchanged"] == 1
