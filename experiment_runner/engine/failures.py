@@ -188,7 +188,9 @@ class Reachability:
 
     def judge(self, token: int, exc: BaseException, failure: ModelCallError, api_base: str | None) -> ModelCallError | None:
         """Record a failed attempt; returns the systematic error to raise once the whole first wave went unanswered."""
-        if failure.systematic or not no_answer(exc):
+        if failure.systematic:  # already final on its own (no such host, refused, no key)
+            return None
+        if not no_answer(exc):
             self.answer()
             return None
         self.closed = True
