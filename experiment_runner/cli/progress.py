@@ -113,5 +113,6 @@ def run_cost(progress: Progress) -> str:
 def budget_message(experiment_id: str, progress: Progress) -> str:
     """The error line of a run the budget stopped."""
     cap = f"${progress.budget_usd:g}" if progress.budget_usd is not None else "the budget"
-    return (f"budget of {cap} reached after {_plural(progress.done, 'item')} (${progress.spent_usd:.4f} spent); "
+    spent = progress.spent_before_usd + progress.spent_usd  # the budget is the experiment's: earlier runs count
+    return (f"budget of {cap} reached after {_plural(progress.done, 'item')} (${spent:.4f} spent); "
             f"to go on: experiment-runner resume {experiment_id} --max-cost AMOUNT")

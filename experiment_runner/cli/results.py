@@ -119,6 +119,29 @@ def _settings_lines(e: dict[str, Any]) -> list[str]:
     if e["source_experiment_id"]:
         lines.append(f"  re-evaluates     {e['source_experiment_id']}")
     lines += [f"  created          {e['created_at']}", f"  completed        {e['completed_at'] or 'not yet'}"]
+    return lines + _run_lines(e.get("run") or {})
+
+
+STOP_NAMES = {
+    "interrupted": "stopped by the user", "budget": "stopped by its budget", "systematic": "stopped on a systematic failure",
+    "failed": "stopped: the run failed", "shutdown": "stopped when its server shut down (the next `serve` resumes it)",
+}
+
+
+def _run_lines(run: dict[str, Any]) -> list[str]:
+    """The run state: running, stopped (why, when), crashed; the budget; what `resume` changed."""
+    state = run.get("state")
+    lines = []
+    if state == "stopped":
+        lines.append(f"  state            {STOP_NAMES.get(run['stop_reason'], run['stop_reason'])} at {_when(run['stopped_at'])}: "
+                     f"{run['stop_detail']}")
+    elif state == "crashed":
+        lines.append("  state            crashed: its runner died holding the lease (`resume` continues it)")
+    elif state == "running":
+        lines.append(f"  state            running ({run.get('runner') or 'cli'})")
+    if run.get("max_cost_usd") is not None:
+        lines.append(f"  budget           ${run['max_cost_usd']:g} (${run['spent_usd']:.6f} spent by its results)")
+    lines += [f"  changed          {_when(c['at'])}: {c['field']} {c['from']} -> {c['to']}" for c in run.get("setting_changes", [])]
     return lines
 
 

@@ -12,10 +12,20 @@ from experiment_runner.cli.estimates import show_estimate
 from experiment_runner.cli.progress import ProgressPrinter, budget_message, run_summary
 from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_conversations, dry_run_reevaluation
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
-from experiment_runner.engine.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
+from experiment_runner.engine.experiments import (
+    EFFORTS,
+    ExperimentSpec,
+    SettingChanges,
+    change_settings,
+    create_experiment,
+    create_reevaluation,
+    get_experiment,
+)
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.run import Progress, RunOptions, run_experiment
+from experiment_runner.engine.runstate import budget_left
 from experiment_runner.engine.structured import SETTINGS
+from experiment_runner.engine.workplan import work_left
 from experiment_runner.errors import BadInputError, ExperimentRunnerError, RunStoppedError
 from experiment_runner.evaluation.evaluator import load_labels
 from experiment_runner.evaluation.rules import load_rules
@@ -59,7 +69,8 @@ class USD(click.ParamType):
 
 budget_options = [
     click.option("--max-cost", type=USD(), envvar="EXPERIMENT_RUNNER_MAX_COST",
-                 help="Stop starting items before this run's model calls pass USD (calls under way finish; the rest stay pending)."),
+                 help="The experiment's budget in USD, stored with it and kept by every resume: no item starts once its "
+                      "results would pass it (calls under way finish; the rest stay pending)."),
     click.option("--max-cost-unpriced-ok", is_flag=True, help="Allow --max-cost when a model has no known price (its calls count as $0)."),
 ]
 dry_run_options = [
@@ -141,12 +152,13 @@ def run_command(obj: Context, **opts: Any) -> None:
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
         rules=load_rules(opts["rules_file"]) if opts["rules_file"] else None,
+        max_cost_usd=opts["max_cost"],
     )
     if opts["dry_run"]:
         return show_estimate(dry_run(store, spec) if in_memory is None else dry_run_conversations(spec, in_memory), opts["as_json"])
     check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
-    execute(obj, experiment_id, opts["concurrency"], retry_failed=False, max_cost=opts["max_cost"])
+    execute(obj, experiment_id, opts["concurrency"], retry_failed=False)
 
 
 def read_inputs(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -172,22 +184,38 @@ def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
 @cli.command("resume")
 @click.argument("experiment_id")
 @click.option("--retry-failed", is_flag=True, help="Also run the failed items (and failed evaluations) again.")
+@click.option("--api-base", help="Send the target model's calls here from now on (a fixed port; recorded on the experiment).")
+@click.option("--evaluator-api-base", help="Send the evaluator's calls here from now on (recorded on the experiment).")
 @concurrency_option
 @with_options(budget_options)
 @click.pass_obj
-def resume_command(
-    obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, max_cost: float | None, max_cost_unpriced_ok: bool
-) -> None:
-    """Finish an interrupted experiment: only items not completed run; completed ones are never redone.
+def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, **opts: Any) -> None:
+    """Finish a stopped experiment: only items not completed run; completed ones are never redone.
+
+    It runs with the stored settings and budget; --api-base, --evaluator-api-base and --max-cost change
+    them for good (each change is recorded, and checked as `run` checks it).
 
         experiment-runner resume 4f6c0e1a-... --retry-failed
-    """
-    from experiment_runner.engine.experiments import get_experiment
 
+        experiment-runner resume 4f6c0e1a-... --api-base http://localhost:8081/v1 --max-cost 2
+    """
     experiment_id = obj.experiment_id(experiment_id)
     experiment = get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
-    check_priced(called_models(experiment), max_cost, max_cost_unpriced_ok)
-    execute(obj, experiment_id, concurrency, retry_failed=retry_failed, max_cost=max_cost)
+    if not work_left(obj.store, experiment, retry_failed):
+        hint = " (its failed items run again with --retry-failed)" if work_left(obj.store, experiment, True) else ""
+        click.echo(f"Experiment {experiment_id} is already complete: nothing to run{hint}.", err=True)
+        click.echo(experiment_id)
+        return
+    check_priced(called_models(experiment), opts["max_cost"], opts["max_cost_unpriced_ok"])
+    budget = budget_left(obj.store, experiment)
+    if opts["max_cost"] is None and budget.left_usd is not None and budget.left_usd <= 0:
+        raise ExperimentRunnerError(
+            f"the budget of experiment {experiment_id} is spent (${budget.cap_usd:g}, ${budget.spent_usd:.6f} spent); "
+            f"raise it to go on: experiment-runner resume {experiment_id} --max-cost USD"
+        )
+    changes = SettingChanges(opts["api_base"], opts["evaluator_api_base"], opts["max_cost"])
+    change_settings(obj.store, experiment_id, changes)  # the preflight of `run`, then the changes are stored
+    execute(obj, experiment_id, concurrency, retry_failed=retry_failed)
 
 
 @cli.command("reevaluate")
@@ -216,22 +244,23 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
         rules=load_rules(opts["rules_file"]) if opts["rules_file"] else None,
+        max_cost_usd=opts["max_cost"],
     )
     if opts["dry_run"]:
         return show_estimate(dry_run_reevaluation(obj.store, experiment_id, spec), opts["as_json"])
     check_priced([opts["evaluator_model"]] if opts["evaluator_model"] else [], opts["max_cost"], opts["max_cost_unpriced_ok"])
     new_id = create_reevaluation(obj.store, experiment_id, spec)
-    execute(obj, new_id, concurrency, retry_failed=False, max_cost=opts["max_cost"])
+    execute(obj, new_id, concurrency, retry_failed=False)
 
 
-def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, max_cost: float | None = None) -> None:
-    """Run the experiment, show its progress, print its id last, exit as the contract says."""
+def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool) -> None:
+    """Run the experiment (within its stored budget), show its progress, print its id last, exit as the contract says."""
     click.echo(f"Experiment {experiment_id}: running (if stopped, continue with: experiment-runner resume {experiment_id})", err=True)
     printer = ProgressPrinter(terminal=sys.stderr.isatty())
     progress = run_experiment(
         obj.store,
         experiment_id,
-        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, max_cost_usd=max_cost,
+        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, runner="cli",
                    tick_seconds=printer.tick_seconds),
         printer,
     )
@@ -246,6 +275,7 @@ def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed:
     if progress.stopped_by:
         raise RunStoppedError(
             f"stopped: {progress.stopped_by}; the items not run stay pending: fix it, then `experiment-runner resume {experiment_id}`"
+            " (with --api-base or --evaluator-api-base URL to change an endpoint)"
         )
     common = _most_common(progress)
     if progress.total and progress.failed == progress.total:

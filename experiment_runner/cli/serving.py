@@ -34,7 +34,8 @@ def serve_command(
 
     Paths and shapes follow the hosted experiments API: POST/GET /v1/experiments, GET
     /v1/experiments/ID, /items and /export, DELETE /v1/experiments/ID, POST /v1/conversations.
-    Experiments left unfinished by a previous server are resumed at startup. Ctrl-C stops.
+    Experiments a server was running when it stopped (shut down or crashed) are resumed at startup, with
+    their stored budgets; nothing stopped by a user, a budget or a failure is. Ctrl-C stops.
 
         experiment-runner serve --port 8000 --token "$EXPERIMENT_RUNNER_TOKEN"
     """

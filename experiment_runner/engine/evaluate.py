@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiment_runner.engine.failures import Reachability
 from experiment_runner.engine.llm import Completion, RetryPolicy, complete
 from experiment_runner.engine.structured import FormatLearner, request_kwargs, with_instructions
 from experiment_runner.errors import ModelCallError
@@ -61,6 +62,7 @@ async def evaluate_message(
     policy: RetryPolicy,
     limiter: Any = None,
     learner: FormatLearner | None = None,
+    reachability: Reachability | None = None,
 ) -> EvaluationOutcome:
     """Evaluate the final message of `messages`; never raises for model or reply problems (but see below).
 
@@ -82,7 +84,7 @@ async def evaluate_message(
     async def send(mode: str) -> Completion:
         return await complete(
             config.model, with_instructions(mode, request, schema), api_base=config.api_base, policy=policy,
-            limiter=limiter, max_tokens=max_tokens, **request_kwargs(mode, RESPONSE_NAME, schema),
+            limiter=limiter, reachability=reachability, max_tokens=max_tokens, **request_kwargs(mode, RESPONSE_NAME, schema),
         )
 
     problem = ""
@@ -122,6 +124,7 @@ async def evaluate_reply(
     policy: RetryPolicy,
     limiter: Any = None,
     learner: FormatLearner | None = None,
+    reachability: Reachability | None = None,
 ) -> EvaluationOutcome:
     """The evaluation of the final message: the evaluator model's spans (when one is configured), then the
     rules' spans (no model call). Rules alone give an evaluation whose model is `rules`. When the model's
@@ -130,7 +133,7 @@ async def evaluate_reply(
     reply_ok = bool(messages) and messages[-1]["role"] == "assistant"
     found = apply_rules(rules, messages[-1]["parts"]) if rules and reply_ok else []
     if config is not None:
-        outcome = await evaluate_message(config, messages, policy=policy, limiter=limiter, learner=learner)
+        outcome = await evaluate_message(config, messages, policy=policy, limiter=limiter, learner=learner, reachability=reachability)
         if outcome.status != "completed" or not found:
             return outcome
         return dataclasses.replace(outcome, spans=merge_spans(outcome.spans, found))

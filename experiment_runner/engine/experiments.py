@@ -1,16 +1,18 @@
-"""Creating experiments: the settings (`ExperimentSpec`), their validation, and the rows they start as.
+"""Creating experiments: the settings (`ExperimentSpec`), their validation, and the rows they start as;
+and the settings `resume` may change (`SettingChanges`), preflighted and recorded.
 
 Validation follows the hosted create-experiment API: name 1..255 characters, a non-empty model, at least
 one conversation, and every conversation id known, all checked before anything is stored.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 from sqlmodel import Session
 
+from experiment_runner.engine.lease import ensure_free
 from experiment_runner.engine.llm import check_model
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.structured import check_setting
@@ -44,6 +46,7 @@ class ExperimentSpec:
     response_format: str = "auto"  # structured output for --output-schema: auto | json_schema | json_object | prompt
     evaluator_response_format: str = "auto"
     evaluator_max_tokens: int | None = None
+    max_cost_usd: float | None = None  # the budget of all the experiment's runs, stored with it
     rules: list[dict[str, Any]] | None = None  # checked `--rules` (evaluation.rules); None: none (a re-evaluation: the source's)
 
     @property
@@ -118,10 +121,11 @@ def preflight(spec: ExperimentSpec) -> None:
         check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")
 
 
-def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool = True) -> str:
+def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool = True, runner: str | None = None) -> str:
     """Store a new experiment with one pending item per conversation; return its id.
 
-    `check_models=False` skips the preflight (rows built for tests, models that are never called)."""
+    `check_models=False` skips the preflight (rows built for tests, models that are never called).
+    `runner="server"` marks it as the server's from the start, so a restart resumes it even if it never began."""
     check_spec(spec)
     ids = list(dict.fromkeys(spec.conversation_ids))  # a conversation listed twice is run once
     with store.read() as session:
@@ -130,7 +134,7 @@ def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool 
         preflight(spec)
     with store.write() as session:
         check_known(session, ids)  # again inside the write: one may have been deleted meanwhile
-        experiment_id = _insert_experiment(session, spec, ids)
+        experiment_id = _insert_experiment(session, spec, ids, runner=runner)
         _insert_items(session, experiment_id, [(cid, None) for cid in ids], 1 if spec.evaluates else 0)
     return experiment_id
 
@@ -178,6 +182,7 @@ def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, c
             evaluator_response_format=spec.evaluator_response_format,
             evaluator_max_tokens=spec.evaluator_max_tokens,
             rules=rules,
+            max_cost_usd=spec.max_cost_usd,
         )
         check_spec(spec)
         experiment_id = _insert_experiment(session, spec, spec.conversation_ids, source_experiment_id=source_id)
@@ -194,7 +199,9 @@ def reevaluation_rules(source: Any, spec: ExperimentSpec) -> list[dict[str, Any]
     return rules
 
 
-def _insert_experiment(session: Session, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None) -> str:
+def _insert_experiment(
+    session: Session, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None, runner: str | None = None
+) -> str:
     experiment_id = new_id()
     q.add_experiment(
         session,
@@ -214,6 +221,8 @@ def _insert_experiment(session: Session, spec: ExperimentSpec, ids: list[str], s
             labels=spec.stored_labels(),
             source_experiment_id=source_experiment_id,
             structured_output=spec.structured_output(),
+            max_cost_usd=spec.max_cost_usd,
+            runner=runner,
         ),
     )
     return experiment_id
@@ -254,3 +263,48 @@ def record_response_formats(store: Store, experiment_id: str, used: dict[str, st
         for role, mode in used.items():
             settings.setdefault(role, {"setting": "auto"})["used"] = mode
         q.set_structured_output(session.connection(), experiment_id, settings)
+
+
+@dataclass(frozen=True)
+class SettingChanges:
+    """What `resume` may change before it runs: the endpoints (a wrong port is fixed here) and the budget."""
+
+    api_base: str | None = None
+    evaluator_api_base: str | None = None
+    max_cost_usd: float | None = None
+
+    def applied(self, experiment: Experiment) -> dict[str, Any]:
+        """`{field: (old, new)}` for each setting these changes alter."""
+        new = {"api_base": self.api_base, "evaluator_api_base": self.evaluator_api_base, "max_cost_usd": self.max_cost_usd}
+        return {k: (getattr(experiment, k), v) for k, v in new.items() if v is not None and v != getattr(experiment, k)}
+
+
+def as_spec(experiment: Experiment) -> ExperimentSpec:
+    """A stored experiment's settings as the spec `preflight` and the price check read."""
+    return ExperimentSpec(
+        name=experiment.name, model=experiment.model, conversation_ids=list(experiment.conversation_ids),
+        pass_through=experiment.pass_through, api_base=experiment.api_base, evaluator_model=experiment.evaluator_model,
+        evaluator_api_base=experiment.evaluator_api_base, max_cost_usd=experiment.max_cost_usd,
+    )
+
+
+def change_settings(store: Store, experiment_id: str, changes: SettingChanges, *, check_models: bool = True) -> Experiment:
+    """Before a resume: preflight the experiment as it will run (the same checks as `run`), then store the
+    changed settings with a record of each change (`setting_changes`), unless a live runner holds it."""
+    experiment = get_experiment(store, experiment_id)
+    if changes.evaluator_api_base and not experiment.evaluator_model:
+        raise BadInputError("--evaluator-api-base: this experiment has no evaluator", loc=("body", "evaluator_api_base"))
+    altered = changes.applied(experiment)
+    if check_models:
+        preflight(replace(as_spec(experiment), **{k: new for k, (_, new) in altered.items()}))
+    if not altered:
+        return experiment
+    stamp = now()
+    with store.write() as session:
+        ensure_free(session.connection(), experiment_id)
+        experiment = require_experiment(session, experiment_id)
+        log = list(experiment.setting_changes or [])
+        log += [{"at": stamp, "field": k, "from": old, "to": new} for k, (old, new) in altered.items()]
+        values = {k: getattr(experiment, k) for k in ("api_base", "evaluator_api_base", "max_cost_usd")}
+        q.set_settings(session.connection(), experiment_id, values | {k: new for k, (_, new) in altered.items()}, log)
+    return get_experiment(store, experiment_id)

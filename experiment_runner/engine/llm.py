@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from experiment_runner import jsonlimits
-from experiment_runner.engine.failures import classify
+from experiment_runner.engine.failures import Reachability, classify
 from experiment_runner.errors import BadInputError, Field, ModelCallError
 from experiment_runner.ingest.formats import FINISH_REASONS  # shared with the OTLP importer
 
@@ -199,23 +199,33 @@ async def complete(
     api_base: str | None = None,
     policy: RetryPolicy | None = None,
     limiter: AbstractAsyncContextManager[Any] | None = None,
+    reachability: Reachability | None = None,
     **kwargs: Any,
 ) -> Completion:
-    """One chat completion with retries; raises `ModelCallError` when it fails for good."""
+    """One chat completion with retries; raises `ModelCallError` when it fails for good.
+
+    `reachability` (one per endpoint and run) stops the call, systematically, once the run's first wave
+    of calls to the endpoint all went unanswered."""
     litellm = litellm_module()
     policy = policy or RetryPolicy()
+    watch = reachability or Reachability()
     call_kwargs = {**credentials(model, api_base), **no_redirect_clients(litellm, model), **kwargs, "num_retries": 0, "timeout": policy.timeout}
-    attempt = 0
+    attempt = token = 0
     while True:
         attempt += 1
+        if watch.verdict is not None:  # every call of the endpoint's first wave went unanswered
+            raise ModelCallError(str(watch.verdict), systematic=True)
         try:
             async with limiter or nullcontext():
+                token = token or watch.sent()
                 started = time.perf_counter()
                 response = await litellm.acompletion(model=model, messages=messages, **call_kwargs)
             duration_ms = (time.perf_counter() - started) * 1000
+            watch.answer()
             return _to_completion(model, response, attempt, duration_ms)
         except Exception as exc:  # noqa: BLE001  (litellm raises many types; classified below)
             failure = classify(exc, api_base)
+            failure = watch.judge(token, exc, failure, api_base) or failure
             if not failure.retryable or attempt >= policy.max_attempts:
                 suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
                 raise ModelCallError(

@@ -11,7 +11,8 @@ Shape of a run (one anyio task group):
   their items are still `pending`/`in_progress`, and `resume` runs them again.
 
 The whole run holds the experiment's lease (`engine.lease`): a second runner gets `ExperimentBusyError`,
-a runner that dies leaves a lease that goes stale after the heartbeat timeout.
+a runner that dies leaves a lease that goes stale after the heartbeat timeout. A run records who runs it
+and, when it ends early, why (`engine.runstate`): its unfinished items go back to `pending`.
 
 Item states: pending -> in_progress -> completed | failed. An item is completed when its reply is
 stored and, if an evaluator is configured, its evaluation is recorded (a failed evaluation still
@@ -37,7 +38,7 @@ from experiment_runner.engine.budget import Budget
 from experiment_runner.engine.estimate import ItemPlan, item_bound
 from experiment_runner.engine.evaluate import evaluate_reply
 from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs, record_response_formats
-from experiment_runner.engine.failures import endpoint_name
+from experiment_runner.engine.failures import Reachability, endpoint_name
 from experiment_runner.engine.lease import Lease, acquire
 from experiment_runner.engine.llm import RetryPolicy, complete
 from experiment_runner.engine.output_schema import check_reply, to_json_schema
@@ -47,9 +48,10 @@ from experiment_runner.engine.replay import (
     split_reply,
     with_system_prompt,
 )
+from experiment_runner.engine.runstate import FAILED, INTERRUPTED, SHUTDOWN, Stop, begin_run, budget_left, end_run, stop_of
 from experiment_runner.engine.structured import FormatLearner, request_kwargs, with_instructions
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
-from experiment_runner.errors import ExperimentRunnerError, ModelCallError
+from experiment_runner.errors import ExperimentRunnerError, LeaseLostError, ModelCallError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store import Store
@@ -58,14 +60,15 @@ from experiment_runner.store.tables import Experiment
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run: concurrency K, whether to redo failed items, retry policy, Ctrl-C handling."""
+    """How to run: concurrency K, whether to redo failed items, retry policy, Ctrl-C handling, who runs it."""
 
     concurrency: int = 8
     retry_failed: bool = False
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     handle_signals: bool = False  # the CLI sets it: first Ctrl-C drains, a second one stops at once
     grace_seconds: float = 5.0
-    max_cost_usd: float | None = None  # stop starting items before this invocation's spend passes it
+    max_cost_usd: float | None = None  # this invocation's cap; None: what the experiment's stored budget has left
+    runner: str = "cli"  # recorded on the experiment: a server resumes at startup only what a server ran
     tick_seconds: float | None = None  # also call on_progress this often, whether or not an item ended
 
 
@@ -84,7 +87,8 @@ class Progress:
     response_formats: dict[str, str] = field(default_factory=dict)  # {"target"|"evaluator": mode used}
     budget_reached: bool = False
     spent_usd: float = 0.0  # what this invocation's model calls cost (those litellm could price)
-    budget_usd: float | None = None  # the cap this run kept to
+    budget_usd: float | None = None  # the experiment's stored budget (all its runs), or this run's own cap
+    spent_before_usd: float = 0.0  # what the experiment's stored results had cost before this run
     max_reserved_usd: float = 0.0  # the dearest price the budget reserved for one item
     unpriced_calls: int = 0  # calls of this run litellm had no price for (their cost is unknown)
     retries: int = 0  # failed attempts that were tried again
@@ -125,17 +129,44 @@ async def run_experiment_async(
     """Run (or resume) an experiment inside a running event loop (the REST server uses this)."""
     experiment = get_experiment(store, experiment_id)
     lease = await anyio.to_thread.run_sync(acquire, store, experiment_id)
+    stop: Stop | None = Stop(FAILED, "the run ended unexpectedly")
+    record = True  # the end of the run is recorded unless another runner took the lease over
     try:
+        await anyio.to_thread.run_sync(begin_run, store, lease, options.runner)
         units = await anyio.to_thread.run_sync(plan_work, store, experiment, options.retry_failed)
-        run = _Run(store, experiment, options, Progress(total=len(units)), on_progress, lease)
-        try:
-            await run.execute(units)
-        except BaseExceptionGroup as group:  # task groups wrap what failed: report the error itself
-            raise _first_error(group) from None
+        if options.max_cost_usd is None:  # the stored budget, less what earlier runs spent
+            budget = await anyio.to_thread.run_sync(budget_left, store, experiment)
+            options = replace(options, max_cost_usd=budget.left_usd)
+            progress = Progress(total=len(units), budget_usd=budget.cap_usd, spent_before_usd=budget.spent_usd)
+        else:
+            progress = Progress(total=len(units), budget_usd=options.max_cost_usd)
+        run = _Run(store, experiment, options, progress, on_progress, lease)
+        if units and options.max_cost_usd is not None and options.max_cost_usd <= 0:
+            progress.budget_reached = True  # the stored budget is spent: nothing starts
+        else:
+            try:
+                await run.execute(units)
+            except BaseExceptionGroup as group:  # task groups wrap what failed: report the error itself
+                raise _first_error(group) from None
+        stop = stop_of(progress)
+    except anyio.get_cancelled_exc_class():
+        stop = Stop(SHUTDOWN, "the server running it stopped")
+        raise
+    except KeyboardInterrupt:
+        stop = Stop(INTERRUPTED, "stopped by Ctrl-C")
+        raise
+    except LeaseLostError:
+        record = False
+        raise
+    except Exception as exc:
+        stop = Stop(FAILED, str(exc))
+        raise
     finally:
         with anyio.CancelScope(shield=True):
+            if record:
+                await anyio.to_thread.run_sync(end_run, store, lease, stop)
             await anyio.to_thread.run_sync(lease.release)
-    return run.progress
+    return progress
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
@@ -172,13 +203,13 @@ class _Run:
         self.stopping = False
         self.work_scope = anyio.CancelScope()
         self.budget = Budget(options.max_cost_usd) if options.max_cost_usd is not None else None
-        self.progress.budget_usd = options.max_cost_usd
         self.policy = replace(options.policy, on_retry=self._retried)
         self.target_kwargs = reasoning_kwargs(experiment.reasoning_config)
         self.target_schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None
         self.plan = ItemPlan(experiment.model, experiment.pass_through, experiment.system_prompt_override, self.target_schema, self.evaluator)
         settings = experiment.structured_output or {}
         self.endpoints = {"target": (experiment.model, experiment.api_base), "evaluator": (experiment.evaluator_model, experiment.evaluator_api_base)}
+        self.reachability = {role: Reachability() for role in self.endpoints}  # unreachable after a silent first wave
         shared: dict[tuple[Any, ...], FormatLearner] = {}  # one learner per endpoint, model and setting
         self.learners: dict[str, FormatLearner] = {}
         for role, endpoint in self.endpoints.items():
@@ -195,7 +226,8 @@ class _Run:
         """A systematic failure: take no new items; the first one says why the run stopped."""
         model, api_base = self.endpoints[role]
         if self.progress.stopped_by is None:
-            self.progress.stopped_by = f"{role} model {model} at {endpoint_name(api_base, model or '')}: {exc}"
+            where = "" if str(exc).startswith("cannot reach ") else f" at {endpoint_name(api_base, model or '')}"
+            self.progress.stopped_by = f"{role} model {model}{where}: {exc}"
         self.stopping = True
 
     async def execute(self, units: list[WorkUnit]) -> None:
@@ -230,8 +262,6 @@ class _Run:
         self.progress.response_formats = self._learned()
         if self.progress.response_formats:
             await anyio.to_thread.run_sync(record_response_formats, self.store, self.experiment.id, self.progress.response_formats)
-        if not self.stopping:
-            await anyio.to_thread.run_sync(w.finish_experiment, self.store, self.experiment.id)
 
     def _learned(self) -> dict[str, str]:
         """The structured-output mode each model settled on in this run (only models that were asked for JSON)."""
@@ -314,6 +344,7 @@ class _Run:
                 outcome = await evaluate_reply(
                     self.evaluator, self.rules, messages, policy=self.policy, limiter=self.limiter,
                     learner=self.learners["evaluator"],
+                    reachability=self.reachability["evaluator"],
                 )
             except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
                 return self._stop_on(exc, "evaluator")
@@ -356,6 +387,7 @@ class _Run:
                 api_base=self.experiment.api_base,
                 policy=self.policy,
                 limiter=self.limiter,
+                reachability=self.reachability["target"],
                 **request,
                 **self.target_kwargs,
                 **extra,

@@ -45,6 +45,11 @@ def plan_work(store: Store, experiment: Experiment, retry_failed: bool) -> list[
     return units
 
 
+def work_left(store: Store, experiment: Experiment, retry_failed: bool) -> int:
+    """How many units a run would do now (0: the experiment is complete, as far as this run goes)."""
+    return len(plan_work(store, experiment, retry_failed))
+
+
 def load_units(store: Store, units: list[WorkUnit]) -> list[tuple[WorkUnit, list[dict[str, Any]]]]:
     """Each unit (with its source's tool definitions) and its conversation's messages (native dicts),
     read a chunk of conversations per query."""

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from experiment_runner import jsonlimits
+from experiment_runner.engine.lease import ensure_free, holder_state
 from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
 from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries import results as results_q
 from experiment_runner.store.queries.experiments import require_experiment
+from experiment_runner.store.tables import Experiment
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -101,6 +103,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         errors = q.recent_errors(session.connection(), experiment_id, RECENT_ERRORS)
         recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
         evaluations = evaluation_summary(session.connection(), experiment_id)
+        spent = q.spent_usd(session.connection(), experiment_id, replayed=not experiment.pass_through)
     evaluator = EvaluatorConfig.from_experiment(experiment)
     return {
         **summary,
@@ -113,6 +116,31 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         "structured_output": experiment.structured_output or {},
         "recent_errors": recent,
         "evaluation_summary": evaluations,
+        "run": run_state(store, experiment, spent),
+    }
+
+
+def run_state(store: Store, experiment: Experiment, spent_usd: float) -> dict[str, Any]:
+    """Where the experiment's runs stand: `state` (running, complete, stopped, crashed, not running), who
+    ran it last, why it stopped, its budget and what its results cost, and the settings `resume` changed."""
+    holder = holder_state(store, experiment.id)
+    if holder == "running":
+        state = "running"
+    elif experiment.completed_at:
+        state = "complete"
+    elif experiment.stop_reason:
+        state = "stopped"
+    else:
+        state = holder or "not running"  # "crashed": a runner died holding the lease
+    return {
+        "state": state,
+        "runner": experiment.runner,
+        "stop_reason": experiment.stop_reason,
+        "stop_detail": experiment.stop_detail,
+        "stopped_at": experiment.stopped_at,
+        "max_cost_usd": experiment.max_cost_usd,
+        "spent_usd": round(spent_usd, 8),
+        "setting_changes": experiment.setting_changes or [],
     }
 
 
@@ -144,11 +172,14 @@ class Deletion:
 def delete_experiment(store: Store, experiment_id: str) -> Deletion:
     """Remove an experiment with its items, evaluations, annotations and the result conversations only it uses.
 
-    One transaction. Result conversations that another experiment's items still point at (a
-    re-evaluation shares them) are kept, and so are all source conversations.
+    One transaction, under the run lease: while a live runner holds it, `ExperimentBusyError` names that
+    runner and nothing is deleted (a crashed runner's stale lease goes with the experiment). Result
+    conversations that another experiment's items still point at (a re-evaluation shares them) are
+    kept, and so are all source conversations.
     """
     with store.write() as session:
         name = require_experiment(session, experiment_id).name
+        ensure_free(session.connection(), experiment_id)
         rows = q.delete_experiment(session.connection(), experiment_id)
     return Deletion(name, rows)
 

@@ -2,9 +2,9 @@
 
 Endpoints follow `seeds/create-experiment.txt`, `list-experiments.txt` and `export-experiment.txt`. Every
 database call runs in a worker thread, so the event loop stays free for the experiments this server runs:
-each created (or, at startup, unfinished) experiment runs in the background as one task of the
-lifespan's task group, one engine per experiment. Shutting down cancels them; their items stay
-`pending`/`in_progress` and the next start resumes them.
+each created experiment runs in the background as one task of the lifespan's task group, one engine
+per experiment. Shutting down cancels them; their items go back to `pending` and the next start resumes
+them (and only them: see `background`).
 
 Request bodies are bounded (`bodies.py`: 413 past `serve --max-body-mb`/`--max-inflated-mb`). The docs
 (`/docs`, Swagger UI) are served from the `fastapi-offline` package's copy of Swagger UI, so they work with
@@ -25,9 +25,10 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from experiment_runner import __version__
-from experiment_runner.errors import BadInputError, ExperimentRunnerError, NotFoundError, StoreError
+from experiment_runner.engine.runstate import server_resumable
+from experiment_runner.errors import BadInputError, ExperimentBusyError, ExperimentRunnerError, NotFoundError, StoreError
 from experiment_runner.server.auth import BearerAuth
-from experiment_runner.server.background import Runs, unfinished_experiments
+from experiment_runner.server.background import Runs
 from experiment_runner.server.bodies import BodyLimit, BodyLimits
 from experiment_runner.server.openapi import customize_openapi
 from experiment_runner.server.routes import experiment_document, router
@@ -56,6 +57,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def store_error(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=500)
 
+    async def busy(_: Request, exc: Exception) -> JSONResponse:  # another process runs the experiment
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
     async def failed(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
@@ -65,6 +69,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, not_found)  # before its base class: handlers match by MRO
     app.add_exception_handler(BadInputError, bad_input)
     app.add_exception_handler(StoreError, store_error)
+    app.add_exception_handler(ExperimentBusyError, busy)
     app.add_exception_handler(ExperimentRunnerError, failed)
     app.add_exception_handler(Exception, internal)
 
@@ -83,7 +88,8 @@ def create_app(
     """The API over `store`; with `token`, every request but the docs needs `Authorization: Bearer <token>`.
 
     Experiments run inside the app's lifespan (uvicorn, or `with TestClient(app)`), `concurrency` model
-    calls at most per experiment; at startup, experiments left unfinished are resumed. Requests may
+    calls at most per experiment; at startup, the experiments a server was running when it went down are
+    resumed (with their stored budgets). Requests may
     name loopback model endpoints and those under `allow_api_bases` only, and send bodies within
     `limits` (the defaults of `BodyLimits` when not given).
     """
@@ -93,9 +99,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with runs.serving():
-            unfinished = await anyio.to_thread.run_sync(unfinished_experiments, store)
+            unfinished = await anyio.to_thread.run_sync(server_resumable, store)
             if unfinished:
-                log.info("resuming %d unfinished experiment(s)", len(unfinished))
+                log.info("resuming %d experiment(s) a server was running when it stopped", len(unfinished))
             for experiment_id in unfinished:
                 runs.start(experiment_id)
             yield

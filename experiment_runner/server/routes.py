@@ -105,11 +105,11 @@ async def create(
     if not runs.active:
         raise HTTPException(503, "the server is starting or shutting down; try again")
     await anyio.to_thread.run_sync(check_priced, called_models(spec), body.max_cost_usd, body.max_cost_unpriced_ok)
-    experiment_id = await anyio.to_thread.run_sync(create_experiment, store, spec)
+    experiment_id = await anyio.to_thread.run_sync(lambda: create_experiment(store, spec, runner="server"))
     try:
         document = await anyio.to_thread.run_sync(experiment_document, store, experiment_id)
     finally:
-        runs.start(experiment_id, max_cost_usd=body.max_cost_usd)
+        runs.start(experiment_id)
     return JSONResponse(document, status_code=201, headers={"Location": f"/v1/experiments/{experiment_id}"})
 
 

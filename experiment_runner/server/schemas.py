@@ -77,7 +77,8 @@ class CreateExperiment(_Strict):
     )
     evaluator_max_tokens: int | None = Field(None, ge=1, description="Cap on each evaluator reply (default 4096)")
     max_cost_usd: float | None = Field(
-        None, gt=0, description="Stop starting items before the run's model calls pass this many USD (the rest stay pending)"
+        None, gt=0, description="The experiment's budget in USD, stored with it: no item starts once its results would "
+        "pass it (the rest stay pending, also across server restarts)"
     )
     max_cost_unpriced_ok: bool = Field(False, description="Allow max_cost_usd when a model has no known price")
 
@@ -117,6 +118,7 @@ class CreateExperiment(_Strict):
             response_format=self.response_format,
             evaluator_response_format=self.evaluator_response_format,
             evaluator_max_tokens=self.evaluator_max_tokens,
+            max_cost_usd=self.max_cost_usd,
         )
 
 

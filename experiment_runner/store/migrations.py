@@ -173,6 +173,21 @@ def m004_run_leases(conn: Connection) -> None:
     )
 
 
+def m005_run_state(conn: Connection) -> None:
+    """Why a run stopped and who runs it (a server resumes only its own), the stored budget, settings changed by resume."""
+    _run(
+        conn,
+        """
+        ALTER TABLE experiment ADD COLUMN stop_reason TEXT;
+        ALTER TABLE experiment ADD COLUMN stop_detail TEXT;
+        ALTER TABLE experiment ADD COLUMN stopped_at TEXT;
+        ALTER TABLE experiment ADD COLUMN runner TEXT;
+        ALTER TABLE experiment ADD COLUMN max_cost_usd FLOAT;
+        ALTER TABLE experiment ADD COLUMN setting_changes JSON
+        """,
+    )
+
+
 def m006_conversation_tools(conn: Connection) -> None:
     """A source conversation's tool definitions (declared to the target on replay) and its metadata object."""
     _run(
@@ -184,8 +199,9 @@ def m006_conversation_tools(conn: Connection) -> None:
     )
 
 
-# m006 comes after m005 (another branch); until both are merged it runs right after m004.
-MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings, m003_structured_output, m004_run_leases, m006_conversation_tools]
+MIGRATIONS: list[Migration] = [
+    m001_initial, m002_run_settings, m003_structured_output, m004_run_leases, m005_run_state, m006_conversation_tools,
+]
 LATEST = len(MIGRATIONS)
 
 

@@ -79,7 +79,7 @@ def test_the_budget_stops_new_items_and_resume_pays_each_remaining_item_once(run
     assert cap - 0.0001 <= spent <= cap + in_flight  # (the line rounds spent to 4 places)
     first = Counter(json.dumps(r["messages"]) for r in fake_llm.requests() if r["model"] == "gpt-4o-mini")
     fake_llm.reset()
-    assert run_cli("resume", experiment_id).exit_code == 0
+    assert run_cli("resume", experiment_id, "--max-cost", "100").exit_code == 0  # the stored budget raised, for good
     again = Counter(json.dumps(r["messages"]) for r in fake_llm.requests() if r["model"] == "gpt-4o-mini")
     assert sum(again.values()) == n - statuses["completed"] and not set(again) & set(first)
     assert all(n == 1 for n in again.values())

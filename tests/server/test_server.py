@@ -313,11 +313,14 @@ def test_openapi_documents_every_endpoint_with_the_seed_fields(client) -> None:
 # --- restarts, a real server, a shared database ------------------------------------------------
 
 
-def test_startup_resumes_experiments_left_unfinished(store, ids, fake_llm) -> None:
-    experiment_id = create_experiment(store, ExperimentSpec(**seed_body(fake_llm, ids[:4])))  # stored, never run
+def test_startup_resumes_what_a_server_left_unfinished_and_nothing_else(store, ids, fake_llm) -> None:
+    ours = create_experiment(store, ExperimentSpec(**seed_body(fake_llm, ids[:4])), runner="server")  # its server died
+    theirs = create_experiment(store, ExperimentSpec(**seed_body(fake_llm, ids[4:6])))  # a CLI's, never run
     with TestClient(create_app(store)) as client:
-        done = wait_done(client, experiment_id)
+        done = wait_done(client, ours)
+        assert client.get(f"/v1/experiments/{theirs}").json()["status_summary"]["pending"] == 2
     assert done["completed_items_count"] == 4 and done["evaluations_received"] == 4
+    assert fake_llm.request_count == 8  # 4 replies and 4 evaluations: the CLI's experiment was not run
 
 
 def test_shutdown_mid_run_leaves_it_resumable_and_the_next_start_finishes_it(store, ids, fake_llm, db_path) -> None:
