@@ -105,6 +105,9 @@ def create_app(
             for experiment_id in unfinished:
                 runs.start(experiment_id)
             yield
+        # The runs are stopped: make the .db file the whole store now, since after a SIGTERM uvicorn ends
+        # the process (re-raising the signal) before the CLI closes the store.
+        await anyio.to_thread.run_sync(store.checkpoint_writes)
 
     app = FastAPIOffline(  # FastAPI, with /docs served from the package instead of a CDN
         redoc_url=None,  # ReDoc's page links outside the server; Swagger UI at /docs is the one docs page

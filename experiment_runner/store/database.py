@@ -129,10 +129,14 @@ class Store:
 
     def close(self) -> None:
         """Release every connection; if this process wrote, first checkpoint the WAL into the database file."""
-        if self.wrote:
-            self.wrote = not self.checkpoint()
+        self.checkpoint_writes()
         self.reader.dispose()
         self.writer.dispose()
+
+    def checkpoint_writes(self) -> None:
+        """If this process wrote since the last checkpoint, fold the WAL into the database file (see `checkpoint`)."""
+        if self.wrote:
+            self.wrote = not self.checkpoint()
 
     def checkpoint(self) -> bool:
         """Copy every WAL frame into the database file and truncate the WAL (`wal_checkpoint(TRUNCATE)`).
