@@ -36,7 +36,7 @@ COMMAND_MODULES = {
     "import": "conversations", "conversations": "conversations",
     "run": "runs", "resume": "runs", "reevaluate": "runs",
     "list": "results", "show": "results", "export": "results", "delete": "results", "score": "results",
-    "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo",
+    "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo", "cache": "caching",
 }
 
 

@@ -19,13 +19,16 @@ def show_estimate(estimate: Estimate, as_json: bool) -> None:
         echo_json(data)
         return
     rows: list[list[Any]] = [
-        [model, m["role"], m["calls"], f"{m['estimated_input_tokens']:,}", f"{m['estimated_output_tokens']:,}", _usd(m["estimated_cost_usd"])]
+        [model, m["role"], m["calls"], m["cached_calls"], f"{m['estimated_input_tokens']:,}", f"{m['estimated_output_tokens']:,}",
+         _usd(m["estimated_cost_usd"])]
         for model, m in data["per_model"].items()
     ]
-    rows.append(["total", "", data["target_calls"] + data["evaluator_calls"], f"{data['estimated_input_tokens']:,}",
+    rows.append(["total", "", data["target_calls"] + data["evaluator_calls"], data["cached_calls"], f"{data['estimated_input_tokens']:,}",
                  f"{data['estimated_output_tokens']:,}", _usd(data["estimated_cost_usd"])])
     click.echo(f"Dry run: {data['items']} item(s), {data['target_calls']} target call(s), {data['evaluator_calls']} evaluator call(s).")
-    click.echo(table(["model", "role", "calls", "input tokens", "output tokens", "cost"], rows))
+    click.echo(table(["model", "role", "calls", "cached", "input tokens", "output tokens", "cost"], rows))
+    if data["cached_calls"]:
+        click.echo(f"{data['cached_calls']} of these call(s) will come from the response cache: no tokens, $0 (--no-cache to count them).")
     if data["unpriced_models"]:
         priced = data["estimated_priced_cost_usd"]
         click.echo(f"No price known for {', '.join(data['unpriced_models'])}: cost unknown (priced calls alone: {_usd(priced)}).")

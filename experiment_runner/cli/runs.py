@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
+from experiment_runner.cli.caching import no_cache_option, usage_line
 from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
 from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_reevaluation
@@ -72,6 +73,7 @@ def with_options(options: list[Any]) -> Any:
 @click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model; without it replies are not evaluated.")
 @with_options(evaluator_options)
 @concurrency_option
+@no_cache_option
 @with_options(budget_options + dry_run_options)
 @click.pass_obj
 def run_command(obj: Context, **opts: Any) -> None:
@@ -116,10 +118,10 @@ def run_command(obj: Context, **opts: Any) -> None:
         evaluator_max_tokens=opts["evaluator_max_tokens"],
     )
     if opts["dry_run"]:
-        return show_estimate(dry_run(store, spec), opts["as_json"])
+        return show_estimate(dry_run(store, spec, use_cache=not opts["no_cache"]), opts["as_json"])
     check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
-    execute(obj, experiment_id, opts["concurrency"], retry_failed=False, max_cost=opts["max_cost"])
+    execute(obj, experiment_id, opts["concurrency"], retry_failed=False, max_cost=opts["max_cost"], use_cache=not opts["no_cache"])
 
 
 def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
@@ -135,10 +137,11 @@ def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
 @click.argument("experiment_id")
 @click.option("--retry-failed", is_flag=True, help="Also run the failed items (and failed evaluations) again.")
 @concurrency_option
+@no_cache_option
 @with_options(budget_options)
 @click.pass_obj
 def resume_command(
-    obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, max_cost: float | None, max_cost_unpriced_ok: bool
+    obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, no_cache: bool, max_cost: float | None, max_cost_unpriced_ok: bool
 ) -> None:
     """Finish an interrupted experiment: only items not completed run; completed ones are never redone.
 
@@ -148,7 +151,7 @@ def resume_command(
 
     experiment = get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
     check_priced(called_models(experiment), max_cost, max_cost_unpriced_ok)
-    execute(obj, experiment_id, concurrency, retry_failed=retry_failed, max_cost=max_cost)
+    execute(obj, experiment_id, concurrency, retry_failed=retry_failed, max_cost=max_cost, use_cache=not no_cache)
 
 
 @cli.command("reevaluate")
@@ -157,6 +160,7 @@ def resume_command(
 @with_options(evaluator_options)
 @click.option("--name", help="Name of the new experiment (default: the old name + ' (re-evaluated)').")
 @concurrency_option
+@no_cache_option
 @with_options(budget_options + dry_run_options)
 @click.pass_obj
 def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concurrency: int, **opts: Any) -> None:
@@ -175,25 +179,29 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
         evaluator_max_tokens=opts["evaluator_max_tokens"],
     )
     if opts["dry_run"]:
-        return show_estimate(dry_run_reevaluation(obj.store, experiment_id, spec), opts["as_json"])
+        return show_estimate(dry_run_reevaluation(obj.store, experiment_id, spec, use_cache=not opts["no_cache"]), opts["as_json"])
     check_priced([opts["evaluator_model"]], opts["max_cost"], opts["max_cost_unpriced_ok"])
     new_id = create_reevaluation(obj.store, experiment_id, spec)
-    execute(obj, new_id, concurrency, retry_failed=False, max_cost=opts["max_cost"])
+    execute(obj, new_id, concurrency, retry_failed=False, max_cost=opts["max_cost"], use_cache=not opts["no_cache"])
 
 
-def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, max_cost: float | None = None) -> None:
+def execute(
+    obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, max_cost: float | None = None, use_cache: bool = True
+) -> None:
     """Run the experiment, show progress on a terminal, print its id last, exit as the contract says."""
     click.echo(f"Experiment {experiment_id}: running (if stopped, continue with: experiment-runner resume {experiment_id})", err=True)
     show = sys.stderr.isatty()
     progress = run_experiment(
         obj.store,
         experiment_id,
-        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, max_cost_usd=max_cost),
+        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, max_cost_usd=max_cost, use_cache=use_cache),
         print_progress if show else None,
     )
     if show:
         click.echo("", err=True)
     click.echo(_summary(experiment_id, progress), err=True)
+    if cached := usage_line(progress.cache.hits, progress.cache.saved_usd):
+        click.echo(cached, err=True)
     click.echo(experiment_id)
     if progress.interrupted:
         click.echo(f"Interrupted. Continue with: experiment-runner resume {experiment_id}", err=True)

@@ -6,13 +6,15 @@ Output tokens are estimated: for the target, the recorded final reply's length w
 has one (its recorded `output_tokens`, else the counted text), else `DEFAULT_TARGET_OUTPUT_TOKENS`;
 for the evaluator, `DEFAULT_EVALUATOR_OUTPUT_TOKENS`. The reply schema sent as `response_format` is not
 counted (some servers add it to the prompt, others turn it into a grammar). Prices come from litellm's price list; a model
-it has no price for is reported as unpriced (its cost unknown, never $0). Nothing is stored or called.
+it has no price for is reported as unpriced (its cost unknown, never $0). Requests the response cache would
+answer (`cache_probe`) are counted as `cached_calls`, with no tokens and $0. Nothing is stored or called.
 """
 
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiment_runner.engine.cache_probe import CacheProbe
 from experiment_runner.engine.experiments import ExperimentSpec, check_known, check_spec, completed_results, preflight, spec_view
 from experiment_runner.engine.llm import check_model, litellm_module
 from experiment_runner.engine.replay import replay_request, split_reply, with_system_prompt
@@ -35,9 +37,10 @@ class ModelEstimate:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = 0.0
+    cached_calls: int = 0  # of `calls`: answered by the response cache (no tokens, $0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "calls": self.calls, "estimated_input_tokens": self.input_tokens,
+        return {"role": self.role, "calls": self.calls, "cached_calls": self.cached_calls, "estimated_input_tokens": self.input_tokens,
                 "estimated_output_tokens": self.output_tokens, "estimated_cost_usd": self.cost_usd}
 
 
@@ -59,6 +62,7 @@ class Estimate:
             "items": self.items,
             "target_calls": self.target.calls if self.target else 0,
             "evaluator_calls": self.evaluator.calls if self.evaluator else 0,
+            "cached_calls": sum(m.cached_calls for m in models),
             "estimated_input_tokens": sum(m.input_tokens for m in models),
             "estimated_output_tokens": sum(m.output_tokens for m in models),
             "estimated_cost_usd": None if unpriced else round(sum(priced), 6),
@@ -106,35 +110,49 @@ def estimate(
     pass_through: bool,
     system_prompt: str | None,
     evaluator: EvaluatorConfig | None,
+    probe: CacheProbe | None = None,
 ) -> Estimate:
-    """The estimate for running these conversations (each a list of native messages)."""
+    """The estimate for running these conversations (each a list of native messages); with a `probe`, the
+    requests the response cache would answer are counted as cached calls (no tokens, $0)."""
     target = None if pass_through else ModelEstimate(model, "target")
     judge = ModelEstimate(evaluator.model, "evaluator") if evaluator else None
     for messages in conversations:
         history, reply = split_reply(with_system_prompt(messages, system_prompt))
+        known = reply if pass_through else None  # the reply the evaluator would judge, when it can be known now
         if target is not None and history:
-            request = replay_request(history)
             target.calls += 1
-            target.input_tokens += _count(model, request["messages"], request.get("tools"))
-            target.output_tokens += _reply_tokens(model, reply)
+            cached = probe.target_reply(history) if probe is not None else None
+            if cached is not None:
+                target.cached_calls += 1
+                known = {"role": "assistant", "parts": cached}
+            else:
+                request = replay_request(history)
+                target.input_tokens += _count(model, request["messages"], request.get("tools"))
+                target.output_tokens += _reply_tokens(model, reply)
         if judge is not None and evaluator is not None and (reply is not None or not pass_through):
-            final = reply or {"role": "assistant", "parts": [{"type": "text", "content": "x " * DEFAULT_TARGET_OUTPUT_TOKENS}]}
             judge.calls += 1
+            if known is not None and probe is not None and probe.evaluation_cached([*history, known]):
+                judge.cached_calls += 1
+                continue
+            final = known or reply or {"role": "assistant", "parts": [{"type": "text", "content": "x " * DEFAULT_TARGET_OUTPUT_TOKENS}]}
             judge.input_tokens += _count(evaluator.model, build_request(evaluator, [*history, final]))
             judge.output_tokens += DEFAULT_EVALUATOR_OUTPUT_TOKENS
     result = Estimate(items=len(conversations), target=target, evaluator=judge)
     for part in (target, judge):
         if part is None or part.calls == 0:
             continue
-        part.cost_usd = price(part.model, part.input_tokens, part.output_tokens)
+        part.cost_usd = price(part.model, part.input_tokens, part.output_tokens) if part.calls > part.cached_calls else 0.0
         if part.model in result.per_model:  # the same model as target and evaluator: one row
             merged = result.per_model[part.model]
             merged.role, merged.calls = "target+evaluator", merged.calls + part.calls
+            merged.cached_calls += part.cached_calls
             merged.input_tokens += part.input_tokens
             merged.output_tokens += part.output_tokens
             merged.cost_usd = None if merged.cost_usd is None or part.cost_usd is None else merged.cost_usd + part.cost_usd
         else:
-            result.per_model[part.model] = ModelEstimate(part.model, part.role, part.calls, part.input_tokens, part.output_tokens, part.cost_usd)
+            result.per_model[part.model] = ModelEstimate(
+                part.model, part.role, part.calls, part.input_tokens, part.output_tokens, part.cost_usd, part.cached_calls
+            )
     return result
 
 
@@ -159,9 +177,9 @@ def called_models(experiment: Any) -> list[str]:
     return models + ([experiment.evaluator_model] if experiment.evaluator_model else [])
 
 
-def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True) -> Estimate:
-    """Everything `run` checks (preflight included, unless `check_models=False`), then the estimate; stores
-    nothing, calls nothing."""
+def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True, use_cache: bool = True) -> Estimate:
+    """Everything `run` checks (preflight included, unless `check_models=False`), then the estimate (requests
+    the response cache would answer at $0 unless `use_cache=False`); stores nothing, calls nothing."""
     check_spec(spec)
     ids = list(dict.fromkeys(spec.conversation_ids))
     with store.read() as session:
@@ -170,11 +188,12 @@ def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True) ->
     if check_models:
         preflight(spec)
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
+    probe = CacheProbe(store, spec, evaluator) if use_cache else None
     return estimate(conversations, model=spec.model, pass_through=spec.pass_through,
-                    system_prompt=spec.system_prompt_override, evaluator=evaluator)
+                    system_prompt=spec.system_prompt_override, evaluator=evaluator, probe=probe)
 
 
-def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> Estimate:
+def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, use_cache: bool = True) -> Estimate:
     """What `reevaluate` would cost: one evaluator call per completed item of `source_id`, no target call."""
     if not spec.evaluator_model:
         raise BadInputError("a re-evaluation needs an evaluator model", loc=("body", "evaluator_model"))
@@ -185,4 +204,5 @@ def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> 
         conversations = [load_conversation(session, i)["messages"] for _, i in results]
     check_model(spec.evaluator_model, spec.evaluator_api_base, "--evaluator-model")
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec))
-    return estimate(conversations, model=spec.model, pass_through=True, system_prompt=None, evaluator=evaluator)
+    probe = CacheProbe(store, spec, evaluator) if use_cache else None
+    return estimate(conversations, model=spec.model, pass_through=True, system_prompt=None, evaluator=evaluator, probe=probe)

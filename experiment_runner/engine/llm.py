@@ -15,13 +15,16 @@ import random
 import time
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from experiment_runner.engine.failures import classify
 from experiment_runner.errors import BadInputError, ModelCallError
 from experiment_runner.ingest.formats import FINISH_REASONS  # shared with the OTLP importer
+
+if TYPE_CHECKING:
+    from experiment_runner.engine.cache import ResponseCache
 
 
 def _env_float(name: str, default: float) -> float:
@@ -56,8 +59,9 @@ class Completion:
 
     parts: list[dict[str, Any]]
     generation: dict[str, Any]
-    attempts: int
-    duration_ms: float  # the successful attempt only
+    attempts: int  # 0 when the response cache answered
+    duration_ms: float  # the successful attempt only (a cache hit: the original call's)
+    cache_key: str | None = None  # set when a response cache saw the call (`engine.cache`)
 
     @property
     def text(self) -> str:
@@ -132,9 +136,15 @@ async def complete(
     api_base: str | None = None,
     policy: RetryPolicy | None = None,
     limiter: AbstractAsyncContextManager[Any] | None = None,
+    cache: "ResponseCache | None" = None,
     **kwargs: Any,
 ) -> Completion:
-    """One chat completion with retries; raises `ModelCallError` when it fails for good."""
+    """One chat completion with retries; raises `ModelCallError` when it fails for good.
+
+    With a `cache`, a request answered before is answered from it (no call), and a fresh reply is kept."""
+    key = cache.key(model, api_base, messages, kwargs) if cache is not None else None
+    if cache is not None and key is not None and (hit := await cache.lookup(key)) is not None:
+        return hit
     litellm = litellm_module()
     policy = policy or RetryPolicy()
     call_kwargs = {**credentials(model, api_base), **kwargs, "num_retries": 0, "timeout": policy.timeout}
@@ -146,7 +156,8 @@ async def complete(
                 started = time.perf_counter()
                 response = await litellm.acompletion(model=model, messages=messages, **call_kwargs)
             duration_ms = (time.perf_counter() - started) * 1000
-            return _to_completion(model, response, attempt, duration_ms)
+            completion = _to_completion(model, response, attempt, duration_ms)
+            return cache.remember(key, completion, model, api_base) if cache is not None and key is not None else completion
         except Exception as exc:  # noqa: BLE001  (litellm raises many types; classified below)
             failure = classify(exc, api_base)
             if not failure.retryable or attempt >= policy.max_attempts:

@@ -33,6 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.budget import Budget
+from experiment_runner.engine.cache import CacheUsage, ResponseCache, cache_enabled
 from experiment_runner.engine.evaluate import evaluate_message
 from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs, record_response_formats
 from experiment_runner.engine.failures import endpoint_name
@@ -43,9 +44,10 @@ from experiment_runner.engine.replay import (
     replay_request,
     result_messages,
     split_reply,
+    target_call,
     with_system_prompt,
 )
-from experiment_runner.engine.structured import FormatLearner, request_kwargs, with_instructions
+from experiment_runner.engine.structured import FormatLearner
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
 from experiment_runner.errors import ExperimentRunnerError, ModelCallError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
@@ -63,6 +65,8 @@ class RunOptions:
     handle_signals: bool = False  # the CLI sets it: first Ctrl-C drains, a second one stops at once
     grace_seconds: float = 5.0
     max_cost_usd: float | None = None  # stop starting items before this invocation's spend passes it
+    # False (`--no-cache`, env EXPERIMENT_RUNNER_NO_CACHE=1): every call samples again (and refreshes its cache entry)
+    use_cache: bool = field(default_factory=cache_enabled)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class Progress:
     response_formats: dict[str, str] = field(default_factory=dict)  # {"target"|"evaluator": mode used}
     budget_reached: bool = False
     spent_usd: float = 0.0  # what this invocation's model calls cost (those litellm could price)
+    cache: CacheUsage = field(default_factory=CacheUsage)  # calls the response cache answered, and what they saved
 
     @property
     def done(self) -> int:
@@ -159,6 +164,7 @@ class _Run:
         self.work_scope = anyio.CancelScope()
         self.budget = Budget(options.max_cost_usd) if options.max_cost_usd is not None else None
         self.target_kwargs = reasoning_kwargs(experiment.reasoning_config)
+        self.cache = ResponseCache(store, read=options.use_cache, usage=progress.cache)
         self.target_schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None
         settings = experiment.structured_output or {}
         self.endpoints = {"target": (experiment.model, experiment.api_base), "evaluator": (experiment.evaluator_model, experiment.evaluator_api_base)}
@@ -270,7 +276,8 @@ class _Run:
         if self.evaluator is not None:
             try:
                 outcome = await evaluate_message(
-                    self.evaluator, messages, policy=self.options.policy, limiter=self.limiter, learner=self.learners["evaluator"]
+                    self.evaluator, messages, policy=self.options.policy, limiter=self.limiter, learner=self.learners["evaluator"],
+                    cache=self.cache,
                 )
             except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
                 return self._stop_on(exc, "evaluator")
@@ -292,25 +299,19 @@ class _Run:
             return result_messages(history, original["parts"], original.get("generation")), None
         if not history:
             raise ModelCallError("the conversation has no messages before its final reply to replay")
-        request = replay_request(history)
-        messages = request.pop("messages")
-        schema = self.target_schema
+        request, schema = replay_request(history), self.target_schema
 
         async def send(mode: str) -> Any:
-            extra = request_kwargs(mode, "output", schema) if schema else {}
+            messages, kwargs = target_call(request, mode, schema, self.target_kwargs)
             return await complete(
-                self.experiment.model,
-                with_instructions(mode, messages, schema) if schema else messages,
-                api_base=self.experiment.api_base,
-                policy=self.options.policy,
-                limiter=self.limiter,
-                **request,
-                **self.target_kwargs,
-                **extra,
+                self.experiment.model, messages, api_base=self.experiment.api_base, policy=self.options.policy,
+                limiter=self.limiter, cache=self.cache, **kwargs,
             )
 
         reply = await (self.learners["target"].call(send) if schema else send("prompt"))
         problem = check_reply(self.experiment.output_schema, reply.text) if self.experiment.output_schema else None
+        if problem is not None:
+            self.cache.forget(reply)  # a reply the schema refuses is not served again
         return result_messages(history, reply.parts, reply.generation), problem
 
     async def _write(self, events_out: MemoryObjectReceiveStream[Envelope]) -> None:
@@ -324,6 +325,8 @@ class _Run:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 events = [event for event, _ in batch]
+                if writes := self.cache.take_writes():
+                    events.append(writes)
                 counts = await anyio.to_thread.run_sync(w.apply_events, self.store, self.experiment.id, events, self.lease)
                 for _, committed in batch:
                     if committed is not None:
@@ -333,6 +336,9 @@ class _Run:
                 self.progress.evaluations_failed += counts.evaluations_failed
                 if self.on_progress:
                     self.on_progress(self.progress)
+            if writes := self.cache.take_writes():  # replies of calls whose item sent no event (a stop)
+                rest: list[w.Event] = [writes]
+                await anyio.to_thread.run_sync(w.apply_events, self.store, self.experiment.id, rest, self.lease)
 
     async def _keep_lease(self, scope: anyio.CancelScope) -> None:
         """Renew the lease while the run's work lasts (until `scope` is cancelled)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from experiment_runner.engine.cache import CacheWrites
 from experiment_runner.engine.lease import Lease
 from experiment_runner.evaluation.evaluator import EvaluationOutcome
 from experiment_runner.ingest.formats import content_hash
@@ -59,7 +60,7 @@ class Evaluated:
     outcome: EvaluationOutcome
 
 
-Event = Started | Failed | Replayed | Evaluated
+Event = Started | Failed | Replayed | Evaluated | CacheWrites  # CacheWrites: the response cache's queued writes
 
 
 @dataclass
@@ -91,6 +92,7 @@ def _item(item_id: str, status: str, stamp: str, error: str | None = None, resul
 def apply_events(store: Store, experiment_id: str, events: list[Event], lease: Lease | None = None) -> Counts:
     """Apply a batch of events, in order, in one transaction (renewing `lease` first, if given)."""
     counts, rows, stamp = Counts(), _Rows(), now()
+    cache_writes = [event for event in events if isinstance(event, CacheWrites)]
     for event in events:
         if isinstance(event, Started):
             rows.started.append({"item": event.item_id, "stamp": stamp})
@@ -108,6 +110,8 @@ def apply_events(store: Store, experiment_id: str, events: list[Event], lease: L
         if lease is not None:
             lease.check(conn)
         kept = _execute(conn, rows, stamp)
+        for writes in cache_writes:
+            writes.apply(conn)
     counts.completed += len(kept)
     counts.evaluations_failed += sum(e["status"] == "failed" for e in kept)
     counts.evaluations_skipped += len(rows.evaluations) - len(kept)
@@ -135,7 +139,8 @@ def _add_evaluation(rows: _Rows, event: Evaluated, stamp: str) -> None:
          "model": o.model, "input_tokens": o.input_tokens, "output_tokens": o.output_tokens,
          "detection_duration_ms": o.detection_duration_ms, "total_duration_ms": o.total_duration_ms,
          "error_message": o.error_message, "created_at": stamp,
-         "dropped": json.dumps(o.dropped) if o.dropped else None, "cost_usd": o.cost_usd, "response_format": o.response_format}
+         "dropped": json.dumps(o.dropped) if o.dropped else None, "cost_usd": o.cost_usd, "response_format": o.response_format,
+         "cached_calls": o.cached_calls, "cost_saved_usd": o.cost_saved_usd}
     )
     rows.annotations.extend(
         {"id": new_id(), "evaluation_id": evaluation_id, "position": position, "label": s.label, "text": s.text,

@@ -13,6 +13,7 @@ from typing import Any
 from experiment_runner.errors import BadInputError
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
+from experiment_runner.store.queries import cache as cache_q
 from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries import results as results_q
 from experiment_runner.store.queries.experiments import require_experiment
@@ -99,6 +100,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         errors = q.recent_errors(session.connection(), experiment_id, RECENT_ERRORS)
         recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
         evaluations = evaluation_summary(session.connection(), experiment_id)
+        cache = cache_summary(session.connection(), experiment_id)
     evaluator = EvaluatorConfig.from_experiment(experiment)
     return {
         **summary,
@@ -110,7 +112,16 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         "structured_output": experiment.structured_output or {},
         "recent_errors": recent,
         "evaluation_summary": evaluations,
+        "cache": cache,
     }
+
+
+def cache_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
+    """Calls of this experiment the response cache answered (replies and evaluator calls), and what they saved."""
+    usage = cache_q.experiment_usage(conn, experiment_id)
+    (target, target_saved), (evaluator, evaluator_saved) = usage["target"], usage["evaluator"]
+    return {"calls": target + evaluator, "target_calls": target, "evaluator_calls": evaluator,
+            "saved_usd": round(target_saved + evaluator_saved, 8)}
 
 
 def evaluation_summary(conn: Any, experiment_id: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ def all_commands() -> list[str]:
 
 def test_the_command_list_is_complete() -> None:
     assert all_commands() == sorted(
-        ["compare", "conversations", "delete", "demo", "export", "import", "list", "reevaluate", "report", "resume", "run", "score", "serve", "show"]
+        ["cache", "compare", "conversations", "delete", "demo", "export", "import", "list", "reevaluate", "report", "resume", "run", "score", "serve", "show"]
     )
 
 
