@@ -25,7 +25,8 @@ def show_estimate(estimate: Estimate, as_json: bool) -> None:
     ]
     rows.append(["total", "", data["target_calls"] + data["evaluator_calls"], data["cached_calls"], f"{data['estimated_input_tokens']:,}",
                  f"{data['estimated_output_tokens']:,}", _usd(data["estimated_cost_usd"])])
-    click.echo(f"Dry run: {data['items']} item(s), {data['target_calls']} target call(s), {data['evaluator_calls']} evaluator call(s).")
+    priced = " (as batch jobs: litellm's batch prices)" if data.get("batch") else ""
+    click.echo(f"Dry run: {data['items']} item(s), {data['target_calls']} target call(s), {data['evaluator_calls']} evaluator call(s){priced}.")
     click.echo(table(["model", "role", "calls", "cached", "input tokens", "output tokens", "cost"], rows))
     if data["cached_calls"]:
         click.echo(f"{data['cached_calls']} of these call(s) will come from the response cache: no tokens, $0 (--no-cache to count them).")

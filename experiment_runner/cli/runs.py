@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
+from experiment_runner.cli.batching import batch_option, check_batch_models, detach_option, execute_batches, uses_batches
 from experiment_runner.cli.caching import no_cache_option, usage_line
 from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
@@ -74,6 +75,8 @@ def with_options(options: list[Any]) -> Any:
 @with_options(evaluator_options)
 @concurrency_option
 @no_cache_option
+@batch_option
+@detach_option
 @with_options(budget_options + dry_run_options)
 @click.pass_obj
 def run_command(obj: Context, **opts: Any) -> None:
@@ -117,10 +120,14 @@ def run_command(obj: Context, **opts: Any) -> None:
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
     )
+    if opts["batch"]:
+        check_batch_models([(None if spec.pass_through else spec.model, "--model"), (spec.evaluator_model, "--evaluator-model")])
     if opts["dry_run"]:
-        return show_estimate(dry_run(store, spec, use_cache=not opts["no_cache"]), opts["as_json"])
+        return show_estimate(dry_run(store, spec, use_cache=not opts["no_cache"], batch=opts["batch"]), opts["as_json"])
     check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
+    if opts["batch"]:
+        return execute_batches(obj, experiment_id, detach=opts["detach"], use_cache=not opts["no_cache"])
     execute(obj, experiment_id, opts["concurrency"], retry_failed=False, max_cost=opts["max_cost"], use_cache=not opts["no_cache"])
 
 
@@ -138,10 +145,12 @@ def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
 @click.option("--retry-failed", is_flag=True, help="Also run the failed items (and failed evaluations) again.")
 @concurrency_option
 @no_cache_option
+@detach_option
 @with_options(budget_options)
 @click.pass_obj
 def resume_command(
-    obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, no_cache: bool, max_cost: float | None, max_cost_unpriced_ok: bool
+    obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, no_cache: bool, detach: bool, max_cost: float | None,
+    max_cost_unpriced_ok: bool,
 ) -> None:
     """Finish an interrupted experiment: only items not completed run; completed ones are never redone.
 
@@ -150,6 +159,8 @@ def resume_command(
     from experiment_runner.engine.experiments import get_experiment
 
     experiment = get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
+    if uses_batches(obj, experiment_id):  # started with --batch: collect its jobs, never submit them again
+        return execute_batches(obj, experiment_id, detach=detach, retry_failed=retry_failed, use_cache=not no_cache)
     check_priced(called_models(experiment), max_cost, max_cost_unpriced_ok)
     execute(obj, experiment_id, concurrency, retry_failed=retry_failed, max_cost=max_cost, use_cache=not no_cache)
 
@@ -161,6 +172,8 @@ def resume_command(
 @click.option("--name", help="Name of the new experiment (default: the old name + ' (re-evaluated)').")
 @concurrency_option
 @no_cache_option
+@batch_option
+@detach_option
 @with_options(budget_options + dry_run_options)
 @click.pass_obj
 def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concurrency: int, **opts: Any) -> None:
@@ -178,10 +191,15 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
     )
+    if opts["batch"]:
+        check_batch_models([(spec.evaluator_model, "--evaluator-model")])
     if opts["dry_run"]:
-        return show_estimate(dry_run_reevaluation(obj.store, experiment_id, spec, use_cache=not opts["no_cache"]), opts["as_json"])
+        estimate = dry_run_reevaluation(obj.store, experiment_id, spec, use_cache=not opts["no_cache"], batch=opts["batch"])
+        return show_estimate(estimate, opts["as_json"])
     check_priced([opts["evaluator_model"]], opts["max_cost"], opts["max_cost_unpriced_ok"])
     new_id = create_reevaluation(obj.store, experiment_id, spec)
+    if opts["batch"]:
+        return execute_batches(obj, new_id, detach=opts["detach"], use_cache=not opts["no_cache"])
     execute(obj, new_id, concurrency, retry_failed=False, max_cost=opts["max_cost"], use_cache=not opts["no_cache"])
 
 

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiment_runner.engine.batch import batch_cost
 from experiment_runner.engine.cache_probe import CacheProbe
 from experiment_runner.engine.experiments import ExperimentSpec, check_known, check_spec, completed_results, preflight, spec_view
 from experiment_runner.engine.llm import check_model, litellm_module
@@ -52,6 +53,7 @@ class Estimate:
     target: ModelEstimate | None
     evaluator: ModelEstimate | None
     per_model: dict[str, ModelEstimate] = field(default_factory=dict)
+    batch: bool = False  # priced at litellm's batch prices (`run --batch`)
 
     def as_dict(self) -> dict[str, Any]:
         """The `--json` shape: totals, per model, and which models have no known price."""
@@ -69,11 +71,14 @@ class Estimate:
             "estimated_priced_cost_usd": round(sum(priced), 6),
             "per_model": {m.model: m.as_dict() for m in models},
             "unpriced_models": unpriced,
+            "batch": self.batch,
         }
 
 
-def price(model: str, input_tokens: int, output_tokens: int) -> float | None:
-    """litellm's price for these tokens, or None when it has no price for the model."""
+def price(model: str, input_tokens: int, output_tokens: int, batch: bool = False) -> float | None:
+    """litellm's price for these tokens (its batch price with `batch`), or None when it has no price for the model."""
+    if batch:
+        return batch_cost(model, input_tokens, output_tokens)[0]
     try:
         prompt, completion = litellm_module().cost_per_token(model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens)
     except Exception:  # noqa: BLE001  (ModelNotMappedError and friends: the model has no known price)
@@ -111,6 +116,7 @@ def estimate(
     system_prompt: str | None,
     evaluator: EvaluatorConfig | None,
     probe: CacheProbe | None = None,
+    batch: bool = False,
 ) -> Estimate:
     """The estimate for running these conversations (each a list of native messages); with a `probe`, the
     requests the response cache would answer are counted as cached calls (no tokens, $0)."""
@@ -137,11 +143,11 @@ def estimate(
             final = known or reply or {"role": "assistant", "parts": [{"type": "text", "content": "x " * DEFAULT_TARGET_OUTPUT_TOKENS}]}
             judge.input_tokens += _count(evaluator.model, build_request(evaluator, [*history, final]))
             judge.output_tokens += DEFAULT_EVALUATOR_OUTPUT_TOKENS
-    result = Estimate(items=len(conversations), target=target, evaluator=judge)
+    result = Estimate(items=len(conversations), target=target, evaluator=judge, batch=batch)
     for part in (target, judge):
         if part is None or part.calls == 0:
             continue
-        part.cost_usd = price(part.model, part.input_tokens, part.output_tokens) if part.calls > part.cached_calls else 0.0
+        part.cost_usd = price(part.model, part.input_tokens, part.output_tokens, batch) if part.calls > part.cached_calls else 0.0
         if part.model in result.per_model:  # the same model as target and evaluator: one row
             merged = result.per_model[part.model]
             merged.role, merged.calls = "target+evaluator", merged.calls + part.calls
@@ -177,7 +183,7 @@ def called_models(experiment: Any) -> list[str]:
     return models + ([experiment.evaluator_model] if experiment.evaluator_model else [])
 
 
-def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True, use_cache: bool = True) -> Estimate:
+def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True, use_cache: bool = True, batch: bool = False) -> Estimate:
     """Everything `run` checks (preflight included, unless `check_models=False`), then the estimate (requests
     the response cache would answer at $0 unless `use_cache=False`); stores nothing, calls nothing."""
     check_spec(spec)
@@ -190,10 +196,12 @@ def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True, us
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
     probe = CacheProbe(store, spec, evaluator) if use_cache else None
     return estimate(conversations, model=spec.model, pass_through=spec.pass_through,
-                    system_prompt=spec.system_prompt_override, evaluator=evaluator, probe=probe)
+                    system_prompt=spec.system_prompt_override, evaluator=evaluator, probe=probe, batch=batch)
 
 
-def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, use_cache: bool = True) -> Estimate:
+def dry_run_reevaluation(
+    store: Store, source_id: str, spec: ExperimentSpec, *, use_cache: bool = True, batch: bool = False
+) -> Estimate:
     """What `reevaluate` would cost: one evaluator call per completed item of `source_id`, no target call."""
     if not spec.evaluator_model:
         raise BadInputError("a re-evaluation needs an evaluator model", loc=("body", "evaluator_model"))
@@ -205,4 +213,4 @@ def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, 
     check_model(spec.evaluator_model, spec.evaluator_api_base, "--evaluator-model")
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec))
     probe = CacheProbe(store, spec, evaluator) if use_cache else None
-    return estimate(conversations, model=spec.model, pass_through=True, system_prompt=None, evaluator=evaluator, probe=probe)
+    return estimate(conversations, model=spec.model, pass_through=True, system_prompt=None, evaluator=evaluator, probe=probe, batch=batch)

@@ -110,6 +110,24 @@ async def evaluate_message(
     return completed(config, messages, reply, quotes, unknown, tally, learner.mode)
 
 
+def outcome_of_reply(config: EvaluatorConfig, messages: list[dict[str, Any]], reply: Completion | None, mode: str,
+                     error: str | None = None) -> EvaluationOutcome:
+    """The evaluation a single reply gives, with no second ask (a batch job's answer): `error` when the request
+    failed, failed when the reply was cut off or cannot be read, else completed."""
+    tally = _Tally()
+    if reply is None:
+        return tally.failed(config.model, f"evaluator call failed: {error or 'no answer'}", None, mode)
+    tally.add(reply)
+    max_tokens = config.max_tokens or DEFAULT_MAX_TOKENS
+    if "length" in reply.generation["finish_reasons"]:
+        return tally.failed(config.model, f"reply cut off at max_tokens ({max_tokens}); raise --evaluator-max-tokens", None, mode)
+    try:
+        quotes, unknown = parse_reply(reply.text, [x["name"] for x in config.labels])
+    except ValueError as exc:
+        return tally.failed(config.model, f"evaluator reply unusable: {exc}", reply.duration_ms, mode)
+    return completed(config, messages, reply, quotes, unknown, tally, mode)
+
+
 def evaluator_call(config: EvaluatorConfig, messages: list[dict[str, Any]], mode: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The messages and litellm arguments of the evaluator call for `messages`' final reply in `mode`.
 

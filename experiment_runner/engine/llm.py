@@ -168,6 +168,11 @@ async def complete(
             await anyio.sleep(policy.delay(attempt, failure.retry_after))
 
 
+def completion_from_body(model: str, body: dict[str, Any]) -> Completion:
+    """A chat-completion JSON body (a batch job's answer) as a `Completion`, read the way a live reply is."""
+    return _to_completion(model, litellm_module().ModelResponse(**body), 1, 0.0)
+
+
 def _to_completion(model: str, response: Any, attempts: int, duration_ms: float) -> Completion:
     choice = response.choices[0]
     message = choice.message

@@ -12,11 +12,10 @@ With a lease, every batch first renews it, so a runner that lost its lease canno
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
-from experiment_runner.engine.cache import CacheWrites
 from experiment_runner.engine.lease import Lease
 from experiment_runner.evaluation.evaluator import EvaluationOutcome
 from experiment_runner.ingest.formats import content_hash
@@ -60,7 +59,14 @@ class Evaluated:
     outcome: EvaluationOutcome
 
 
-Event = Started | Failed | Replayed | Evaluated | CacheWrites  # CacheWrites: the response cache's queued writes
+@runtime_checkable
+class ExtraWrites(Protocol):
+    """Rows another engine module commits with a batch (the response cache's entries, batch jobs' state)."""
+
+    def apply(self, conn: Connection) -> None: ...
+
+
+Event = Started | Failed | Replayed | Evaluated | ExtraWrites
 
 
 @dataclass
@@ -92,7 +98,7 @@ def _item(item_id: str, status: str, stamp: str, error: str | None = None, resul
 def apply_events(store: Store, experiment_id: str, events: list[Event], lease: Lease | None = None) -> Counts:
     """Apply a batch of events, in order, in one transaction (renewing `lease` first, if given)."""
     counts, rows, stamp = Counts(), _Rows(), now()
-    cache_writes = [event for event in events if isinstance(event, CacheWrites)]
+    extra = [event for event in events if isinstance(event, ExtraWrites)]
     for event in events:
         if isinstance(event, Started):
             rows.started.append({"item": event.item_id, "stamp": stamp})
@@ -110,7 +116,7 @@ def apply_events(store: Store, experiment_id: str, events: list[Event], lease: L
         if lease is not None:
             lease.check(conn)
         kept = _execute(conn, rows, stamp)
-        for writes in cache_writes:
+        for writes in extra:  # after the items' rows: a job's collected mark commits with its results
             writes.apply(conn)
     counts.completed += len(kept)
     counts.evaluations_failed += sum(e["status"] == "failed" for e in kept)

@@ -13,6 +13,7 @@ from typing import Any
 from experiment_runner.errors import BadInputError
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
+from experiment_runner.store.queries import batches as batches_q
 from experiment_runner.store.queries import cache as cache_q
 from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries import results as results_q
@@ -101,6 +102,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
         evaluations = evaluation_summary(session.connection(), experiment_id)
         cache = cache_summary(session.connection(), experiment_id)
+        batches = batch_summary(session.connection(), experiment_id)
     evaluator = EvaluatorConfig.from_experiment(experiment)
     return {
         **summary,
@@ -113,7 +115,23 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         "recent_errors": recent,
         "evaluation_summary": evaluations,
         "cache": cache,
+        "batches": batches,
     }
+
+
+def batch_summary(conn: Any, experiment_id: str) -> list[dict[str, Any]]:
+    """The experiment's provider batch jobs: role, provider id, state, requests, when submitted and its age."""
+    from datetime import UTC, datetime
+
+    def age(stamp: str) -> float:
+        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return round(max(0.0, (datetime.now(UTC) - then).total_seconds()), 1)
+
+    return [
+        {"role": j.role, "model": j.model, "batch_id": j.provider_batch_id, "status": j.status, "requests": j.request_count,
+         "created_at": j.created_at, "age_seconds": age(j.created_at), "collected_at": j.collected_at, "error_message": j.error_message}
+        for j in batches_q.jobs(conn, experiment_id)
+    ]
 
 
 def cache_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
