@@ -1,5 +1,15 @@
 """The project's exception types. The CLI turns them into one `Error: ...` line and an exit code."""
 
+from collections.abc import Callable, Sequence
+
+
+class Field(str):
+    """An input named inside an error message, by its request-body name (`"api_base"`).
+
+    The core does not know how its caller spells inputs: the CLI renders a `Field` as its option
+    (`--api-base`), the REST API as the body field (`api_base`). See `BadInputError.render`.
+    """
+
 
 class ExperimentRunnerError(Exception):
     """Base of every error the tool reports to its user; exit status 1 (the work failed)."""
@@ -10,14 +20,26 @@ class ExperimentRunnerError(Exception):
 class BadInputError(ExperimentRunnerError):
     """The user gave input we cannot use (a file, an option, a request body); exit status 2.
 
-    `loc` names the offending field the way the REST API reports it (`("body", "name")`).
+    `loc` names the offending field the way the REST API reports it (`("body", "name")`); `field` is that
+    input's body name (`"model"`), and gives `loc` when it is not given. The message is text, or a sequence
+    of text and `Field`s: `str(exc)` names fields as the API does, `render(...)` as its caller spells them.
     """
 
     exit_code = 2
 
-    def __init__(self, message: str, *, loc: tuple[str | int, ...] = ()):
-        super().__init__(message)
-        self.loc = loc
+    def __init__(self, message: str | Sequence[str], *, loc: tuple[str | int, ...] = (), field: str | None = None):
+        self.parts: tuple[str, ...] = (message,) if isinstance(message, str) else tuple(message)
+        self.field = field
+        self.loc = loc or (("body", field) if field else ())
+        super().__init__(self.render(str))
+
+    def render(self, name: Callable[[str], str]) -> str:
+        """The message with every `Field` spelled by `name` (the CLI passes field -> option)."""
+        return "".join(name(part) if isinstance(part, Field) else part for part in self.parts)
+
+
+class InputLimitError(BadInputError):
+    """Input past a JSON limit (nesting depth, number size) or holding NaN/Infinity; exit 2, HTTP 400."""
 
 
 class NotFoundError(BadInputError):

@@ -2,32 +2,64 @@
 
 Errors raised by the core (`ExperimentRunnerError`) become one `Error: ...` line on stderr and the
 error's exit status here, in one place; nothing the user can get wrong prints a traceback.
+
+`--db` is taken before the command and after it (every command gets the option added). Only the
+commands of `CREATES_STORE` create a missing store file; the others say `no store at PATH` (exit 2)
+and create nothing. The store is closed when the command ends, which checkpoints its WAL.
 """
 
 import importlib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from experiment_runner import __version__
-from experiment_runner.errors import ExperimentRunnerError
+from experiment_runner.errors import BadInputError, ExperimentRunnerError, NotFoundError, StoreError
 from experiment_runner.store import DEFAULT_DB, Store, open_store
+
+# The commands that may create the store file; every other one needs it to exist.
+CREATES_STORE = frozenset({"import", "run", "serve", "view", "demo"})
 
 
 class Context:
-    """What every command gets: the database path, and the store opened on first use."""
+    """What every command gets: the database path, and the store opened on first use (closed at the end)."""
 
-    def __init__(self, db: str):
+    def __init__(self, db: str, *, may_create: bool = True):
         self.db = db
+        self.may_create = may_create
         self._store: Store | None = None
 
     @property
     def store(self) -> Store:
+        """The store, created if missing when this command may create it."""
+        return self._open(create=self.may_create)
+
+    @property
+    def existing_store(self) -> Store:
+        """The store; `StoreError` (exit 2) `no store at PATH` when the file does not exist, and nothing is created."""
+        return self._open(create=False)
+
+    def _open(self, *, create: bool) -> Store:
         if self._store is None:
+            if not create and not Path(self.db).exists():
+                raise StoreError(f"no store at {self.db}")
             self._store = open_store(self.db)
         return self._store
+
+    def experiment_id(self, given: str) -> str:
+        """The full id of the experiment `given` names: itself, or a unique prefix of at least 4 characters (as in git)."""
+        from experiment_runner.results.catalog import resolve_experiment_id
+
+        return resolve_experiment_id(self.store, given)
+
+    def close(self) -> None:
+        """Close the store if it was opened (checkpointing the WAL if this command wrote)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 # Which module defines each command. A command's module is imported only when that command runs (or
@@ -36,12 +68,47 @@ COMMAND_MODULES = {
     "import": "conversations", "conversations": "conversations",
     "run": "runs", "resume": "runs", "reevaluate": "runs",
     "list": "results", "show": "results", "export": "results", "delete": "results", "score": "results",
-    "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo", "cache": "caching",
+    "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo", "gate": "gating",
+    "view": "viewing", "cache": "caching",
 }
+
+# The option that sets each request-body field whose CLI spelling is not `--` + the field with dashes.
+OPTION_FOR_FIELD = {"max_cost_usd": "--max-cost", "conversation_ids": "--conversation"}
+
+
+def option_for(field: str) -> str:
+    """How the CLI spells an input a core error names (`api_base` -> `--api-base`)."""
+    return OPTION_FOR_FIELD.get(field, "--" + field.replace("_", "-"))
+
+
+def error_line(exc: ExperimentRunnerError) -> str:
+    """The one `Error: ...` line for one of our errors, inputs named by their options."""
+    return f"Error: {exc.render(option_for) if isinstance(exc, BadInputError) else exc}"
+
+
+DB_HELP = "SQLite file of the store (env EXPERIMENT_RUNNER_DB), before or after the command; import, run, serve, view and demo create it."
+
+
+def _set_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """`--db` after the command: it replaces the one given before (or the default)."""
+    obj = ctx.find_object(Context)
+    if value is not None and obj is not None:
+        obj.db = value
+
+
+def _db_after_command() -> click.Option:
+    # Eager, so it is set before any other parameter of the command is processed.
+    return click.Option(["--db"], metavar="PATH", expose_value=False, is_eager=True, callback=_set_db, help=DB_HELP)
 
 
 class Group(click.Group):
-    """A click group that loads command modules lazily and reports our errors as `Error: ...` with the error's exit status."""
+    """A click group that loads command modules lazily, gives every command `--db`, and reports our errors as
+    `Error: ...` with the error's exit status."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(param.name == "db" for param in cmd.params):
+            cmd.params.append(_db_after_command())
+        super().add_command(cmd, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(COMMAND_MODULES) | set(self.commands))
@@ -55,7 +122,8 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except ExperimentRunnerError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            where = f" in store {ctx.obj.db}" if isinstance(exc, NotFoundError) and isinstance(ctx.obj, Context) else ""
+            click.echo(f"{error_line(exc)}{where}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
@@ -73,13 +141,7 @@ class Group(click.Group):
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--db",
-    envvar="EXPERIMENT_RUNNER_DB",
-    default=DEFAULT_DB,
-    show_default=True,
-    help="SQLite file of the store (env EXPERIMENT_RUNNER_DB); created on first use.",
-)
+@click.option("--db", envvar="EXPERIMENT_RUNNER_DB", default=DEFAULT_DB, show_default=True, metavar="PATH", help=DB_HELP)
 @click.version_option(__version__, prog_name="experiment-runner")
 @click.pass_context
 def cli(ctx: click.Context, db: str) -> None:
@@ -89,7 +151,8 @@ def cli(ctx: click.Context, db: str) -> None:
 
         experiment-runner import conversations.jsonl
     """
-    ctx.obj = Context(db)
+    ctx.obj = Context(db, may_create=ctx.invoked_subcommand in CREATES_STORE)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def main() -> None:

@@ -24,6 +24,13 @@ def check_batch_models(models: list[tuple[str | None, str]]) -> None:
     check_batchable([(model, role) for model, role in models if model])
 
 
+def refuse_budget(max_cost: float | None) -> None:
+    """`--batch` with `--max-cost`: exit 2 before anything is stored (batch jobs cannot keep a budget)."""
+    from experiment_runner.engine.batch_run import refuse_budget as refuse
+
+    refuse(max_cost)
+
+
 def uses_batches(obj: Context, experiment_id: str) -> bool:
     """Whether the experiment was started with `--batch` (then `resume` goes on with batch jobs)."""
     from experiment_runner.engine.batch_run import has_batches

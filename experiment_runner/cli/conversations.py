@@ -15,8 +15,9 @@ from experiment_runner.ingest.importing import ImportResult, import_files
 def import_command(obj: Context, files: tuple[str, ...], otlp_each_span: bool) -> None:
     """Store conversations from FILES (JSONL or a JSON array; `-` reads stdin).
 
-    Native parts shape, OpenAI chat shape, or OTLP/JSON traces (detected by shape). Prints the ids,
-    one a line; a bad line is reported with its file and line number and nothing is stored.
+    Native parts shape, OpenAI chat shape, or OTLP traces (JSON detected by shape; protobuf `.pb`).
+    Prints the ids, one a line; a conversation without an id gets one from its content. A bad line is
+    reported with its file and line number and nothing is stored.
 
         experiment-runner import conversations.jsonl traces.otlp.jsonl
     """
@@ -27,9 +28,11 @@ def import_command(obj: Context, files: tuple[str, ...], otlp_each_span: bool) -
 
 
 def import_summary(result: ImportResult) -> str:
-    """The one-line summary of an import (with the trace spans skipped, when there were traces)."""
+    """The one-line summary of an import: new + already stored (+ duplicates in the input) = the count,
+    with the trace spans skipped when there were traces."""
     spans = f"; {result.skipped_spans} of {result.spans} trace span(s) skipped (not inference spans)" if result.spans else ""
-    return f"Imported {len(result.ids)} conversation(s): {result.new} new, {result.unchanged} already stored{spans}."
+    duplicates = f", {result.duplicates} duplicate(s) in the input" if result.duplicates else ""
+    return f"Imported {len(result.ids)} conversation(s): {result.new} new, {result.unchanged} already stored{duplicates}{spans}."
 
 
 @cli.command("conversations")

@@ -7,8 +7,8 @@ import click
 
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.estimates import show_estimate
+from experiment_runner.cli.progress import ProgressPrinter
 from experiment_runner.cli.results import render_score, render_summary
-from experiment_runner.cli.runs import print_progress
 from experiment_runner.demo import run_demo
 from experiment_runner.results.catalog import experiment_summary
 
@@ -36,9 +36,9 @@ def demo_command(obj: Context, output_dir: Path) -> None:
         experiment-runner demo
     """
     click.echo("Running the demo: 40 real RAGTruth conversations, simulated target and evaluator models...", err=True)
-    result = run_demo(obj.store, output_dir, print_progress if sys.stderr.isatty() else None)
-    if sys.stderr.isatty():
-        click.echo("", err=True)
+    printer = ProgressPrinter(terminal=True)
+    result = run_demo(obj.store, output_dir, printer if sys.stderr.isatty() else None)
+    printer.finish()
     click.echo(render_summary(experiment_summary(obj.store, result.experiment_id)))
     click.echo("\nScore against the human labels (experiment-runner score ... --gold):")
     click.echo(render_score(result.score))

@@ -27,9 +27,14 @@ def show_estimate(estimate: Estimate, as_json: bool) -> None:
                  f"{data['estimated_output_tokens']:,}", _usd(data["estimated_cost_usd"])])
     priced = " (as batch jobs: litellm's batch prices)" if data.get("batch") else ""
     click.echo(f"Dry run: {data['items']} item(s), {data['target_calls']} target call(s), {data['evaluator_calls']} evaluator call(s){priced}.")
+    rules = data["rules"]
+    if rules["count"]:
+        rows.insert(-1, [f"{rules['count']} rule(s)", "rules", 0, 0, "0", "0", _usd(0.0)])
     click.echo(table(["model", "role", "calls", "cached", "input tokens", "output tokens", "cost"], rows))
     if data["cached_calls"]:
         click.echo(f"{data['cached_calls']} of these call(s) will come from the response cache: no tokens, $0 (--no-cache to count them).")
+    if rules["count"]:
+        click.echo(f"Rules: {rules['count']} rule(s) check {rules['evaluations']} reply(ies) with no model call, for free.")
     if data["unpriced_models"]:
         priced = data["estimated_priced_cost_usd"]
         click.echo(f"No price known for {', '.join(data['unpriced_models'])}: cost unknown (priced calls alone: {_usd(priced)}).")

@@ -22,5 +22,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def output_option(help_text: str) -> Callable[[Any], Any]:
-    """The `-o/--output FILE` option of commands that write a file."""
-    return click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help=help_text)
+    """The `-o/--output FILE` option of commands that write a file (`-` is stdout; `files.write_text_atomic`
+    refuses anything but a regular file, so no click path check here)."""
+    return click.option("-o", "--output", metavar="FILE", default=None, help=help_text)
+
+
+def usd(amount: float, known: str = "known") -> str:
+    """A cost as a person reads it: `$0.0123`, `unknown`, or `at least $0.0100` when some calls had no price."""
+    if known == "unknown":
+        return "unknown"
+    return ("at least " if known == "partial" else "") + f"${amount:,.4f}"

@@ -6,13 +6,14 @@ import click
 
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json, output_option, table
-from experiment_runner.report.html import METRIC_NAMES, write_report
+from experiment_runner.cli.paired import paired_lines
+from experiment_runner.report.html import METRIC_NAMES, render_page, write_report
 from experiment_runner.results.compare import compare_experiments
 
 
 @cli.command("report")
 @click.argument("experiment_id")
-@output_option("HTML file to write (default: report-<first 8 characters of the id>.html).")
+@output_option("HTML file to write (default: report-<first 8 characters of the id>.html; `-`: stdout).")
 @click.option(
     "--compare", "compare_id", default=None, help="Show this second experiment's replies side by side (B vs A)."
 )
@@ -24,14 +25,19 @@ def report_command(obj: Context, experiment_id: str, output: str | None, compare
 
         experiment-runner report 497f6eca-6276-4993-bfeb-53cbbbba6f08 -o report.html
     """
+    experiment_id = obj.experiment_id(experiment_id)
+    compare_id = obj.experiment_id(compare_id) if compare_id else None
+    if output == "-":
+        click.echo(render_page(obj.store, experiment_id, compare_id=compare_id), nl=False)
+        return
     if output is None:
         output = f"report-{experiment_id[:8]}" + (f"-vs-{compare_id[:8]}" if compare_id else "") + ".html"
     click.echo(str(write_report(obj.store, experiment_id, output, compare_id=compare_id)))
 
 
 def _value(value: Any, kind: str, signed: bool = False) -> str:
-    if value is None:
-        return "-"
+    if value is None:  # a cost is None only when no reply of that experiment had a known price
+        return "unknown" if kind == "usd" and not signed else "-"
     if kind == "pct":
         value, kind = value * 100, "f1"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -65,6 +71,7 @@ def render_comparison(result: dict[str, Any]) -> str:
             for r in result["changed_items"]
         ]
         lines += ["", "Items whose issue count changed most", table(("source conversation", "A", "B", "delta"), changed)]
+    lines += paired_lines(result)
     return "\n".join(lines)
 
 
@@ -76,11 +83,13 @@ def render_comparison(result: dict[str, Any]) -> str:
 def compare_command(obj: Context, experiment_a: str, experiment_b: str, as_json: bool) -> None:
     """Compare experiment B with A: metrics and issues per label with deltas (B - A), most changed items.
 
-    Items are matched by their source conversation.
+    Items are matched by their source conversation. On the items evaluated in both, each issue metric's
+    difference gets a 95% confidence interval and a p-value (exact McNemar for rates, seeded paired
+    bootstrap for issues per message); significant ones are marked *.
 
         experiment-runner compare 497f6eca-6276-4993-bfeb-53cbbbba6f08 0b9d4c1e-1f1e-4c55-9b0e-2f8de3a1c7aa
     """
-    result = compare_experiments(obj.store, experiment_a, experiment_b)
+    result = compare_experiments(obj.store, obj.experiment_id(experiment_a), obj.experiment_id(experiment_b))
     if as_json:
         echo_json(result)
     else:

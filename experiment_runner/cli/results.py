@@ -8,9 +8,10 @@ import click
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.batching import show_lines as batch_lines
 from experiment_runner.cli.caching import show_lines as cache_lines
-from experiment_runner.cli.output import echo_json, output_option, table
+from experiment_runner.cli.output import echo_json, output_option, table, usd
+from experiment_runner.errors import BadInputError
 from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
-from experiment_runner.results.export import write_export
+from experiment_runner.results.export import target_cost, write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
 
 
@@ -32,6 +33,11 @@ def _percent(value: float) -> str:
 
 def _issue_rate(experiment: dict[str, Any]) -> str:
     return _percent(experiment["metrics"]["issue_rate"]) if experiment["evaluations_received"] else "-"
+
+
+def _total_cost(experiment: dict[str, Any]) -> str:
+    cost = target_cost(experiment)
+    return usd(cost.total_usd, cost.known)
 
 
 def _when(stamp: str | None) -> str:
@@ -57,8 +63,8 @@ def list_command(obj: Context, limit: int, cursor: str | None, as_json: bool) ->
     if as_json:
         echo_json(page)
         return
-    rows = [(e["id"], e["name"], e["model"], _status(e), _issue_rate(e), _when(e["created_at"])) for e in page["items"]]
-    click.echo(table(("id", "name", "model", "status", "issue rate", "created"), rows))
+    rows = [(e["id"], e["name"], e["model"], _status(e), _issue_rate(e), _total_cost(e), _when(e["created_at"])) for e in page["items"]]
+    click.echo(table(("id", "name", "model", "status", "issue rate", "cost", "created"), rows))
     if page["has_more"]:
         click.echo(f"More: experiment-runner list --cursor {page['next_page_cursor']}", err=True)
 
@@ -80,8 +86,19 @@ def _metrics_lines(e: dict[str, Any]) -> list[str]:
         f"  tokens out           {tokens_out:,} ({_average(tokens_out, completed)} per item)",
         f"  latency              {latency}",
         f"  generation time      {m['total_generation_time_ms'] / 1000:,.1f} s",
-        f"  cost per 1k items    ${m['cost_per_1k']:,.4f}",
+        f"  cost                 {_cost(e)}",
     ]
+
+
+def _cost(e: dict[str, Any]) -> str:
+    """`$0.0123 ($0.3075 per 1k items)`, or `unknown` (saying why) when no completed reply has a known price."""
+    cost = target_cost(e)
+    if cost.known == "unknown":
+        return f"unknown (no price known for the {e['completed_items_count']} completed replies)"
+    text = f"{usd(cost.total_usd, cost.known)} ({usd(cost.per_1k_usd, cost.known)} per 1k items)"
+    if cost.known == "partial":
+        text += f"; {e['unpriced_items_count']} of {e['completed_items_count']} replies have no known price"
+    return text
 
 
 def _settings_lines(e: dict[str, Any]) -> list[str]:
@@ -99,9 +116,34 @@ def _settings_lines(e: dict[str, Any]) -> list[str]:
         f"  reasoning        {reasoning}",
         f"  evaluator        {evaluator}",
     ]
+    if e.get("rules"):
+        lines.append(f"  rules            {len(e['rules'])} (labels: {', '.join(dict.fromkeys(r['label'] for r in e['rules']))}; no model call)")
     if e["source_experiment_id"]:
         lines.append(f"  re-evaluates     {e['source_experiment_id']}")
     lines += [f"  created          {e['created_at']}", f"  completed        {e['completed_at'] or 'not yet'}"]
+    return lines + _run_lines(e.get("run") or {})
+
+
+STOP_NAMES = {
+    "interrupted": "stopped by the user", "budget": "stopped by its budget", "systematic": "stopped on a systematic failure",
+    "failed": "stopped: the run failed", "shutdown": "stopped when its server shut down (the next `serve` resumes it)",
+}
+
+
+def _run_lines(run: dict[str, Any]) -> list[str]:
+    """The run state: running, stopped (why, when), crashed; the budget; what `resume` changed."""
+    state = run.get("state")
+    lines = []
+    if state == "stopped":
+        lines.append(f"  state            {STOP_NAMES.get(run['stop_reason'], run['stop_reason'])} at {_when(run['stopped_at'])}: "
+                     f"{run['stop_detail']}")
+    elif state == "crashed":
+        lines.append("  state            crashed: its runner died holding the lease (`resume` continues it)")
+    elif state == "running":
+        lines.append(f"  state            running ({run.get('runner') or 'cli'})")
+    if run.get("max_cost_usd") is not None:
+        lines.append(f"  budget           ${run['max_cost_usd']:g} (${run['spent_usd']:.6f} spent by its results)")
+    lines += [f"  changed          {_when(c['at'])}: {c['field']} {c['from']} -> {c['to']}" for c in run.get("setting_changes", [])]
     return lines
 
 
@@ -172,21 +214,22 @@ def render_summary(e: dict[str, Any]) -> str:
 def show_command(obj: Context, experiment_id: str) -> None:
     """Show one experiment: its settings, progress, metrics, issues by label and latest errors.
 
-    experiment-runner show 497f6eca-6276-4993-bfeb-53cbbbba6f08
+    experiment-runner show 497f6eca  (an id, or a unique prefix of one)
     """
-    click.echo(render_summary(experiment_summary(obj.store, experiment_id)))
+    click.echo(render_summary(experiment_summary(obj.store, obj.experiment_id(experiment_id))))
 
 
 @cli.command("export")
 @click.argument("experiment_id")
-@output_option("Write to FILE (atomically) instead of stdout.")
+@output_option("Write to FILE (atomically; a symlink's target) instead of stdout (`-`).")
 @click.pass_obj
 def export_command(obj: Context, experiment_id: str, output: str | None) -> None:
     """Export an experiment as JSON (export.schema.json): settings, metrics, items, evaluations.
 
     experiment-runner export 497f6eca-6276-4993-bfeb-53cbbbba6f08 -o experiment.json
     """
-    if output is None:
+    experiment_id = obj.experiment_id(experiment_id)
+    if output is None or output == "-":
         write_export(obj.store, experiment_id, sys.stdout)
         sys.stdout.write("\n")
         return
@@ -202,13 +245,28 @@ def delete_command(obj: Context, experiment_id: str) -> None:
 
     experiment-runner delete 497f6eca-6276-4993-bfeb-53cbbbba6f08
     """
-    delete_experiment(obj.store, experiment_id)
+    experiment_id = obj.experiment_id(experiment_id)
+    deleted = delete_experiment(obj.store, experiment_id)
+    rows = deleted.rows
+    click.echo(
+        f"Deleted experiment {experiment_id} ({deleted.name}): {rows.items} item(s), {rows.evaluations} evaluation(s), "
+        f"{rows.annotations} annotation(s), {rows.result_conversations} result conversation(s); source conversations kept."
+    )
+
+
+def _score_cells(s: dict[str, Any]) -> list[str]:
+    """P, R, F1 as `0.812`, or `-` where undefined: precision with no prediction, recall and F1 with no gold span."""
+    cells = [f"{s[k]:.3f}" for k in ("precision", "recall", "f1")]
+    if not s["predicted"]:
+        cells[0] = "-"
+    if not s["gold"]:
+        cells[1] = cells[2] = "-"
+    return cells
 
 
 def _score_row(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
     exact, overlap = row["exact"], row["overlap"]
-    numbers = [f"{s[k]:.3f}" for s in (exact, overlap) for k in ("precision", "recall", "f1")]
-    return (name, *numbers, exact["predicted"], exact["gold"])
+    return (name, *_score_cells(exact), *_score_cells(overlap), exact["predicted"], exact["gold"])
 
 
 def render_score(result: dict[str, Any]) -> str:
@@ -222,9 +280,30 @@ def render_score(result: dict[str, Any]) -> str:
             "",
             f"Scored {result['scored']} replies; skipped {result['skipped_reply_differs']} whose reply differs "
             f"from the gold's and {result['skipped_not_evaluated']} not evaluated; "
-            f"{result['gold_without_item']} gold lines match no item.",
+            f"{result['gold_without_item']} gold lines match no item."
+            + (" '-': undefined (no predicted span, or no gold span, with that label)." if any("-" in r for r in rows) else ""),
         ]
     )
+
+
+def render_agreement(result: dict[str, Any]) -> str:
+    """The text `score --against` prints: `render_score`'s table (B as gold) and character-level kappa."""
+    k = result["kappa"]
+
+    def cells(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
+        value = "-" if row["kappa"] is None else f"{row['kappa']:.3f}"
+        agreement = "-" if row["observed_agreement"] is None else f"{row['observed_agreement']:.3f}"
+        return (name, value, agreement, f"{row['characters']:,}")
+
+    rows = [cells("overall", k["overall"])] + [cells(label, row) for label, row in k["per_label"].items()]
+    return "\n".join([
+        f"Spans of {result['experiment_id']} against {result['against']} (the reference, in the gold columns)",
+        render_score(result).replace("gold lines match no item", "reference items are not in the experiment")
+        .replace("from the gold's", "from the reference's"),
+        "",
+        "Cohen's kappa per character",
+        table(("spans", "kappa", "agreement", "characters"), rows),
+    ])
 
 
 @cli.command("score")
@@ -232,20 +311,38 @@ def render_score(result: dict[str, Any]) -> str:
 @click.option(
     "--gold",
     "gold_file",
-    required=True,
     type=click.Path(dir_okay=False),
     help="Gold spans JSONL (conversation_id, message_index, part_index, annotations).",
 )
+@click.option("--against", "reference_id", default=None,
+              help="Another experiment on the same replies (e.g. a re-evaluation by another judge), as the reference.")
 @click.option("--gold-labels", default=None, help="Keep only gold spans with these labels (comma-separated).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @click.pass_obj
-def score_command(obj: Context, experiment_id: str, gold_file: str, gold_labels: str | None, as_json: bool) -> None:
-    """Score an experiment's annotations against human gold spans: precision, recall, F1 (exact and overlap).
+def score_command(obj: Context, experiment_id: str, gold_file: str | None, reference_id: str | None, gold_labels: str | None, as_json: bool) -> None:
+    """Score an experiment's annotations against human gold spans, or against another experiment's spans.
 
-    experiment-runner score 497f6eca-6276-4993-bfeb-53cbbbba6f08 --gold fixtures/ragtruth-sample.gold.jsonl
+    Precision, recall, F1 (exact and overlap); with --against also Cohen's kappa per character.
+
+        experiment-runner score 497f6eca-6276-4993-bfeb-53cbbbba6f08 --gold fixtures/ragtruth-sample.gold.jsonl
+        experiment-runner score JUDGE_RUN_2 --against JUDGE_RUN_1
     """
+    if (gold_file is None) == (reference_id is None):
+        raise BadInputError("give either --gold FILE or --against EXPERIMENT_ID")
+    if reference_id is not None:
+        if gold_labels is not None:
+            raise BadInputError("--gold-labels goes with --gold, not --against")
+        from experiment_runner.results.against import score_against
+
+        agreement = score_against(obj.store, experiment_id, reference_id)
+        if as_json:
+            echo_json(agreement)
+        else:
+            click.echo(render_agreement(agreement))
+        return
+    assert gold_file is not None
     labels = [label.strip() for label in gold_labels.split(",") if label.strip()] if gold_labels is not None else None
-    result = score_experiment(obj.store, experiment_id, read_gold_file(gold_file), labels)
+    result = score_experiment(obj.store, obj.experiment_id(experiment_id), read_gold_file(gold_file), labels)
     if as_json:
         echo_json(result)
     else:

@@ -1,26 +1,40 @@
 """`run`, `resume` and `reevaluate`: creating and running experiments."""
 
+import math
 import sys
 from typing import Any
 
 import click
 
 from experiment_runner.cli import Context, cli
-from experiment_runner.cli.batching import batch_option, check_batch_models, detach_option, execute_batches, uses_batches
-from experiment_runner.cli.caching import no_cache_option, usage_line
+from experiment_runner.cli.batching import batch_option, check_batch_models, detach_option, execute_batches, refuse_budget, uses_batches
+from experiment_runner.cli.caching import no_cache_option
 from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
-from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_reevaluation
+from experiment_runner.cli.progress import ProgressPrinter, budget_message, run_summary
+from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_conversations, dry_run_reevaluation
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
-from experiment_runner.engine.experiments import EFFORTS, ExperimentSpec, create_experiment, create_reevaluation
+from experiment_runner.engine.experiments import (
+    EFFORTS,
+    ExperimentSpec,
+    SettingChanges,
+    change_settings,
+    create_experiment,
+    create_reevaluation,
+    get_experiment,
+)
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.run import Progress, RunOptions, run_experiment
+from experiment_runner.engine.runstate import budget_left
 from experiment_runner.engine.structured import SETTINGS
+from experiment_runner.engine.workplan import work_left
 from experiment_runner.errors import BadInputError, ExperimentRunnerError, RunStoppedError
 from experiment_runner.evaluation.evaluator import load_labels
+from experiment_runner.evaluation.rules import load_rules
 from experiment_runner.files import read_json_file
 from experiment_runner.ingest.conversations import source_conversation_ids
-from experiment_runner.ingest.importing import import_files
+from experiment_runner.ingest.importing import import_files, read_source
+from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.store import Store
 
 concurrency_option = click.option(
@@ -35,12 +49,30 @@ evaluator_options = [
                  envvar="EXPERIMENT_RUNNER_EVALUATOR_RESPONSE_FORMAT", help="Structured output for the evaluator: " + FORMAT_HELP),
     click.option("--evaluator-max-tokens", type=click.IntRange(1), envvar="EXPERIMENT_RUNNER_EVALUATOR_MAX_TOKENS",
                  help=f"Cap on each evaluator reply (default {DEFAULT_MAX_TOKENS}; lower it for small local context windows)."),
+    click.option("--rules", "rules_file", type=click.Path(dir_okay=False),
+                 help='Rule evaluators JSON, no model call: [{"label", "regex"|"json_valid"|"contains"|"not_contains", "flags"?}].'),
 ]
 
 
+class USD(click.ParamType):
+    """An amount of US dollars: a finite number above 0 (NaN or infinity would be no cap at all)."""
+
+    name = "AMOUNT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not an amount of USD", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"must be a finite amount of USD above 0, got {value}", param, ctx)
+        return number
+
+
 budget_options = [
-    click.option("--max-cost", type=float, envvar="EXPERIMENT_RUNNER_MAX_COST",
-                 help="Stop starting items before this run's model calls pass USD (calls under way finish; the rest stay pending)."),
+    click.option("--max-cost", type=USD(), envvar="EXPERIMENT_RUNNER_MAX_COST",
+                 help="The experiment's budget in USD, stored with it and kept by every resume: no item starts once its "
+                      "results would pass it (calls under way finish; the rest stay pending)."),
     click.option("--max-cost-unpriced-ok", is_flag=True, help="Allow --max-cost when a model has no known price (its calls count as $0)."),
 ]
 dry_run_options = [
@@ -63,7 +95,7 @@ def with_options(options: list[Any]) -> Any:
 @click.option("--model", required=True, help="Target model, a litellm model string (openai/gpt-4o-mini, ollama/llama3, ...).")
 @click.option("--conversation", "conversation_ids", multiple=True, help="A conversation id to include (repeatable).")
 @click.option("--all", "all_conversations", is_flag=True, help="Include every imported conversation.")
-@click.option("--input", "inputs", multiple=True, help="Import FILE (any import format, OTLP traces too) and run on exactly its conversations (repeatable).")
+@click.option("--input", "inputs", multiple=True, metavar="FILE", help="Import FILE (any import format, OTLP traces too) and run on exactly its conversations (repeatable).")
 @click.option("--pass-through", is_flag=True, help="Copy the existing final replies instead of calling the target model.")
 @click.option("--system-prompt", help="Replace (or add) the system message in every replayed conversation.")
 @click.option("--reasoning-effort", type=click.Choice(EFFORTS), help="Reasoning effort passed to the target model.")
@@ -85,6 +117,7 @@ def run_command(obj: Context, **opts: Any) -> None:
     Prints progress on stderr (on a terminal) and the experiment id as the last line on stdout.
     Ctrl-C stops cleanly (exit 130); `resume` continues.
 
+    \b
         experiment-runner run --name baseline --model openai/gpt-4o-mini --all --evaluator-model openai/gpt-4o
         experiment-runner run --name replay --model openai/gpt-4o-mini --input traces.otlp.jsonl
     """
@@ -94,8 +127,12 @@ def run_command(obj: Context, **opts: Any) -> None:
         raise BadInputError("give either --conversation ID (repeatable) or --all, not both")
     if not opts["conversation_ids"] and not opts["all_conversations"] and not opts["inputs"]:
         raise BadInputError("choose conversations with --conversation ID (repeatable), --all or --input FILE")
-    store = obj.store
-    if opts["inputs"]:
+    in_memory = read_inputs(opts["inputs"]) if opts["dry_run"] and opts["inputs"] else None  # a dry run stores nothing
+    if in_memory is None:  # else no store is opened at all; a dry run never creates one
+        store = obj.existing_store if opts["dry_run"] else obj.store
+    if in_memory is not None:
+        ids = list(in_memory)
+    elif opts["inputs"]:
         ids = import_inputs(store, opts["inputs"])
     elif opts["all_conversations"]:
         with store.read() as session:
@@ -119,16 +156,33 @@ def run_command(obj: Context, **opts: Any) -> None:
         response_format=opts["response_format"],
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
+        rules=load_rules(opts["rules_file"]) if opts["rules_file"] else None,
+        max_cost_usd=opts["max_cost"],
     )
+    use_cache = not opts["no_cache"]
     if opts["batch"]:
+        refuse_budget(opts["max_cost"])
         check_batch_models([(None if spec.pass_through else spec.model, "--model"), (spec.evaluator_model, "--evaluator-model")])
     if opts["dry_run"]:
-        return show_estimate(dry_run(store, spec, use_cache=not opts["no_cache"], batch=opts["batch"]), opts["as_json"])
+        if in_memory is not None:  # no store is opened: nothing is known to be cached
+            return show_estimate(dry_run_conversations(spec, in_memory, batch=opts["batch"]), opts["as_json"])
+        return show_estimate(dry_run(store, spec, use_cache=use_cache, batch=opts["batch"]), opts["as_json"])
     check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
     if opts["batch"]:
-        return execute_batches(obj, experiment_id, detach=opts["detach"], use_cache=not opts["no_cache"])
-    execute(obj, experiment_id, opts["concurrency"], retry_failed=False, max_cost=opts["max_cost"], use_cache=not opts["no_cache"])
+        return execute_batches(obj, experiment_id, detach=opts["detach"], use_cache=use_cache)
+    execute(obj, experiment_id, opts["concurrency"], retry_failed=False, use_cache=use_cache)
+
+
+def read_inputs(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """`run --input F --dry-run`: the files' conversations read in memory (id -> messages and tools, each id once), never stored."""
+    conversations: dict[str, dict[str, Any]] = {}
+    for name in names:
+        for conversation in read_source(name).conversations:
+            conversations.setdefault(conversation.id, {"messages": conversation.messages, "tools": conversation.tools})
+    if not conversations:
+        raise BadInputError(f"--input {' '.join(names)}: no conversations in it")
+    return conversations
 
 
 def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
@@ -143,31 +197,50 @@ def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
 @cli.command("resume")
 @click.argument("experiment_id")
 @click.option("--retry-failed", is_flag=True, help="Also run the failed items (and failed evaluations) again.")
+@click.option("--api-base", help="Send the target model's calls here from now on (a fixed port; recorded on the experiment).")
+@click.option("--evaluator-api-base", help="Send the evaluator's calls here from now on (recorded on the experiment).")
 @concurrency_option
 @no_cache_option
 @detach_option
 @with_options(budget_options)
 @click.pass_obj
-def resume_command(
-    obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, no_cache: bool, detach: bool, max_cost: float | None,
-    max_cost_unpriced_ok: bool,
-) -> None:
-    """Finish an interrupted experiment: only items not completed run; completed ones are never redone.
+def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, **opts: Any) -> None:
+    """Finish a stopped experiment: only items not completed run; completed ones are never redone.
+
+    It runs with the stored settings and budget; --api-base, --evaluator-api-base and --max-cost change
+    them for good (each change is recorded, and checked as `run` checks it).
 
         experiment-runner resume 4f6c0e1a-... --retry-failed
-    """
-    from experiment_runner.engine.experiments import get_experiment
 
+        experiment-runner resume 4f6c0e1a-... --api-base http://localhost:8081/v1 --max-cost 2
+    """
+    experiment_id = obj.experiment_id(experiment_id)
     experiment = get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
+    if not work_left(obj.store, experiment, retry_failed):
+        hint = " (its failed items run again with --retry-failed)" if work_left(obj.store, experiment, True) else ""
+        click.echo(f"Experiment {experiment_id} is already complete: nothing to run{hint}.", err=True)
+        click.echo(experiment_id)
+        return
+    use_cache = not opts["no_cache"]
     if uses_batches(obj, experiment_id):  # started with --batch: collect its jobs, never submit them again
-        return execute_batches(obj, experiment_id, detach=detach, retry_failed=retry_failed, use_cache=not no_cache)
-    check_priced(called_models(experiment), max_cost, max_cost_unpriced_ok)
-    execute(obj, experiment_id, concurrency, retry_failed=retry_failed, max_cost=max_cost, use_cache=not no_cache)
+        refuse_budget(opts["max_cost"])
+        change_settings(obj.store, experiment_id, SettingChanges(opts["api_base"], opts["evaluator_api_base"], None))
+        return execute_batches(obj, experiment_id, detach=opts["detach"], retry_failed=retry_failed, use_cache=use_cache)
+    check_priced(called_models(experiment), opts["max_cost"], opts["max_cost_unpriced_ok"])
+    budget = budget_left(obj.store, experiment)
+    if opts["max_cost"] is None and budget.left_usd is not None and budget.left_usd <= 0:
+        raise ExperimentRunnerError(
+            f"the budget of experiment {experiment_id} is spent (${budget.cap_usd:g}, ${budget.spent_usd:.6f} spent); "
+            f"raise it to go on: experiment-runner resume {experiment_id} --max-cost USD"
+        )
+    changes = SettingChanges(opts["api_base"], opts["evaluator_api_base"], opts["max_cost"])
+    change_settings(obj.store, experiment_id, changes)  # the preflight of `run`, then the changes are stored
+    execute(obj, experiment_id, concurrency, retry_failed=retry_failed, use_cache=use_cache)
 
 
 @cli.command("reevaluate")
 @click.argument("experiment_id")
-@click.option("--evaluator-model", required=True, envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model for the new evaluations.")
+@click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model for the new evaluations (or --rules alone).")
 @with_options(evaluator_options)
 @click.option("--name", help="Name of the new experiment (default: the old name + ' (re-evaluated)').")
 @concurrency_option
@@ -179,8 +252,11 @@ def resume_command(
 def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concurrency: int, **opts: Any) -> None:
     """Evaluate an experiment's replies again, offline: a new experiment, no target calls, the old one untouched.
 
+    It keeps the old experiment's rules unless --rules gives its own (a file holding [] drops them).
+
         experiment-runner reevaluate 4f6c0e1a-... --evaluator-model openai/gpt-4o --labels labels.json
     """
+    experiment_id = obj.experiment_id(experiment_id)
     spec = ExperimentSpec(
         name=name or "",
         model="-",
@@ -190,48 +266,46 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
         labels=load_labels(opts["labels_file"]) if opts["labels_file"] else None,
         evaluator_response_format=opts["evaluator_response_format"],
         evaluator_max_tokens=opts["evaluator_max_tokens"],
+        rules=load_rules(opts["rules_file"]) if opts["rules_file"] else None,
+        max_cost_usd=opts["max_cost"],
     )
+    use_cache = not opts["no_cache"]
     if opts["batch"]:
+        refuse_budget(opts["max_cost"])
         check_batch_models([(spec.evaluator_model, "--evaluator-model")])
     if opts["dry_run"]:
-        estimate = dry_run_reevaluation(obj.store, experiment_id, spec, use_cache=not opts["no_cache"], batch=opts["batch"])
+        estimate = dry_run_reevaluation(obj.store, experiment_id, spec, use_cache=use_cache, batch=opts["batch"])
         return show_estimate(estimate, opts["as_json"])
-    check_priced([opts["evaluator_model"]], opts["max_cost"], opts["max_cost_unpriced_ok"])
+    check_priced([opts["evaluator_model"]] if opts["evaluator_model"] else [], opts["max_cost"], opts["max_cost_unpriced_ok"])
     new_id = create_reevaluation(obj.store, experiment_id, spec)
     if opts["batch"]:
-        return execute_batches(obj, new_id, detach=opts["detach"], use_cache=not opts["no_cache"])
-    execute(obj, new_id, concurrency, retry_failed=False, max_cost=opts["max_cost"], use_cache=not opts["no_cache"])
+        return execute_batches(obj, new_id, detach=opts["detach"], use_cache=use_cache)
+    execute(obj, new_id, concurrency, retry_failed=False, use_cache=use_cache)
 
 
-def execute(
-    obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, max_cost: float | None = None, use_cache: bool = True
-) -> None:
-    """Run the experiment, show progress on a terminal, print its id last, exit as the contract says."""
+def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, use_cache: bool = True) -> None:
+    """Run the experiment (within its stored budget), show its progress, print its id last, exit as the contract says."""
     click.echo(f"Experiment {experiment_id}: running (if stopped, continue with: experiment-runner resume {experiment_id})", err=True)
-    show = sys.stderr.isatty()
+    printer = ProgressPrinter(terminal=sys.stderr.isatty())
     progress = run_experiment(
         obj.store,
         experiment_id,
-        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, max_cost_usd=max_cost, use_cache=use_cache),
-        print_progress if show else None,
+        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, runner="cli",
+                   tick_seconds=printer.tick_seconds, use_cache=use_cache),
+        printer,
     )
-    if show:
-        click.echo("", err=True)
-    click.echo(_summary(experiment_id, progress), err=True)
-    if cached := usage_line(progress.cache.hits, progress.cache.saved_usd):
-        click.echo(cached, err=True)
+    printer.finish()
+    click.echo("\n".join(run_summary(experiment_id, progress, experiment_summary(obj.store, experiment_id))), err=True)
     click.echo(experiment_id)
     if progress.interrupted:
         click.echo(f"Interrupted. Continue with: experiment-runner resume {experiment_id}", err=True)
         sys.exit(130)
     if progress.budget_reached:
-        raise ExperimentRunnerError(
-            f"budget of ${max_cost:g} reached after {progress.done} items (${progress.spent_usd:.4f} spent); "
-            f"resume {experiment_id} --max-cost Z to go on"
-        )
+        raise ExperimentRunnerError(budget_message(experiment_id, progress))
     if progress.stopped_by:
         raise RunStoppedError(
             f"stopped: {progress.stopped_by}; the items not run stay pending: fix it, then `experiment-runner resume {experiment_id}`"
+            " (with --api-base or --evaluator-api-base URL to change an endpoint)"
         )
     common = _most_common(progress)
     if progress.total and progress.failed == progress.total:
@@ -248,23 +322,3 @@ def _most_common(progress: Progress) -> str:
         return ""
     reason, count = progress.failure_reasons.most_common(1)[0]
     return f", most often: {reason} ({count}x)"
-
-
-def print_progress(progress: Progress) -> None:
-    """One self-overwriting progress line on stderr."""
-    eta = f", ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else ""
-    click.echo(
-        f"\r{progress.done}/{progress.total} done, {progress.failed} failed · {progress.rate:.1f} items/s{eta}   ",
-        err=True, nl=False,
-    )
-
-
-def _summary(experiment_id: str, progress: Progress) -> str:
-    parts = [f"{progress.completed} completed", f"{progress.failed} failed"]
-    if progress.evaluations_failed:
-        parts.append(f"{progress.evaluations_failed} evaluation(s) failed")
-    if progress.total > progress.done:
-        parts.append(f"{progress.total - progress.done} not finished")
-    if progress.total == 0:
-        return f"Experiment {experiment_id}: nothing left to run."
-    return f"Experiment {experiment_id}: {progress.total} item(s) run: " + ", ".join(parts) + "."

@@ -21,20 +21,28 @@ from experiment_runner.errors import BadInputError
               help="Require `Authorization: Bearer TOKEN` on every request but the docs (env EXPERIMENT_RUNNER_TOKEN).")
 @click.option("--allow-api-base", "allow_api_bases", multiple=True, envvar="EXPERIMENT_RUNNER_ALLOW_API_BASE",
               help="A model endpoint URL requests may name besides loopback ones (repeatable; env, space-separated).")
+@click.option("--max-body-mb", type=click.IntRange(1, 1_000_000), default=32, show_default=True, envvar="EXPERIMENT_RUNNER_MAX_BODY_MB",
+              help="Largest request body accepted, in MiB as sent (env EXPERIMENT_RUNNER_MAX_BODY_MB); larger ones get 413.")
+@click.option("--max-inflated-mb", type=click.IntRange(1, 1_000_000), default=64, show_default=True, envvar="EXPERIMENT_RUNNER_MAX_INFLATED_MB",
+              help="Largest size a gzip/deflate body may inflate to, in MiB (env EXPERIMENT_RUNNER_MAX_INFLATED_MB); else 413.")
 @concurrency_option
 @click.pass_obj
-def serve_command(obj: Context, host: str, port: int, token: str | None, concurrency: int, allow_api_bases: tuple[str, ...]) -> None:
+def serve_command(
+    obj: Context, host: str, port: int, token: str | None, concurrency: int, allow_api_bases: tuple[str, ...], max_body_mb: int, max_inflated_mb: int
+) -> None:
     """Serve the experiments REST API (docs at /docs); created experiments run inside the server.
 
     Paths and shapes follow the hosted experiments API: POST/GET /v1/experiments, GET
     /v1/experiments/ID, /items and /export, DELETE /v1/experiments/ID, POST /v1/conversations.
-    Experiments left unfinished by a previous server are resumed at startup. Ctrl-C stops.
+    Experiments a server was running when it stopped (shut down or crashed) are resumed at startup, with
+    their stored budgets; nothing stopped by a user, a budget or a failure is. Ctrl-C stops.
 
         experiment-runner serve --port 8000 --token "$EXPERIMENT_RUNNER_TOKEN"
     """
     import uvicorn
 
     from experiment_runner.server.app import create_app
+    from experiment_runner.server.bodies import BodyLimits
 
     store = obj.store  # a bad database is reported before anything listens
     sock = _listen(host, port)
@@ -44,7 +52,8 @@ def serve_command(obj: Context, host: str, port: int, token: str | None, concurr
             "and delete experiments (the API has no authentication).",
             err=True,
         )
-    app = create_app(store, token=token, concurrency=concurrency, allow_api_bases=allow_api_bases)
+    limits = BodyLimits.from_mb(max_body_mb, max_inflated_mb)
+    app = create_app(store, token=token, concurrency=concurrency, allow_api_bases=allow_api_bases, limits=limits)
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"Serving the experiments API on http://{shown}:{bound_port} (docs at /docs)", err=True)

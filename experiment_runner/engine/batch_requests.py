@@ -10,13 +10,14 @@ from typing import Any
 
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.cache import ResponseCache
-from experiment_runner.engine.evaluate import evaluator_call, outcome_of_reply
+from experiment_runner.engine.evaluate import evaluator_call, outcome_of_reply, rules_evaluation, with_rule_spans
 from experiment_runner.engine.experiments import reasoning_kwargs
 from experiment_runner.engine.llm import Completion
 from experiment_runner.engine.output_schema import check_reply, to_json_schema
 from experiment_runner.engine.replay import replay_request, result_messages, split_reply, target_call, with_system_prompt
 from experiment_runner.engine.structured import FALLBACK
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
+from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store.queries.common import encode_json
 
 
@@ -43,6 +44,8 @@ class RequestBuilder:
         self.experiment = experiment
         self.cache = cache
         self.evaluator = EvaluatorConfig.from_experiment(experiment)
+        self.rules = rules_of(experiment)  # rule evaluators: applied as answers arrive, no request of their own
+        self.evaluates = self.evaluator is not None or bool(self.rules)
         self.schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None
         self.settings = reasoning_kwargs(experiment.reasoning_config)
 
@@ -60,8 +63,11 @@ class RequestBuilder:
         setting = settings.get("setting") or "auto"
         return str(settings.get("used") or (setting if setting != "auto" else FALLBACK[0]))
 
-    async def prepare(self, role: str, item_id: str, messages: list[dict[str, Any]]) -> Prepared | w.Event:
-        """The request for an item, or its event right away (a cache hit, a pass-through copy, nothing to ask)."""
+    async def prepare(
+        self, role: str, item_id: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> Prepared | w.Event:
+        """The request for an item (`tools`: its conversation's stored tool definitions), or its event right away
+        (a cache hit, a pass-through copy, rules alone, nothing to ask)."""
         mode = self.mode(role)
         if role == "target":
             history, original = split_reply(with_system_prompt(messages, self.experiment.system_prompt_override))
@@ -71,10 +77,9 @@ class RequestBuilder:
                 return self._replayed(item_id, history, original["parts"], original.get("generation"), None)
             if not history:
                 return w.Failed(item_id, "the conversation has no messages before its final reply to replay")
-            call_messages, kwargs = target_call(replay_request(history), mode, self.schema, self.settings)
+            call_messages, kwargs = target_call(replay_request(history, tools), mode, self.schema, self.settings)
         else:
-            assert self.evaluator is not None
-            if not messages or messages[-1]["role"] != "assistant":
+            if self.evaluator is None or not messages or messages[-1]["role"] != "assistant":
                 return self.result(role, item_id, messages, None, mode, "the conversation does not end with an assistant reply to evaluate")
             call_messages, kwargs = evaluator_call(self.evaluator, messages, mode)
         model, api_base = self.endpoint(role)
@@ -88,8 +93,10 @@ class RequestBuilder:
                error: str | None) -> w.Event:
         """The writer's event for an answer (`reply`) or a failed request (`error`)."""
         if role == "evaluator":
-            assert self.evaluator is not None
-            outcome = outcome_of_reply(self.evaluator, messages, reply, mode, error)
+            if self.evaluator is None:
+                outcome = rules_evaluation(self.rules, messages)
+            else:
+                outcome = with_rule_spans(outcome_of_reply(self.evaluator, messages, reply, mode, error), self.rules, messages)
             if reply is not None and outcome.status == "failed":
                 self.cache.forget(reply)
             return w.Evaluated(item_id, messages[-1]["id"], outcome) if messages else w.Failed(item_id, error or "no reply")
@@ -103,5 +110,5 @@ class RequestBuilder:
 
     def _replayed(self, item_id: str, history: list[dict[str, Any]], parts: list[dict[str, Any]], generation: Any,
                   problem: str | None) -> w.Event:
-        finished = problem is not None or self.evaluator is None
+        finished = problem is not None or not self.evaluates
         return w.Replayed(item_id, result_messages(history, parts, generation), problem, finished)

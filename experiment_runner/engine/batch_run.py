@@ -27,8 +27,9 @@ from experiment_runner.engine.cache import CacheUsage, ResponseCache, cache_enab
 from experiment_runner.engine.experiments import get_experiment
 from experiment_runner.engine.lease import Lease, acquire
 from experiment_runner.engine.llm import Completion, completion_from_body
+from experiment_runner.engine.runstate import FAILED, INTERRUPTED, Stop, begin_run, end_run
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
-from experiment_runner.errors import ExperimentRunnerError
+from experiment_runner.errors import BadInputError, ExperimentRunnerError, Field, LeaseLostError
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
 from experiment_runner.store.queries import batches as q
@@ -94,6 +95,16 @@ def check_batchable(models: list[tuple[str, str]]) -> None:
         batch_provider(model, role)
 
 
+def refuse_budget(max_cost_usd: float | None) -> None:
+    """A budget cannot be kept by batch jobs (their cost is known only once collected): `BadInputError` when one is given."""
+    if max_cost_usd is not None:
+        raise BadInputError(
+            [Field("max_cost_usd"), " cannot be kept with ", Field("batch"), ": what a batch job costs is known only once it is "
+             "collected; run without one of them"],
+            field="max_cost_usd",
+        )
+
+
 def run_batches(store: Store, experiment_id: str, options: BatchOptions, on_progress: BatchCallback | None = None) -> BatchProgress:
     """Submit, wait for and collect the experiment's batch jobs (or only submit, with `detach`)."""
     return anyio.run(run_batches_async, store, experiment_id, options, on_progress)
@@ -102,20 +113,37 @@ def run_batches(store: Store, experiment_id: str, options: BatchOptions, on_prog
 async def run_batches_async(store: Store, experiment_id: str, options: BatchOptions, on_progress: BatchCallback | None = None) -> BatchProgress:
     """`run_batches` inside a running event loop."""
     experiment = get_experiment(store, experiment_id)
+    refuse_budget(experiment.max_cost_usd)
     lease = await anyio.to_thread.run_sync(acquire, store, experiment_id)
     run = _BatchRun(store, experiment, options, lease, on_progress)
+    stop: Stop | None = Stop(FAILED, "the run ended unexpectedly")
+    record = True  # as in a live run: who runs it, and why it stopped, are recorded unless the lease was lost
     try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(lease.keep_alive)
-            try:
-                await run.execute()
-            finally:
-                group.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        leaves: list[BaseException] = list(group.exceptions)
-        raise next((e for e in leaves if isinstance(e, ExperimentRunnerError)), leaves[0]) from None
+        await anyio.to_thread.run_sync(begin_run, store, lease, "cli")
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(lease.keep_alive)
+                try:
+                    await run.execute()
+                finally:
+                    group.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            leaves: list[BaseException] = list(group.exceptions)
+            raise next((e for e in leaves if isinstance(e, ExperimentRunnerError)), leaves[0]) from None
+        stop = None  # detached or done: jobs left at the provider are not a stop
+    except KeyboardInterrupt:
+        stop = Stop(INTERRUPTED, "stopped by Ctrl-C (submitted batch jobs keep running)")
+        raise
+    except LeaseLostError:
+        record = False
+        raise
+    except Exception as exc:
+        stop = Stop(FAILED, str(exc))
+        raise
     finally:
         with anyio.CancelScope(shield=True):
+            if record:
+                await anyio.to_thread.run_sync(end_run, store, lease, stop)
             await anyio.to_thread.run_sync(lease.release)
     return run.progress
 
@@ -168,7 +196,6 @@ class _BatchRun:
                 return
             if self.progress.open_jobs:
                 await anyio.sleep(self.options.poll_seconds)
-        await anyio.to_thread.run_sync(w.finish_experiment, self.store, self.experiment.id)
 
     async def _commit(self, events: list[w.Event]) -> None:
         if writes := self.cache.take_writes():
@@ -203,7 +230,7 @@ class _BatchRun:
         units = await anyio.to_thread.run_sync(plan_work, self.store, experiment, self.options.retry_failed)
         for role in ("target", "evaluator"):
             due = [u for u in units if u.needs_replay == (role == "target") and u.item_id not in self.settled[role]]
-            if role == "evaluator" and experiment.evaluator_model is None:
+            if role == "evaluator" and not self.builder.evaluates:
                 due = []
             if due:
                 await self._submit(role, due)
@@ -216,13 +243,15 @@ class _BatchRun:
         prepared: list[Prepared] = []
         events: list[w.Event] = []
         for unit, messages in loaded:
-            result = await self.builder.prepare(role, unit.item_id, messages)
+            result = await self.builder.prepare(role, unit.item_id, messages, unit.tools)
             if isinstance(result, Prepared):
                 prepared.append(result)
             else:
                 events.append(result)
                 self.settled[role].add(unit.item_id)
         await self._commit(events)
+        if not prepared:  # all answered now (the cache, a copy, rules alone): no job
+            return
         model, api_base = self.builder.endpoint(role)
         provider, name = batch_provider(model, "--evaluator-model" if role == "evaluator" else "--model")
         for start in range(0, len(prepared), BATCH_LIMIT):

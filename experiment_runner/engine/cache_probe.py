@@ -45,9 +45,9 @@ class CacheProbe:
                     return parts
         return None
 
-    def target_reply(self, history: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-        """The cached reply parts the target call for `history` would get, or None."""
-        request, settings = replay_request(history), reasoning_kwargs(self.spec.reasoning_config)
+    def target_reply(self, history: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[dict[str, Any]] | None:
+        """The cached reply parts the target call for `history` (with the conversation's stored `tools`) would get, or None."""
+        request, settings = replay_request(history, tools), reasoning_kwargs(self.spec.reasoning_config)
         candidates = modes(self.spec.response_format) if self.schema else ("prompt",)
         calls = [target_call(request, mode, self.schema, settings) for mode in candidates]
         return self._cached(self.spec.model, self.spec.api_base, calls)

@@ -6,12 +6,15 @@ bounded `max_tokens`, asks once more when the reply is unusable or cut off, and 
 `EvaluationOutcome` that says what was dropped and why.
 """
 
+import dataclasses
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from experiment_runner.engine.cache import ResponseCache
+from experiment_runner.engine.failures import Reachability
 from experiment_runner.engine.llm import Completion, RetryPolicy, complete
 from experiment_runner.engine.structured import FormatLearner, request_kwargs, with_instructions
 from experiment_runner.errors import ModelCallError
@@ -23,6 +26,7 @@ from experiment_runner.evaluation.evaluator import (
     parse_reply,
     reply_schema,
 )
+from experiment_runner.evaluation.rules import RULES_MODEL, Rule, apply_rules, merge_spans
 from experiment_runner.evaluation.spans import align_quotes
 
 DEFAULT_MAX_TOKENS = 4096
@@ -65,6 +69,7 @@ async def evaluate_message(
     policy: RetryPolicy,
     limiter: Any = None,
     learner: FormatLearner | None = None,
+    reachability: Reachability | None = None,
     cache: ResponseCache | None = None,
 ) -> EvaluationOutcome:
     """Evaluate the final message of `messages`; never raises for model or reply problems (but see below).
@@ -84,7 +89,10 @@ async def evaluate_message(
 
     async def send(mode: str) -> Completion:
         call_messages, kwargs = evaluator_call(config, messages, mode)
-        return await complete(config.model, call_messages, api_base=config.api_base, policy=policy, limiter=limiter, cache=cache, **kwargs)
+        return await complete(
+            config.model, call_messages, api_base=config.api_base, policy=policy, limiter=limiter,
+            reachability=reachability, cache=cache, **kwargs,
+        )
 
     problem = ""
     for _attempt in range(2):  # a reply we cannot use (or one cut off by max_tokens) is asked for once more
@@ -150,6 +158,50 @@ def completed(
         tally.elapsed_ms(), dropped_note(reasons), spans, dict(sorted(reasons.items())), tally.cost_usd, mode,
         tally.cached_calls, tally.cost_saved_usd,
     )
+
+
+async def evaluate_reply(
+    config: EvaluatorConfig | None,
+    rules: Sequence[Rule],
+    messages: list[dict[str, Any]],
+    *,
+    policy: RetryPolicy,
+    limiter: Any = None,
+    learner: FormatLearner | None = None,
+    reachability: Reachability | None = None,
+    cache: ResponseCache | None = None,
+) -> EvaluationOutcome:
+    """The evaluation of the final message: the evaluator model's spans (when one is configured), then the
+    rules' spans (no model call). Rules alone give an evaluation whose model is `rules`. When the model's
+    evaluation fails, the evaluation is failed (the rules run again with it on `resume --retry-failed`)."""
+    if config is None:
+        return rules_evaluation(rules, messages)
+    outcome = await evaluate_message(
+        config, messages, policy=policy, limiter=limiter, learner=learner, reachability=reachability, cache=cache
+    )
+    return with_rule_spans(outcome, rules, messages)
+
+
+def with_rule_spans(outcome: EvaluationOutcome, rules: Sequence[Rule], messages: list[dict[str, Any]]) -> EvaluationOutcome:
+    """A completed model evaluation with the rules' spans merged in (a failed one unchanged).
+
+    Shared by the live run and batch jobs, whose evaluator answers come back later."""
+    found = apply_rules(rules, messages[-1]["parts"]) if rules and outcome.status == "completed" else []
+    if not found:
+        return outcome
+    return dataclasses.replace(outcome, spans=merge_spans(outcome.spans, found))
+
+
+def rules_evaluation(rules: Sequence[Rule], messages: list[dict[str, Any]]) -> EvaluationOutcome:
+    """The evaluation by rules alone (no evaluator model): model `rules`, no call."""
+    started = time.perf_counter()
+    reply_ok = bool(messages) and messages[-1]["role"] == "assistant"
+    found = apply_rules(rules, messages[-1]["parts"]) if rules and reply_ok else []
+    elapsed = round((time.perf_counter() - started) * 1000, 3)
+    if not reply_ok:
+        return EvaluationOutcome("failed", RULES_MODEL, total_duration_ms=elapsed,
+                                 error_message="the conversation does not end with an assistant reply to evaluate")
+    return EvaluationOutcome("completed", RULES_MODEL, detection_duration_ms=elapsed, total_duration_ms=elapsed, spans=found)
 
 
 DROP_REASONS = {

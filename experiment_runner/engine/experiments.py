@@ -1,20 +1,22 @@
-"""Creating experiments: the settings (`ExperimentSpec`), their validation, and the rows they start as.
+"""Creating experiments: the settings (`ExperimentSpec`), their validation, and the rows they start as;
+and the settings `resume` may change (`SettingChanges`), preflighted and recorded.
 
 Validation follows the hosted create-experiment API: name 1..255 characters, a non-empty model, at least
 one conversation, and every conversation id known, all checked before anything is stored.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 from sqlmodel import Session
 
+from experiment_runner.engine.lease import ensure_free
 from experiment_runner.engine.llm import check_model
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.structured import check_setting
-from experiment_runner.errors import BadInputError
+from experiment_runner.errors import BadInputError, Field
 from experiment_runner.ingest.conversations import missing_conversations
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
@@ -44,6 +46,19 @@ class ExperimentSpec:
     response_format: str = "auto"  # structured output for --output-schema: auto | json_schema | json_object | prompt
     evaluator_response_format: str = "auto"
     evaluator_max_tokens: int | None = None
+    max_cost_usd: float | None = None  # the budget of all the experiment's runs, stored with it
+    rules: list[dict[str, Any]] | None = None  # checked `--rules` (evaluation.rules); None: none (a re-evaluation: the source's)
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether each reply gets an evaluation (by an evaluator model, by rules, or both)."""
+        return bool(self.evaluator_model or self.rules)
+
+    def stored_labels(self) -> dict[str, Any] | None:
+        """The experiment's `labels` settings: the labels document, with the rules under `rules`."""
+        if not self.rules:
+            return self.labels
+        return {**(self.labels or {}), "rules": self.rules}
 
     def structured_output(self) -> dict[str, Any]:
         """The settings stored on the experiment (the mode each model used is added by the run)."""
@@ -101,15 +116,16 @@ def preflight(spec: ExperimentSpec) -> None:
     """Before anything is stored: every model the run will call resolves to a provider litellm knows, with
     its credentials present (unless an endpoint is given). `BadInputError` names the model and the variable."""
     if not spec.pass_through:
-        check_model(spec.model, spec.api_base, "--model")
+        check_model(spec.model, spec.api_base, "model")
     if spec.evaluator_model:
-        check_model(spec.evaluator_model, spec.evaluator_api_base, "--evaluator-model")
+        check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")
 
 
-def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool = True) -> str:
+def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool = True, runner: str | None = None) -> str:
     """Store a new experiment with one pending item per conversation; return its id.
 
-    `check_models=False` skips the preflight (rows built for tests, models that are never called)."""
+    `check_models=False` skips the preflight (rows built for tests, models that are never called).
+    `runner="server"` marks it as the server's from the start, so a restart resumes it even if it never began."""
     check_spec(spec)
     ids = list(dict.fromkeys(spec.conversation_ids))  # a conversation listed twice is run once
     with store.read() as session:
@@ -118,8 +134,8 @@ def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool 
         preflight(spec)
     with store.write() as session:
         check_known(session, ids)  # again inside the write: one may have been deleted meanwhile
-        experiment_id = _insert_experiment(session, spec, ids)
-        _insert_items(session, experiment_id, [(cid, None) for cid in ids], 1 if spec.evaluator_model else 0)
+        experiment_id = _insert_experiment(session, spec, ids, runner=runner)
+        _insert_items(session, experiment_id, [(cid, None) for cid in ids], 1 if spec.evaluates else 0)
     return experiment_id
 
 
@@ -143,13 +159,14 @@ def spec_view(spec: ExperimentSpec) -> Any:
 
 
 def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, check_models: bool = True) -> str:
-    """A new experiment whose items reuse `source_id`'s completed result conversations, to evaluate anew."""
-    if not spec.evaluator_model:
-        raise BadInputError("a re-evaluation needs an evaluator model", loc=("body", "evaluator_model"))
-    if check_models:
-        check_model(spec.evaluator_model, spec.evaluator_api_base, "--evaluator-model")  # before the write lock
+    """A new experiment whose items reuse `source_id`'s completed result conversations, to evaluate anew.
+
+    Without rules of its own (`spec.rules` None) it keeps the source's rules; `[]` drops them."""
+    if check_models and spec.evaluator_model:
+        check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")  # before the write lock
     with store.write() as session:
         source = require_experiment(session, source_id)
+        rules = reevaluation_rules(source, spec)
         rows = completed_results(session, source_id)
         if not rows:
             raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
@@ -164,6 +181,8 @@ def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, c
             labels=spec.labels,
             evaluator_response_format=spec.evaluator_response_format,
             evaluator_max_tokens=spec.evaluator_max_tokens,
+            rules=rules,
+            max_cost_usd=spec.max_cost_usd,
         )
         check_spec(spec)
         experiment_id = _insert_experiment(session, spec, spec.conversation_ids, source_experiment_id=source_id)
@@ -171,7 +190,18 @@ def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, c
     return experiment_id
 
 
-def _insert_experiment(session: Session, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None) -> str:
+def reevaluation_rules(source: Any, spec: ExperimentSpec) -> list[dict[str, Any]]:
+    """The rules of a re-evaluation: its own when given, else the source experiment's; refused when it
+    would evaluate nothing (no evaluator model and no rules)."""
+    rules = spec.rules if spec.rules is not None else list((source.labels or {}).get("rules") or [])
+    if not spec.evaluator_model and not rules:
+        raise BadInputError(["a re-evaluation needs an evaluator model or ", Field("rules")], field="evaluator_model")
+    return rules
+
+
+def _insert_experiment(
+    session: Session, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None, runner: str | None = None
+) -> str:
     experiment_id = new_id()
     q.add_experiment(
         session,
@@ -188,9 +218,11 @@ def _insert_experiment(session: Session, spec: ExperimentSpec, ids: list[str], s
             api_base=spec.api_base,
             evaluator_model=spec.evaluator_model,
             evaluator_api_base=spec.evaluator_api_base,
-            labels=spec.labels,
+            labels=spec.stored_labels(),
             source_experiment_id=source_experiment_id,
             structured_output=spec.structured_output(),
+            max_cost_usd=spec.max_cost_usd,
+            runner=runner,
         ),
     )
     return experiment_id
@@ -231,3 +263,48 @@ def record_response_formats(store: Store, experiment_id: str, used: dict[str, st
         for role, mode in used.items():
             settings.setdefault(role, {"setting": "auto"})["used"] = mode
         q.set_structured_output(session.connection(), experiment_id, settings)
+
+
+@dataclass(frozen=True)
+class SettingChanges:
+    """What `resume` may change before it runs: the endpoints (a wrong port is fixed here) and the budget."""
+
+    api_base: str | None = None
+    evaluator_api_base: str | None = None
+    max_cost_usd: float | None = None
+
+    def applied(self, experiment: Experiment) -> dict[str, Any]:
+        """`{field: (old, new)}` for each setting these changes alter."""
+        new = {"api_base": self.api_base, "evaluator_api_base": self.evaluator_api_base, "max_cost_usd": self.max_cost_usd}
+        return {k: (getattr(experiment, k), v) for k, v in new.items() if v is not None and v != getattr(experiment, k)}
+
+
+def as_spec(experiment: Experiment) -> ExperimentSpec:
+    """A stored experiment's settings as the spec `preflight` and the price check read."""
+    return ExperimentSpec(
+        name=experiment.name, model=experiment.model, conversation_ids=list(experiment.conversation_ids),
+        pass_through=experiment.pass_through, api_base=experiment.api_base, evaluator_model=experiment.evaluator_model,
+        evaluator_api_base=experiment.evaluator_api_base, max_cost_usd=experiment.max_cost_usd,
+    )
+
+
+def change_settings(store: Store, experiment_id: str, changes: SettingChanges, *, check_models: bool = True) -> Experiment:
+    """Before a resume: preflight the experiment as it will run (the same checks as `run`), then store the
+    changed settings with a record of each change (`setting_changes`), unless a live runner holds it."""
+    experiment = get_experiment(store, experiment_id)
+    if changes.evaluator_api_base and not experiment.evaluator_model:
+        raise BadInputError("--evaluator-api-base: this experiment has no evaluator", loc=("body", "evaluator_api_base"))
+    altered = changes.applied(experiment)
+    if check_models:
+        preflight(replace(as_spec(experiment), **{k: new for k, (_, new) in altered.items()}))
+    if not altered:
+        return experiment
+    stamp = now()
+    with store.write() as session:
+        ensure_free(session.connection(), experiment_id)
+        experiment = require_experiment(session, experiment_id)
+        log = list(experiment.setting_changes or [])
+        log += [{"at": stamp, "field": k, "from": old, "to": new} for k, (old, new) in altered.items()]
+        values = {k: getattr(experiment, k) for k in ("api_base", "evaluator_api_base", "max_cost_usd")}
+        q.set_settings(session.connection(), experiment_id, values | {k: new for k, (_, new) in altered.items()}, log)
+    return get_experiment(store, experiment_id)

@@ -13,6 +13,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from sqlalchemy import Connection
@@ -83,15 +84,38 @@ class Lease:
 def acquire(store: Store, experiment_id: str, timings: LeaseTimings | None = None) -> Lease:
     """Take the experiment's lease; `ExperimentBusyError` naming the holder if a live runner has it."""
     lease = Lease(store, experiment_id, timings or LeaseTimings.from_env())
-    stamp, host = time.time(), socket.gethostname()
-    row = {"owner": lease.owner, "host": host, "pid": os.getpid(), "acquired_at": now(), "heartbeat": stamp}
+    row = {"owner": lease.owner, "host": socket.gethostname(), "pid": os.getpid(), "acquired_at": now(), "heartbeat": time.time()}
     with store.write() as session:
         conn = session.connection()
-        holder = q.lease_holder(conn, experiment_id)
-        if holder is None or holder.heartbeat_at < stamp - lease.timings.timeout or (holder.host == host and not _alive(holder.pid)):
-            q.put_lease(conn, experiment_id, row)
-            return lease
-    raise ExperimentBusyError(experiment_id, holder.pid, holder.host, holder.acquired_at)
+        ensure_free(conn, experiment_id, lease.timings)
+        q.put_lease(conn, experiment_id, row)
+    return lease
+
+
+def ensure_free(conn: Connection, experiment_id: str, timings: LeaseTimings | None = None) -> None:
+    """Inside the caller's write transaction: `ExperimentBusyError` if a live runner holds the lease.
+
+    What may be done under the lease (run it, change its settings, delete it) is then safe until the
+    transaction ends; a stale lease (a crashed runner) does not count."""
+    holder = q.lease_holder(conn, experiment_id)
+    if holder is not None and is_live(holder, timings or LeaseTimings.from_env()):
+        raise ExperimentBusyError(experiment_id, holder.pid, holder.host, holder.acquired_at)
+
+
+def is_live(holder: Any, timings: LeaseTimings) -> bool:
+    """Whether a lease row's runner is alive: renewed within the timeout, and its process exists if on this host."""
+    if holder.heartbeat_at < time.time() - timings.timeout:
+        return False
+    return holder.host != socket.gethostname() or _alive(holder.pid)
+
+
+def holder_state(store: Store, experiment_id: str, timings: LeaseTimings | None = None) -> str | None:
+    """`running` while a live runner holds the lease, `crashed` when a runner died holding it, else None."""
+    with store.read() as session:
+        holder = q.lease_holder(session.connection(), experiment_id)
+    if holder is None:
+        return None
+    return "running" if is_live(holder, timings or LeaseTimings.from_env()) else "crashed"
 
 
 def _alive(pid: int) -> bool:

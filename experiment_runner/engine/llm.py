@@ -5,26 +5,32 @@ per-attempt limit. What is retried (408, 409, 429, 5xx without a validation body
 connections, with exponential backoff and full jitter, honouring `Retry-After`) and what is not is
 decided in `failures.classify`. A concurrency limiter is held only during an attempt, never while
 backing off. `check_model` is the preflight: the model string and its credentials, before anything
-is stored.
+is stored. Calls follow no HTTP redirect (`no_redirect_clients`): a redirect would carry the request, and
+its API key, to a URL nobody checked against the server's allowlist.
 """
 
-import json
+import asyncio
 import logging
 import os
 import random
 import time
+import weakref
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from experiment_runner.engine.failures import classify
-from experiment_runner.errors import BadInputError, ModelCallError
+from experiment_runner import jsonlimits
+from experiment_runner.engine.failures import Reachability, classify
+from experiment_runner.errors import BadInputError, Field, ModelCallError
 from experiment_runner.ingest.formats import FINISH_REASONS  # shared with the OTLP importer
 
 if TYPE_CHECKING:
     from experiment_runner.engine.cache import ResponseCache
+
+log = logging.getLogger(__name__)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -45,6 +51,7 @@ class RetryPolicy:
     base_delay: float = field(default_factory=lambda: _env_float("EXPERIMENT_RUNNER_RETRY_BASE_DELAY", 1.0))
     max_delay: float = field(default_factory=lambda: _env_float("EXPERIMENT_RUNNER_RETRY_MAX_DELAY", 30.0))
     timeout: float = field(default_factory=lambda: _env_float("EXPERIMENT_RUNNER_TIMEOUT", 120.0))
+    on_retry: Callable[[str], None] | None = field(default=None, compare=False)  # told each retry's reason (a run counts them)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt `attempt + 1`: Retry-After when given, else jittered exponential."""
@@ -81,6 +88,7 @@ def litellm_module() -> Any:
         import experiment_runner  # noqa: F401  (the offline environment variables, before import)
 
         litellm.suppress_debug_info = True  # else it prints help text on stdout on errors
+        litellm.aclient_session = _no_redirect_session()  # the OpenAI SDK route follows no redirect
         litellm.telemetry = False
         logger = logging.getLogger("LiteLLM")
         logger.setLevel(logging.ERROR)
@@ -106,17 +114,21 @@ def credentials(model: str, api_base: str | None) -> dict[str, Any]:
 LOCAL_PROVIDERS = frozenset({"ollama", "ollama_chat", "lm_studio", "hosted_vllm", "llamafile", "vllm", "xinference"})
 
 
-def check_model(model: str, api_base: str | None, role: str) -> None:
+def check_model(model: str, api_base: str | None, field: str) -> None:
     """Preflight: litellm knows the model's provider, and its API key is set unless an endpoint is given.
 
-    Raises `BadInputError` naming the option, the model and the missing variable."""
+    `field` is the input that named the model (`model`, `evaluator_model`); its API base is the field
+    with `api_base` for `model`. Raises `BadInputError` about that field, naming the model and the
+    missing variable."""
     litellm = litellm_module()
+    base_field = Field(field.replace("model", "api_base"))
     try:
         _, provider, _, _ = litellm.get_llm_provider(model)
     except Exception:  # noqa: BLE001  (litellm raises BadRequestError with a long help text)
         raise BadInputError(
-            f"{role} {model!r}: litellm knows no provider for it; use provider/model, e.g. openai/gpt-4o-mini, "
-            "ollama/llama3, or openai/<name> with --api-base for an OpenAI-compatible server"
+            [Field(field), f" {model!r}: litellm knows no provider for it; use provider/model, e.g. openai/gpt-4o-mini, "
+             "ollama/llama3, or openai/<name> with ", base_field, " for an OpenAI-compatible server"],
+            field=field,
         ) from None
     if api_base or os.environ.get("EXPERIMENT_RUNNER_API_KEY") or provider in LOCAL_PROVIDERS:
         return
@@ -126,7 +138,62 @@ def check_model(model: str, api_base: str | None, role: str) -> None:
         return
     keys = [k for k in missing if k.endswith(("_KEY", "_TOKEN", "_SECRET"))]
     if keys:
-        raise BadInputError(f"{role} {model!r}: {' / '.join(keys)} is not set (or give --api-base for a local server)")
+        raise BadInputError(
+            [Field(field), f" {model!r}: {' / '.join(keys)} is not set (or give ", base_field, " for a local server)"], field=field
+        )
+
+
+# Providers whose litellm handler takes its own httpx-based `AsyncHTTPHandler` as `client=`; the others
+# (openai/ and the OpenAI-compatible ones) go through the OpenAI SDK, built on `litellm.aclient_session`.
+# tests/engine/test_redirects.py checks both routes, so a litellm that moves a provider fails a test.
+HTTP_HANDLER_PROVIDERS = frozenset({"ollama", "ollama_chat", "hosted_vllm", "anthropic", "gemini", "mistral", "groq", "deepseek"})
+_handlers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+
+
+def _no_redirect_session() -> Any:
+    """An `httpx.AsyncClient` for `litellm.aclient_session` that follows no redirect, on any event loop.
+
+    litellm and the OpenAI SDK keep clients across calls, and a connection pool belongs to the loop that
+    opened it, so `send` goes through one inner pool per running loop."""
+    import httpx
+
+    class NoRedirectClient(httpx.AsyncClient):
+        async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+            pool = _pools.get(asyncio.get_running_loop())
+            if pool is None:
+                limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+                pool = _pools[asyncio.get_running_loop()] = httpx.AsyncClient(follow_redirects=False, limits=limits)
+            return await pool.send(request, **{**kwargs, "follow_redirects": False})
+
+    return NoRedirectClient(follow_redirects=False)
+
+
+def no_redirect_clients(litellm: Any, model: str) -> dict[str, Any]:
+    """The `acompletion` kwargs that make this call follow no redirect (litellm's clients follow them).
+
+    The OpenAI SDK route uses litellm's documented `aclient_session`, set once (`litellm_module`); the
+    other providers get a `client=` of litellm's own handler type, one per event loop."""
+    try:
+        provider = litellm.get_llm_provider(model)[1]
+    except Exception:  # noqa: BLE001  (the preflight reports unknown models; the call will say it again)
+        return {}
+    if provider not in HTTP_HANDLER_PROVIDERS:
+        return {}
+    loop = asyncio.get_running_loop()
+    if loop not in _handlers:
+        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+        _handlers[loop] = AsyncHTTPHandler(follow_redirects=False)
+    return {"client": _handlers[loop]}
+
+
+async def close_clients() -> None:
+    """Close this event loop's connections (before the loop ends, so none is left open)."""
+    loop = asyncio.get_running_loop()
+    for client in (_handlers.pop(loop, None), _pools.pop(loop, None)):
+        if client is not None:
+            await client.aclose() if hasattr(client, "aclose") else await client.close()
 
 
 async def complete(
@@ -136,36 +203,50 @@ async def complete(
     api_base: str | None = None,
     policy: RetryPolicy | None = None,
     limiter: AbstractAsyncContextManager[Any] | None = None,
+    reachability: Reachability | None = None,
     cache: "ResponseCache | None" = None,
     **kwargs: Any,
 ) -> Completion:
     """One chat completion with retries; raises `ModelCallError` when it fails for good.
 
-    With a `cache`, a request answered before is answered from it (no call), and a fresh reply is kept."""
+    `reachability` (one per endpoint and run) stops the call, systematically, once the run's first wave
+    of calls to the endpoint all went unanswered. With a `cache`, a request answered before is answered
+    from it (no call, so it neither waits on the endpoint nor counts for its reachability), and a fresh
+    reply is kept."""
     key = cache.key(model, api_base, messages, kwargs) if cache is not None else None
     if cache is not None and key is not None and (hit := await cache.lookup(key)) is not None:
         return hit
     litellm = litellm_module()
     policy = policy or RetryPolicy()
-    call_kwargs = {**credentials(model, api_base), **kwargs, "num_retries": 0, "timeout": policy.timeout}
-    attempt = 0
+    watch = reachability or Reachability()
+    call_kwargs = {**credentials(model, api_base), **no_redirect_clients(litellm, model), **kwargs, "num_retries": 0, "timeout": policy.timeout}
+    attempt = token = 0
     while True:
         attempt += 1
+        if watch.verdict is not None:  # every call of the endpoint's first wave went unanswered
+            raise ModelCallError(str(watch.verdict), systematic=True)
         try:
             async with limiter or nullcontext():
+                token = token or watch.sent()
                 started = time.perf_counter()
                 response = await litellm.acompletion(model=model, messages=messages, **call_kwargs)
             duration_ms = (time.perf_counter() - started) * 1000
+            watch.answer()
             completion = _to_completion(model, response, attempt, duration_ms)
             return cache.remember(key, completion, model, api_base) if cache is not None and key is not None else completion
         except Exception as exc:  # noqa: BLE001  (litellm raises many types; classified below)
             failure = classify(exc, api_base)
+            failure = watch.judge(token, exc, failure, api_base) or failure
             if not failure.retryable or attempt >= policy.max_attempts:
                 suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
                 raise ModelCallError(
                     f"{failure}{suffix}", retryable=failure.retryable, systematic=failure.systematic, format_rejected=failure.format_rejected
                 ) from None
-            await anyio.sleep(policy.delay(attempt, failure.retry_after))
+            wait = policy.delay(attempt, failure.retry_after)
+            log.info("%s: %s; retry %d of %d in %.1f s", model, failure, attempt, policy.max_attempts - 1, wait)
+            if policy.on_retry is not None:
+                policy.on_retry(str(failure))
+            await anyio.sleep(wait)
 
 
 def completion_from_body(model: str, body: dict[str, Any]) -> Completion:
@@ -186,8 +267,8 @@ def _to_completion(model: str, response: Any, attempts: int, duration_ms: float)
     for call in calls:
         raw = call.function.arguments or "{}"
         try:
-            arguments = json.loads(raw) if isinstance(raw, str) else raw
-        except json.JSONDecodeError:
+            arguments = jsonlimits.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:  # not JSON, or past the JSON limits
             arguments = None
         if not isinstance(arguments, dict):
             arguments = {"_unparsed_arguments": raw}  # the model sent arguments that are not a JSON object

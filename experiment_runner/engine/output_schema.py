@@ -8,6 +8,7 @@ Strict mode wants every property required, so an optional field is required but 
 import json
 from typing import Any
 
+from experiment_runner import jsonlimits
 from experiment_runner.errors import BadInputError
 
 TYPES = {
@@ -57,9 +58,11 @@ def check_reply(fields: list[dict[str, Any]], text: str) -> str | None:
     import jsonschema
 
     try:
-        value = json.loads(text)
+        value = jsonlimits.loads(text)
     except json.JSONDecodeError as exc:
         return f"reply is not JSON as the output schema requires ({exc.msg} at char {exc.pos})"
+    except jsonlimits.JSONLimitError as exc:
+        return f"reply is not JSON as the output schema requires ({exc})"
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(to_json_schema(fields)).iter_errors(value))
     if error is not None:
         where = "/".join(map(str, error.absolute_path)) or "reply"

@@ -1,16 +1,17 @@
 """What a replay sends and what it stores, as pure functions over native messages.
 
 The history is every message before the final assistant reply (all messages when the conversation does
-not end with an assistant message). `--system-prompt` replaces the first system message or is added in
-front. Tool definitions are not part of the import format, so the tools the history called are declared
-again from their calls (name, and an object schema with the argument names seen) so that the target model
-can call the same tools.
+not end with an assistant message). `--system-prompt` replaces the first system (or `developer`) message's
+text, or is added in front. The tools declared to the target are the conversation's own definitions when
+it was imported with them (the OpenAI fine-tuning/logging format's top-level `tools`); a tool the history
+calls that they do not define, or every tool when there are none, is declared again from its calls (name,
+and an object schema with the argument names seen) so that the target model can call the same tools.
 """
 
 from typing import Any
 
 from experiment_runner.engine.structured import request_kwargs, with_instructions
-from experiment_runner.ingest.formats import to_openai_messages
+from experiment_runner.ingest.formats import SYSTEM_ROLES, to_openai_messages
 from experiment_runner.store.ids import new_id
 
 JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
@@ -24,12 +25,12 @@ def split_reply(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], d
 
 
 def with_system_prompt(messages: list[dict[str, Any]], prompt: str | None) -> list[dict[str, Any]]:
-    """The messages with the first system message's text replaced by `prompt` (or one added first)."""
+    """The messages with the first system (or developer) message's text replaced by `prompt` (or one added first)."""
     if prompt is None:
         return messages
     system = {"role": "system", "parts": [{"type": "text", "content": prompt}], "generation": None}
     for index, message in enumerate(messages):
-        if message["role"] == "system":
+        if message["role"] in SYSTEM_ROLES:
             return [*messages[:index], {**message, "parts": system["parts"]}, *messages[index + 1 :]]
     return [system, *messages]
 
@@ -50,10 +51,16 @@ def tool_definitions(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def replay_request(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The `messages` (and `tools`, when the history used any) for the target model."""
+def declared_tools(history: list[dict[str, Any]], stored: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The stored definitions, then one rebuilt from its calls for each called tool they do not define."""
+    defined = {tool["function"]["name"] for tool in stored or []}
+    return [*(stored or []), *(t for t in tool_definitions(history) if t["function"]["name"] not in defined)]
+
+
+def replay_request(history: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The `messages` (and `tools`: the conversation's stored `tools`, else rebuilt from the history's calls)."""
     request: dict[str, Any] = {"messages": to_openai_messages(history)}
-    tools = tool_definitions(history)
+    tools = declared_tools(history, tools)
     if tools:
         request["tools"] = tools
     return request

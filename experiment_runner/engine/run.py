@@ -11,7 +11,8 @@ Shape of a run (one anyio task group):
   their items are still `pending`/`in_progress`, and `resume` runs them again.
 
 The whole run holds the experiment's lease (`engine.lease`): a second runner gets `ExperimentBusyError`,
-a runner that dies leaves a lease that goes stale after the heartbeat timeout.
+a runner that dies leaves a lease that goes stale after the heartbeat timeout. A run records who runs it
+and, when it ends early, why (`engine.runstate`): its unfinished items go back to `pending`.
 
 Item states: pending -> in_progress -> completed | failed. An item is completed when its reply is
 stored and, if an evaluator is configured, its evaluation is recorded (a failed evaluation still
@@ -19,12 +20,13 @@ completes the item). `resume` redoes only what is missing: items without a reply
 with a reply but no evaluation are only evaluated.
 """
 
+import logging
 import math
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -34,9 +36,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.budget import Budget
 from experiment_runner.engine.cache import CacheUsage, ResponseCache, cache_enabled
-from experiment_runner.engine.evaluate import evaluate_message
+from experiment_runner.engine.estimate import ItemPlan, item_bound
+from experiment_runner.engine.evaluate import evaluate_reply
 from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs, record_response_formats
-from experiment_runner.engine.failures import endpoint_name
+from experiment_runner.engine.failures import Reachability, endpoint_name
 from experiment_runner.engine.lease import Lease, acquire
 from experiment_runner.engine.llm import RetryPolicy, complete
 from experiment_runner.engine.output_schema import check_reply, to_json_schema
@@ -47,24 +50,28 @@ from experiment_runner.engine.replay import (
     target_call,
     with_system_prompt,
 )
+from experiment_runner.engine.runstate import FAILED, INTERRUPTED, SHUTDOWN, Stop, begin_run, budget_left, end_run, stop_of
 from experiment_runner.engine.structured import FormatLearner
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
-from experiment_runner.errors import ExperimentRunnerError, ModelCallError
+from experiment_runner.errors import ExperimentRunnerError, LeaseLostError, ModelCallError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
+from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store import Store
 from experiment_runner.store.tables import Experiment
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run: concurrency K, whether to redo failed items, retry policy, Ctrl-C handling."""
+    """How to run: concurrency K, whether to redo failed items, retry policy, Ctrl-C handling, who runs it."""
 
     concurrency: int = 8
     retry_failed: bool = False
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     handle_signals: bool = False  # the CLI sets it: first Ctrl-C drains, a second one stops at once
     grace_seconds: float = 5.0
-    max_cost_usd: float | None = None  # stop starting items before this invocation's spend passes it
+    max_cost_usd: float | None = None  # this invocation's cap; None: what the experiment's stored budget has left
+    runner: str = "cli"  # recorded on the experiment: a server resumes at startup only what a server ran
+    tick_seconds: float | None = None  # also call on_progress this often, whether or not an item ended
     # False (`--no-cache`, env EXPERIMENT_RUNNER_NO_CACHE=1): every call samples again (and refreshes its cache entry)
     use_cache: bool = field(default_factory=cache_enabled)
 
@@ -84,6 +91,13 @@ class Progress:
     response_formats: dict[str, str] = field(default_factory=dict)  # {"target"|"evaluator": mode used}
     budget_reached: bool = False
     spent_usd: float = 0.0  # what this invocation's model calls cost (those litellm could price)
+    budget_usd: float | None = None  # the experiment's stored budget (all its runs), or this run's own cap
+    spent_before_usd: float = 0.0  # what the experiment's stored results had cost before this run
+    max_reserved_usd: float = 0.0  # the dearest price the budget reserved for one item
+    unpriced_calls: int = 0  # calls of this run litellm had no price for (their cost is unknown)
+    retries: int = 0  # failed attempts that were tried again
+    in_flight: int = 0  # items started and not yet ended
+    stop_requested: bool = False  # a first Ctrl-C (or SIGTERM): no new item starts, those under way finish
     cache: CacheUsage = field(default_factory=CacheUsage)  # calls the response cache answered, and what they saved
 
     @property
@@ -100,6 +114,8 @@ class Progress:
     def eta_seconds(self) -> float | None:
         return (self.total - self.done) / self.rate if self.rate > 0 else None
 
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
 Envelope = tuple[w.Event, anyio.Event | None]  # an event, and what the writer sets once it is committed
@@ -118,17 +134,44 @@ async def run_experiment_async(
     """Run (or resume) an experiment inside a running event loop (the REST server uses this)."""
     experiment = get_experiment(store, experiment_id)
     lease = await anyio.to_thread.run_sync(acquire, store, experiment_id)
+    stop: Stop | None = Stop(FAILED, "the run ended unexpectedly")
+    record = True  # the end of the run is recorded unless another runner took the lease over
     try:
+        await anyio.to_thread.run_sync(begin_run, store, lease, options.runner)
         units = await anyio.to_thread.run_sync(plan_work, store, experiment, options.retry_failed)
-        run = _Run(store, experiment, options, Progress(total=len(units)), on_progress, lease)
-        try:
-            await run.execute(units)
-        except BaseExceptionGroup as group:  # task groups wrap what failed: report the error itself
-            raise _first_error(group) from None
+        if options.max_cost_usd is None:  # the stored budget, less what earlier runs spent
+            budget = await anyio.to_thread.run_sync(budget_left, store, experiment)
+            options = replace(options, max_cost_usd=budget.left_usd)
+            progress = Progress(total=len(units), budget_usd=budget.cap_usd, spent_before_usd=budget.spent_usd)
+        else:
+            progress = Progress(total=len(units), budget_usd=options.max_cost_usd)
+        run = _Run(store, experiment, options, progress, on_progress, lease)
+        if units and options.max_cost_usd is not None and options.max_cost_usd <= 0:
+            progress.budget_reached = True  # the stored budget is spent: nothing starts
+        else:
+            try:
+                await run.execute(units)
+            except BaseExceptionGroup as group:  # task groups wrap what failed: report the error itself
+                raise _first_error(group) from None
+        stop = stop_of(progress)
+    except anyio.get_cancelled_exc_class():
+        stop = Stop(SHUTDOWN, "the server running it stopped")
+        raise
+    except KeyboardInterrupt:
+        stop = Stop(INTERRUPTED, "stopped by Ctrl-C")
+        raise
+    except LeaseLostError:
+        record = False
+        raise
+    except Exception as exc:
+        stop = Stop(FAILED, str(exc))
+        raise
     finally:
         with anyio.CancelScope(shield=True):
+            if record:
+                await anyio.to_thread.run_sync(end_run, store, lease, stop)
             await anyio.to_thread.run_sync(lease.release)
-    return run.progress
+    return progress
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
@@ -159,15 +202,20 @@ class _Run:
         self.progress = progress
         self.on_progress = on_progress
         self.evaluator = EvaluatorConfig.from_experiment(experiment)
+        self.rules = rules_of(experiment)  # rule evaluators: no model call
+        self.evaluates = self.evaluator is not None or bool(self.rules)
         self.limiter = anyio.CapacityLimiter(max(1, options.concurrency))
         self.stopping = False
         self.work_scope = anyio.CancelScope()
         self.budget = Budget(options.max_cost_usd) if options.max_cost_usd is not None else None
+        self.policy = replace(options.policy, on_retry=self._retried)
         self.target_kwargs = reasoning_kwargs(experiment.reasoning_config)
         self.cache = ResponseCache(store, read=options.use_cache, usage=progress.cache)
         self.target_schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None
+        self.plan = ItemPlan(experiment.model, experiment.pass_through, experiment.system_prompt_override, self.target_schema, self.evaluator)
         settings = experiment.structured_output or {}
         self.endpoints = {"target": (experiment.model, experiment.api_base), "evaluator": (experiment.evaluator_model, experiment.evaluator_api_base)}
+        self.reachability = {role: Reachability() for role in self.endpoints}  # unreachable after a silent first wave
         shared: dict[tuple[Any, ...], FormatLearner] = {}  # one learner per endpoint, model and setting
         self.learners: dict[str, FormatLearner] = {}
         for role, endpoint in self.endpoints.items():
@@ -177,11 +225,15 @@ class _Run:
                 shared[key] = FormatLearner(key[-1], own.get("used"))
             self.learners[role] = shared[key]
 
+    def _retried(self, reason: str) -> None:
+        self.progress.retries += 1
+
     def _stop_on(self, exc: ModelCallError, role: str) -> None:
         """A systematic failure: take no new items; the first one says why the run stopped."""
         model, api_base = self.endpoints[role]
         if self.progress.stopped_by is None:
-            self.progress.stopped_by = f"{role} model {model} at {endpoint_name(api_base, model or '')}: {exc}"
+            where = "" if str(exc).startswith("cannot reach ") else f" at {endpoint_name(api_base, model or '')}"
+            self.progress.stopped_by = f"{role} model {model}{where}: {exc}"
         self.stopping = True
 
     async def execute(self, units: list[WorkUnit]) -> None:
@@ -197,6 +249,9 @@ class _Run:
             renewals = anyio.CancelScope()
             if self.lease is not None:
                 outer.start_soon(self._keep_lease, renewals)
+            ticks = anyio.CancelScope()
+            if self.on_progress is not None and self.options.tick_seconds:
+                outer.start_soon(self._tick, ticks)
             try:
                 with self.work_scope:
                     async with anyio.create_task_group() as workers:
@@ -208,12 +263,11 @@ class _Run:
                 events_in.close()
                 signals.cancel()
                 renewals.cancel()
+                ticks.cancel()
         self.progress.interrupted = self.stopping and self.progress.stopped_by is None and not self.progress.budget_reached
         self.progress.response_formats = self._learned()
         if self.progress.response_formats:
             await anyio.to_thread.run_sync(record_response_formats, self.store, self.experiment.id, self.progress.response_formats)
-        if not self.stopping:
-            await anyio.to_thread.run_sync(w.finish_experiment, self.store, self.experiment.id)
 
     def _learned(self) -> dict[str, str]:
         """The structured-output mode each model settled on in this run (only models that were asked for JSON)."""
@@ -242,16 +296,34 @@ class _Run:
             async for unit, messages in work_out:
                 if self.stopping:
                     return
-                if self.budget is not None and not self.budget.may_start():
-                    self.progress.budget_reached = self.stopping = True
+                reserved = await self._admit(unit, messages)
+                if reserved is None:
                     return
                 cost = [0.0]
+                self.progress.in_flight += 1
                 try:
                     await self._process(unit, messages, events, cost)
                 finally:
+                    self.progress.in_flight -= 1
                     self.progress.spent_usd += cost[0]
                     if self.budget is not None:
-                        self.budget.finish(cost[0])
+                        self.budget.settle(reserved, cost[0])
+
+    async def _admit(self, unit: WorkUnit, messages: list[dict[str, Any]]) -> float | None:
+        """The price reserved for this item (0 without a budget) once it may start, or None when it may not."""
+        if self.budget is None:
+            return 0.0
+        price = await anyio.to_thread.run_sync(item_bound, messages, unit.needs_replay, self.plan, unit.tools)
+        started = await self.budget.start(price)
+        self.progress.max_reserved_usd = self.budget.dearest
+        if started and not self.stopping:
+            return price
+        if started:  # a stop came while it waited: give the reservation back
+            self.budget.settle(price, 0.0)
+        elif not self.progress.budget_reached:
+            log.info("experiment %s: budget of $%g reached ($%.6f spent)", self.experiment.id, self.budget.cap, self.budget.spent)
+            self.progress.budget_reached = self.stopping = True
+        return None
 
     async def _process(
         self, unit: WorkUnit, messages: list[dict[str, Any]], events: ObjectSendStream[Envelope], cost: list[float]
@@ -260,29 +332,36 @@ class _Run:
         await events.send((w.Started(unit.item_id), None))
         if unit.needs_replay:
             try:
-                messages, problem = await self._reply(messages)
+                messages, problem = await self._reply(messages, unit.tools)
                 if not self.experiment.pass_through:  # a copied reply's cost was paid before this run
-                    cost[0] += (messages[-1].get("generation") or {}).get("cost_usd") or 0.0
+                    self._add_cost(cost, (messages[-1].get("generation") or {}).get("cost_usd"))
             except ModelCallError as exc:
                 if exc.systematic:
                     return self._stop_on(exc, "target")  # the item stays unfinished; resume runs it
                 self.progress.failure_reasons[str(exc)] += 1
                 await self._commit(events, w.Failed(unit.item_id, str(exc)))
                 return
-            finished = problem is not None or self.evaluator is None
+            finished = problem is not None or not self.evaluates
             await self._commit(events, w.Replayed(unit.item_id, messages, problem, finished))
             if finished:
                 return
-        if self.evaluator is not None:
+        if self.evaluates:
             try:
-                outcome = await evaluate_message(
-                    self.evaluator, messages, policy=self.options.policy, limiter=self.limiter, learner=self.learners["evaluator"],
-                    cache=self.cache,
+                outcome = await evaluate_reply(
+                    self.evaluator, self.rules, messages, policy=self.policy, limiter=self.limiter,
+                    learner=self.learners["evaluator"], reachability=self.reachability["evaluator"], cache=self.cache,
                 )
             except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
                 return self._stop_on(exc, "evaluator")
-            cost[0] += outcome.cost_usd or 0.0
+            if outcome.cost_usd is not None or outcome.input_tokens:  # (no call made: nothing to count)
+                self._add_cost(cost, outcome.cost_usd)
             await self._commit(events, w.Evaluated(unit.item_id, messages[-1]["id"], outcome))
+
+    def _add_cost(self, cost: list[float], call_cost: float | None) -> None:
+        """Add what a call cost to its item's tally; a call without a price is counted as unpriced."""
+        if call_cost is None:
+            self.progress.unpriced_calls += 1
+        cost[0] += call_cost or 0.0
 
     async def _commit(self, events: ObjectSendStream[Envelope], event: w.Event) -> None:
         """Hand the writer an event and wait until it is committed (a kill then costs only calls in flight)."""
@@ -290,7 +369,9 @@ class _Run:
         await events.send((event, committed))
         await committed.wait()
 
-    async def _reply(self, source: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+    async def _reply(
+        self, source: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         """The result conversation's messages and, if the reply is unusable, why."""
         history, original = split_reply(with_system_prompt(source, self.experiment.system_prompt_override))
         if self.experiment.pass_through:
@@ -299,13 +380,13 @@ class _Run:
             return result_messages(history, original["parts"], original.get("generation")), None
         if not history:
             raise ModelCallError("the conversation has no messages before its final reply to replay")
-        request, schema = replay_request(history), self.target_schema
+        request, schema = replay_request(history, tools), self.target_schema
 
         async def send(mode: str) -> Any:
             messages, kwargs = target_call(request, mode, schema, self.target_kwargs)
             return await complete(
-                self.experiment.model, messages, api_base=self.experiment.api_base, policy=self.options.policy,
-                limiter=self.limiter, cache=self.cache, **kwargs,
+                self.experiment.model, messages, api_base=self.experiment.api_base, policy=self.policy,
+                limiter=self.limiter, reachability=self.reachability["target"], cache=self.cache, **kwargs,
             )
 
         reply = await (self.learners["target"].call(send) if schema else send("prompt"))
@@ -346,6 +427,14 @@ class _Run:
         with scope:
             await self.lease.keep_alive()
 
+    async def _tick(self, scope: anyio.CancelScope) -> None:
+        """Report progress every `tick_seconds` (until `scope` is cancelled), so slow calls do not leave it silent."""
+        assert self.on_progress is not None and self.options.tick_seconds
+        with scope:
+            while True:
+                await anyio.sleep(self.options.tick_seconds)
+                self.on_progress(self.progress)
+
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         """First SIGINT/SIGTERM: take no new items and give calls under way a grace period. Second: stop now."""
         with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
@@ -353,5 +442,8 @@ class _Run:
                 if self.stopping:
                     self.work_scope.cancel()
                     return
-                self.stopping = True
+                self.stopping = self.progress.stop_requested = True
+                log.info("experiment %s: stopping, %d item(s) under way", self.experiment.id, self.progress.in_flight)
                 self.work_scope.deadline = anyio.current_time() + self.options.grace_seconds
+                if self.on_progress:
+                    self.on_progress(self.progress)

@@ -1,8 +1,9 @@
 """Which items a run still has to do, and the conversations they need (read in pages)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store import Store
 from experiment_runner.store.queries import conversations, runs
 from experiment_runner.store.tables import Experiment
@@ -15,11 +16,12 @@ class WorkUnit:
     item_id: str
     conversation_id: str  # the source conversation (replay) or the result conversation (evaluation only)
     needs_replay: bool  # (a failed attempt's result is replaced by the writer, in the transaction storing the new one)
+    tools: list[dict[str, Any]] | None = None  # the source's stored tool definitions (set by `load_units`)
 
 
 def plan_work(store: Store, experiment: Experiment, retry_failed: bool) -> list[WorkUnit]:
     """The units of work left: unfinished items, missing evaluations, and (if asked) failed ones again."""
-    evaluates = experiment.evaluator_model is not None
+    evaluates = experiment.evaluator_model is not None or bool(rules_of(experiment))
     reevaluation = experiment.source_experiment_id is not None
     with store.read() as session:
         rows = runs.work_items(session.connection(), experiment.id)
@@ -43,9 +45,16 @@ def plan_work(store: Store, experiment: Experiment, retry_failed: bool) -> list[
     return units
 
 
+def work_left(store: Store, experiment: Experiment, retry_failed: bool) -> int:
+    """How many units a run would do now (0: the experiment is complete, as far as this run goes)."""
+    return len(plan_work(store, experiment, retry_failed))
+
+
 def load_units(store: Store, units: list[WorkUnit]) -> list[tuple[WorkUnit, list[dict[str, Any]]]]:
-    """Each unit with its conversation's messages (native dicts), read a chunk of conversations per query."""
+    """Each unit (with its source's tool definitions) and its conversation's messages (native dicts),
+    read a chunk of conversations per query."""
     ids = list({u.conversation_id for u in units})
     with store.read() as session:
         by_conversation = conversations.messages_by_conversation(session.connection(), ids)
-    return [(u, by_conversation[u.conversation_id]) for u in units]
+        tools = conversations.tools_by_conversation(session.connection(), [u.conversation_id for u in units if u.needs_replay])
+    return [(replace(u, tools=tools.get(u.conversation_id)), by_conversation[u.conversation_id]) for u in units]

@@ -18,6 +18,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from experiment_runner import jsonlimits
 from experiment_runner.errors import BadInputError
 from experiment_runner.evaluation.spans import Quote, Span, part_target
 from experiment_runner.files import read_json_file
@@ -231,9 +232,11 @@ def parse_reply(text: str, label_names: list[str]) -> tuple[list[Quote], int]:
 
 
 def _decode_object(text: str) -> Any:
-    """The JSON object in `text`: as-is, inside a ``` fence, or the first object amid other text."""
+    """The JSON object in `text`: as-is, inside a ``` fence, or the first object amid other text.
+
+    Within the JSON limits (`jsonlimits`): a reply past one is unusable (`JSONLimitError`, a ValueError)."""
     try:
-        return json.loads(text)
+        return jsonlimits.loads(text)
     except json.JSONDecodeError:
         pass
     start = text.find("{")

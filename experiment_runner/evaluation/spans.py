@@ -55,6 +55,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from experiment_runner import jsonlimits
+
 TEXT_PART_TYPES = ("text", "reasoning")
 
 _CHAR_FOLDS: dict[str, str] = {
@@ -117,7 +119,7 @@ def part_target(part: dict, parameter_name: str | None) -> str | None:
     arguments = part.get("arguments")
     if isinstance(arguments, str):
         try:
-            decoded = json.loads(arguments)
+            decoded = jsonlimits.loads(arguments)
         except ValueError:
             decoded = None
         if not isinstance(decoded, dict):

@@ -3,6 +3,9 @@
 Native (the export's shape): `{"id"?, "messages": [{"role", "parts": [...], "generation"?}]}` with
 OpenTelemetry GenAI parts `text`, `tool_call`, `tool_call_response` and `reasoning`.
 OpenAI chat: `{"id"?, "messages": [{"role", "content", "tool_calls"?, "tool_call_id"?}]}`.
+Both may carry the OpenAI fine-tuning/logging format's top-level `tools` (function definitions, declared
+to the target on replay) and `metadata` (an object, kept as it is). `developer` (OpenAI's newer name for
+the system role) is read as a system message and kept as `developer`.
 Pure functions; errors are `ValueError`s whose message the importer prefixes with file and line.
 """
 
@@ -10,8 +13,14 @@ import hashlib
 import json
 from typing import Any
 
-ROLES = ("system", "user", "assistant", "tool")
-MAX_DEPTH = 64  # deepest nesting of objects and lists a conversation may have (the conversation object is level 1)
+from experiment_runner import jsonlimits
+from experiment_runner.jsonlimits import MAX_DEPTH
+
+__all__ = ["MAX_DEPTH", "ROLES", "SYSTEM_ROLES", "content_hash", "normalize_conversation", "to_openai_messages"]
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+SYSTEM_ROLES = ("system", "developer")  # instructions to the model; `--system-prompt` replaces the first one
+ARGUMENTS_LEVEL = 6  # the nesting level of a tool_call part's `arguments` in a conversation
 GENERATION_KEYS = ("model", "provider", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "finish_reasons")
 # Providers' finish reasons -> ours (stop, length, tool_call, content_filter; anything else is "error").
 FINISH_REASONS = {
@@ -28,9 +37,12 @@ def finish_reason(raw: str) -> str:
 
 
 def normalize_conversation(obj: Any, *, keep_unknown_parts: bool = False) -> dict[str, Any]:
-    """Validate one conversation in either import shape; return it native: `{"id": str|None, "messages": [...]}`.
+    """Validate one conversation in either import shape; return it native:
+    `{"id": str|None, "messages": [...], "tools": list|None, "metadata": dict|None}`.
 
-    `keep_unknown_parts` keeps parts of other types as they are (OTLP traces may carry any GenAI part type)."""
+    `keep_unknown_parts` keeps parts of other types as they are (OTLP traces may carry any GenAI part type).
+    Limits (depth, numbers, NaN) raise `jsonlimits.JSONLimitError`, checked again on the result, since
+    JSON held in strings (tool-call `arguments`) is parsed here."""
     if not isinstance(obj, dict):
         raise ValueError(f"a conversation must be a JSON object, not {type(obj).__name__}")
     _check_values(obj)
@@ -52,24 +64,40 @@ def normalize_conversation(obj: Any, *, keep_unknown_parts: bool = False) -> dic
                 raise ValueError(f"message {i}: tool_call_id {call_id!r} matches no earlier tool call")
         calls.update(p["id"] for p in normalized["parts"] if p["type"] == "tool_call" and isinstance(p.get("id"), str))
         native.append(normalized)
-    return {"id": conv_id, "messages": native}
+    metadata = obj.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError("conversation 'metadata' must be a JSON object")
+    return {"id": conv_id, "messages": native, "tools": _check_tools(obj.get("tools")), "metadata": metadata}
+
+
+def _check_tools(tools: Any) -> list[dict[str, Any]] | None:
+    """The conversation's `tools`: OpenAI function definitions `{"type": "function", "function": {"name", ...}}`."""
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise ValueError("conversation 'tools' must be a list of tool definitions")
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
+            raise ValueError(f"tools[{i}]: must be {{\"type\": \"function\", \"function\": {{\"name\", ...}}}}")
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise ValueError(f"tools[{i}]: the function needs a 'name'")
+        if not isinstance(function.get("parameters", {}), dict):
+            raise ValueError(f"tools[{i}]: 'parameters' must be a JSON Schema object")
+    return [{**tool, "type": "function"} for tool in tools]
 
 
 def _check_values(obj: Any) -> None:
-    """Every key and string is valid Unicode (no lone surrogate), and nothing nests deeper than `MAX_DEPTH`."""
-    pending: list[tuple[Any, int]] = [(obj, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("a string holds a lone surrogate (\\ud800-\\udfff without its pair)") from None
-        elif isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
-            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-            pending.extend((item, depth + 1) for item in items)
+    """Within the JSON limits (`jsonlimits`: depth, numbers), and every key and string valid Unicode (no lone
+    surrogate). The depth walk visits containers only; one C-speed `json.dumps` checks strings and floats."""
+    jsonlimits.check_depth(obj)
+    try:
+        json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate (\\ud800-\\udfff without its pair)") from None
+    except ValueError:  # allow_nan=False: a NaN or an infinity
+        jsonlimits.check_value(obj)  # raises the limit's own message
+        raise
 
 
 def _normalize_message(msg: Any, index: int, keep_unknown_parts: bool = False) -> dict[str, Any]:
@@ -181,9 +209,13 @@ def _openai_tool_call(call: Any, where: str) -> dict[str, Any]:
     arguments = function.get("arguments", "{}")
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
+            arguments = jsonlimits.loads(arguments) if arguments.strip() else {}
         except json.JSONDecodeError as exc:
             raise ValueError(f"{where}: 'arguments' is not valid JSON ({exc.msg})") from None
+        except jsonlimits.JSONLimitError as exc:
+            raise jsonlimits.prefixed(exc, f"{where}: 'arguments'") from None
+        if isinstance(arguments, dict):  # stored as the part's `arguments`: conversation > messages > message > parts > part > here
+            jsonlimits.check_depth(arguments, depth=ARGUMENTS_LEVEL)
     if not isinstance(arguments, dict):
         raise ValueError(f"{where}: 'arguments' must encode a JSON object")
     return {"type": "tool_call", "id": call.get("id"), "name": function["name"], "arguments": arguments}
@@ -220,8 +252,13 @@ def to_openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def content_hash(messages: list[dict[str, Any]]) -> str:
-    """A fingerprint of what a conversation says (roles, parts, generation), ignoring message ids."""
-    canonical = [{"role": m["role"], "parts": m["parts"], "generation": m.get("generation")} for m in messages]
-    text = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def content_hash(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, metadata: dict[str, Any] | None = None
+) -> str:
+    """A fingerprint of what a conversation says (roles, parts, generation; its tools and metadata when it
+    has them), ignoring message ids. A conversation without tools or metadata hashes as it always did."""
+    canonical: Any = [{"role": m["role"], "parts": m["parts"], "generation": m.get("generation")} for m in messages]
+    if tools is not None or metadata is not None:
+        canonical = {"messages": canonical, "tools": tools, "metadata": metadata}
+    text = jsonlimits.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -5,7 +5,8 @@ Inference spans (`gen_ai.operation.name` chat / text_completion / generate_conte
 counted. Spans group by `gen_ai.conversation.id` (their own, else the nearest ancestor's in the same
 trace), else by trace id (hex); the inference span of a group that ends last supplies the conversation:
 its input messages plus its output message, which carries the span's generation metadata.
-Pure functions; errors are `ValueError`s that start with "FILE:LINE: span SPAN_ID: ...".
+Pure functions; errors are `ValueError`s that start with "FILE:LINE: span SPAN_ID: ..." (a
+`jsonlimits.JSONLimitError` for a value past the JSON limits, such as a 5000-digit `intValue`).
 """
 
 import base64
@@ -17,6 +18,7 @@ from typing import Any
 
 from experiment_runner.ingest.formats import finish_reason
 from experiment_runner.ingest.otlp_messages import legacy_messages, semconv_messages
+from experiment_runner.jsonlimits import JSONLimitError, prefixed, short, to_int64
 
 INFERENCE_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -64,7 +66,7 @@ def conversations_from_requests(requests: Iterable[tuple[Any, str]], *, each_spa
         try:
             decoded = request_spans(request, where)
         except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+            raise prefixed(exc, where) from None
         for span in decoded:
             spans.setdefault((span.trace_id, span.span_id), span)
     result = TraceConversations(spans=len(spans))
@@ -79,7 +81,7 @@ def conversations_from_requests(requests: Iterable[tuple[Any, str]], *, each_spa
         try:
             messages[span.span_id, span.trace_id] = span_messages(span)
         except ValueError as exc:
-            raise ValueError(f"{span.where}: {exc}") from None
+            raise prefixed(exc, span.where) from None
     for conv_id, members in groups.items():
         last = max(members, key=lambda s: (s.end or s.start or 0))
         found = {"id": conv_id, "messages": messages[last.span_id, last.trace_id]}
@@ -139,7 +141,7 @@ def decode_span(raw: Any, where: str) -> Span:
     try:
         attributes = decode_attributes(raw.get("attributes", []))
     except ValueError as exc:
-        raise ValueError(f"{label}: {exc}") from None
+        raise prefixed(exc, label) from None
     return Span(trace_id, span_id, parent_id, _nanos(raw, "startTimeUnixNano", label), _nanos(raw, "endTimeUnixNano", label), attributes, where)
 
 
@@ -154,7 +156,7 @@ def _hex_id(value: Any, size: int, label: str, key: str) -> str:
             raw = b""
         if len(raw) == size:
             return raw.hex()
-    raise ValueError(f"{label}: '{key}' must be {2 * size} hex digits, got {value!r}")
+    raise ValueError(f"{label}: '{key}' must be {2 * size} hex digits, got {short(value)}")
 
 
 def _nanos(raw: dict[str, Any], key: str, label: str) -> int | None:
@@ -162,9 +164,11 @@ def _nanos(raw: dict[str, Any], key: str, label: str) -> int | None:
     if value is None:
         return None
     try:
-        return int(value)
+        return to_int64(value)
+    except JSONLimitError as exc:
+        raise prefixed(exc, f"{label}: '{key}'") from None
     except (TypeError, ValueError):
-        raise ValueError(f"{label}: '{key}' must be an integer, got {value!r}") from None
+        raise ValueError(f"{label}: '{key}' must be an integer, got {short(value)}") from None
 
 
 def decode_attributes(raw: Any) -> dict[str, Any]:
@@ -174,7 +178,7 @@ def decode_attributes(raw: Any) -> dict[str, Any]:
     out = {}
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("key"), str):
-            raise ValueError(f"an attribute needs a string 'key', got {item!r}")
+            raise ValueError(f"an attribute needs a string 'key', got {short(item)}")
         out[item["key"]] = any_value(item.get("value"), item["key"])
     return out
 
@@ -184,15 +188,17 @@ def any_value(value: Any, key: str = "value") -> Any:
     if value is None or value == {}:
         return None
     if not isinstance(value, dict) or len(value) != 1:
-        raise ValueError(f"attribute {key!r}: not an OTLP AnyValue: {value!r}")
+        raise ValueError(f"attribute {key!r}: not an OTLP AnyValue: {short(value)}")
     kind, inner = next(iter(value.items()))
     if kind in ("stringValue", "boolValue", "doubleValue", "bytesValue"):
         return inner
     if kind == "intValue":
         try:
-            return int(inner)
+            return to_int64(inner)
+        except JSONLimitError as exc:
+            raise prefixed(exc, f"attribute {key!r}: intValue") from None
         except (TypeError, ValueError):
-            raise ValueError(f"attribute {key!r}: intValue {inner!r} is not an integer") from None
+            raise ValueError(f"attribute {key!r}: intValue {short(inner)} is not an integer") from None
     if kind == "arrayValue":
         return [any_value(v, key) for v in (inner or {}).get("values", [])]
     if kind == "kvlistValue":
@@ -212,7 +218,7 @@ def span_messages(span: Span) -> list[dict[str, Any]]:
     try:
         found = semconv_messages(span.attributes) or legacy_messages(span.attributes)
     except ValueError as exc:
-        raise ValueError(f"span {span.span_id}: {exc}") from None
+        raise prefixed(exc, f"span {span.span_id}") from None
     if found is None:
         raise ValueError(f"span {span.span_id}: an inference span without messages (is content capture on?)")
     history, output = found

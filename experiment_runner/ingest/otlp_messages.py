@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from experiment_runner import jsonlimits
+
 SEMCONV_KEYS = ("gen_ai.system_instructions", "gen_ai.input.messages", "gen_ai.output.messages")
 _LEGACY = re.compile(r"^gen_ai\.(prompt|completion)\.(\d+)\.(.+)$")
 _TOOL_CALL = re.compile(r"^tool_calls\.(\d+)\.(id|name|arguments)$")
@@ -27,13 +29,15 @@ class Output:
 
 
 def json_value(value: Any, key: str) -> Any:
-    """An attribute that holds JSON: a string is parsed; array/kvlist values are already Python."""
+    """An attribute that holds JSON: a string is parsed (within `jsonlimits`); array/kvlist values are already Python."""
     if not isinstance(value, str):
         return value
     try:
-        return json.loads(value)
+        return jsonlimits.loads(value)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{key} is not valid JSON ({exc.msg})") from None
+    except jsonlimits.JSONLimitError as exc:
+        raise jsonlimits.prefixed(exc, key) from None
 
 
 def semconv_messages(attrs: dict[str, Any]) -> Messages | None:
@@ -65,14 +69,14 @@ def _messages(attrs: dict[str, Any], key: str) -> list[Any]:
 
 def _message(msg: Any, key: str) -> dict[str, Any]:
     if not isinstance(msg, dict) or not isinstance(msg.get("parts", []), list):
-        raise ValueError(f"{key}: a message must be an object with a 'parts' list, got {msg!r}")
+        raise ValueError(f"{key}: a message must be an object with a 'parts' list, got {jsonlimits.short(msg)}")
     return {"role": msg.get("role", "assistant"), "parts": [_part(p) for p in msg.get("parts", [])]}
 
 
 def _part(part: Any) -> dict[str, Any]:
     """One GenAI part as ours: the four known types field by field, any other type as it is."""
     if not isinstance(part, dict):
-        raise ValueError(f"a part must be an object, got {part!r}")
+        raise ValueError(f"a part must be an object, got {jsonlimits.short(part)}")
     kind = part.get("type")
     if kind in ("text", "reasoning"):
         return {"type": kind, "content": part.get("content")}
@@ -89,7 +93,7 @@ def arguments(value: Any) -> dict[str, Any]:
         return {}
     parsed = json_value(value, "tool call arguments")
     if not isinstance(parsed, dict):
-        raise ValueError(f"tool call arguments must be a JSON object, got {value!r}")
+        raise ValueError(f"tool call arguments must be a JSON object, got {jsonlimits.short(value)}")
     return parsed
 
 
@@ -135,8 +139,8 @@ def _content_parts(content: Any) -> list[dict[str, Any]]:
         return []
     if isinstance(content, str) and content.lstrip().startswith("["):
         try:
-            blocks = json.loads(content)
-        except json.JSONDecodeError:
+            blocks = jsonlimits.loads(content)
+        except ValueError:  # not JSON, or past a limit: kept as text
             blocks = None
         if isinstance(blocks, list) and all(isinstance(b, dict) and isinstance(b.get("text"), str) for b in blocks):
             return [{"type": "text", "content": b["text"]} for b in blocks]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from experiment_runner import jsonlimits
 from experiment_runner.evaluation.spans import TEXT_PART_TYPES, part_target
 
 
@@ -123,7 +124,7 @@ def _arguments(part: Mapping[str, Any]) -> dict[str, Any] | None:
     arguments = part.get("arguments")
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments)
+            arguments = jsonlimits.loads(arguments)
         except ValueError:
             return None
     return arguments if isinstance(arguments, dict) else None

@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiment_runner.files import write_text_atomic
+from experiment_runner.files import check_output_path, write_text_atomic
 from experiment_runner.report.highlight import annotation_location, label_class, label_colour, parts_view
 from experiment_runner.results.catalog import experiment_summary
-from experiment_runner.results.compare import IssueCounts, compare_summaries
-from experiment_runner.results.export import export_chunks
+from experiment_runner.results.compare import ItemLabels, compare_summaries
+from experiment_runner.results.export import export_chunks, target_cost
 from experiment_runner.store import Store
 
 PER_PAGE = 50
@@ -66,16 +66,20 @@ def load_document(store: Store, experiment_id: str) -> dict[str, Any]:
     return document
 
 
-def write_report(store: Store, experiment_id: str, path: str | Path, *, compare_id: str | None = None) -> Path:
-    """Write the report of an experiment (side by side with `compare_id` if given) to `path`, atomically."""
+def render_page(store: Store, experiment_id: str, *, compare_id: str | None = None) -> str:
+    """The report's HTML of an experiment (side by side with `compare_id` if given)."""
     document = load_document(store, experiment_id)
     other = load_document(store, compare_id) if compare_id else None
-    return _write(Path(path), render_report(document, other))
+    return render_report(document, other)
 
 
-def _write(path: Path, content: str) -> Path:
-    write_text_atomic(path, [content])
-    return path
+def write_report(store: Store, experiment_id: str, path: str | Path, *, compare_id: str | None = None) -> Path:
+    """Write the report of an experiment (side by side with `compare_id` if given) to `path`, atomically.
+
+    The path is checked first (`check_output_path`), so a FIFO or a device is refused before the work."""
+    check_output_path(Path(path))
+    write_text_atomic(Path(path), [render_page(store, experiment_id, compare_id=compare_id)])
+    return Path(path)
 
 
 # --- items -----------------------------------------------------------------------------------------
@@ -95,7 +99,7 @@ def _evaluated(item: Doc, evaluations: Doc) -> tuple[dict[str, Any] | None, dict
     return reply, evaluation, evaluation["annotations"]
 
 
-def _side(item: Doc, evaluations: Doc) -> dict[str, Any]:
+def item_side(item: Doc, evaluations: Doc) -> dict[str, Any]:
     """One experiment's view of an item: status, error, evaluation, highlighted reply, annotations."""
     reply, evaluation, found = _evaluated(item, evaluations)
     annotations = found or []
@@ -133,7 +137,8 @@ def _generation_line(generation: Mapping[str, Any] | None) -> str:
     return " · ".join(bit for bit in bits if bit)
 
 
-def _history(item: Doc) -> list[dict[str, Any]]:
+def history_view(item: Doc) -> list[dict[str, Any]]:
+    """The messages before the reply (the result's, else the source's), each with its parts' views."""
     result = item.get("result_conversation")
     messages = result["messages"][:-1] if result else item["source_conversation"]["messages"]
     return [{"role": m["role"], "parts": parts_view(m["parts"])[0]} for m in messages]
@@ -143,13 +148,13 @@ def _by_source(document: Doc) -> dict[str, Doc]:
     return {item["source_conversation"]["id"]: item for item in document["items"]}
 
 
-def issue_counts(document: Doc) -> IssueCounts:
-    """Issues per source conversation (None when not evaluated), from an export document."""
-    counts: dict[str, int | None] = {}
+def item_labels(document: Doc) -> ItemLabels:
+    """The labels of each source conversation's spans (None when not evaluated), from an export document."""
+    labels: dict[str, list[str] | None] = {}
     for source, item in _by_source(document).items():
         found = _evaluated(item, document["evaluations"])[2]
-        counts[source] = None if found is None else len(found)
-    return counts
+        labels[source] = None if found is None else [a["label"] for a in found]
+    return labels
 
 
 def _failed(side: Mapping[str, Any]) -> bool:
@@ -165,14 +170,14 @@ def _rows(documents: list[Doc]) -> list[dict[str, Any]]:
     for position, source in enumerate(order, start=1):
         items = [items.get(source) for items in indexed]
         first = next(item for item in items if item is not None)
-        sides = [_side(item, d["evaluations"]) if item else None for item, d in zip(items, documents, strict=True)]
+        sides = [item_side(item, d["evaluations"]) if item else None for item, d in zip(items, documents, strict=True)]
         present = [s for s in sides if s is not None]
         issues = [s["issues"] for s in present]
         rows.append(
             {
                 "position": position,
                 "source": source,
-                "history": _history(first),
+                "history": history_view(first),
                 "sides": sides,
                 "meta": {
                     "l": sorted({label for s in present for label in s["labels"]}),
@@ -301,7 +306,7 @@ def _environment() -> Any:
 def _experiment_view(document: Doc) -> dict[str, Any]:
     """The experiment object (evaluator settings None when the document is a plain export) and its charts."""
     experiment = {**dict.fromkeys(SETTINGS_KEYS), **document["experiment"]}
-    return {**experiment, "label_bars": label_bars(experiment), "latency": histogram(latencies(document))}
+    return {**experiment, "label_bars": label_bars(experiment), "latency": histogram(latencies(document)), "cost": target_cost(experiment)}
 
 
 def render_report(document: Doc, other: Doc | None = None, *, per_page: int = PER_PAGE) -> str:
@@ -311,7 +316,7 @@ def render_report(document: Doc, other: Doc | None = None, *, per_page: int = PE
     comparison = None
     if other is not None:
         comparison = compare_summaries(
-            document["experiment"], other["experiment"], issue_counts(document), issue_counts(other)
+            document["experiment"], other["experiment"], item_labels(document), item_labels(other)
         )
     rows = _rows(documents)
     labels = sorted({label for row in rows for label in row["meta"]["l"]} | {

@@ -8,9 +8,12 @@ items), so a walk through the pages sees every row once even while new experimen
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from experiment_runner.errors import BadInputError
+from experiment_runner import jsonlimits
+from experiment_runner.engine.lease import ensure_free, holder_state
+from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
 from experiment_runner.store.queries import batches as batches_q
@@ -18,6 +21,7 @@ from experiment_runner.store.queries import cache as cache_q
 from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries import results as results_q
 from experiment_runner.store.queries.experiments import require_experiment
+from experiment_runner.store.tables import Experiment
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -39,7 +43,7 @@ def decode_cursor(cursor: str, types: tuple[type, ...]) -> list[Any]:
     """The keyset inside `cursor`, checked against `types`; `BadInputError` for anything else."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = json.loads(raw.decode())
+        key = jsonlimits.loads(raw.decode())
     except (binascii.Error, ValueError, UnicodeDecodeError):
         key = None
     valid = (
@@ -103,6 +107,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         evaluations = evaluation_summary(session.connection(), experiment_id)
         cache = cache_summary(session.connection(), experiment_id)
         batches = batch_summary(session.connection(), experiment_id)
+        spent = q.spent_usd(session.connection(), experiment_id, replayed=not experiment.pass_through)
     evaluator = EvaluatorConfig.from_experiment(experiment)
     return {
         **summary,
@@ -110,12 +115,38 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         "evaluator_model": experiment.evaluator_model,
         "evaluator_api_base": experiment.evaluator_api_base,
         "labels": [label["name"] for label in evaluator.labels] if evaluator else [],
+        "rules": (experiment.labels or {}).get("rules") or [],
         "source_experiment_id": experiment.source_experiment_id,
         "structured_output": experiment.structured_output or {},
         "recent_errors": recent,
         "evaluation_summary": evaluations,
         "cache": cache,
         "batches": batches,
+        "run": run_state(store, experiment, spent),
+    }
+
+
+def run_state(store: Store, experiment: Experiment, spent_usd: float) -> dict[str, Any]:
+    """Where the experiment's runs stand: `state` (running, complete, stopped, crashed, not running), who
+    ran it last, why it stopped, its budget and what its results cost, and the settings `resume` changed."""
+    holder = holder_state(store, experiment.id)
+    if holder == "running":
+        state = "running"
+    elif experiment.completed_at:
+        state = "complete"
+    elif experiment.stop_reason:
+        state = "stopped"
+    else:
+        state = holder or "not running"  # "crashed": a runner died holding the lease
+    return {
+        "state": state,
+        "runner": experiment.runner,
+        "stop_reason": experiment.stop_reason,
+        "stop_detail": experiment.stop_detail,
+        "stopped_at": experiment.stopped_at,
+        "max_cost_usd": experiment.max_cost_usd,
+        "spent_usd": round(spent_usd, 8),
+        "setting_changes": experiment.setting_changes or [],
     }
 
 
@@ -159,12 +190,43 @@ def evaluation_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
     }
 
 
-def delete_experiment(store: Store, experiment_id: str) -> None:
+@dataclass(frozen=True)
+class Deletion:
+    """What `delete_experiment` removed: the experiment (its name) and how many of its rows."""
+
+    name: str
+    rows: q.DeletedRows
+
+
+def delete_experiment(store: Store, experiment_id: str) -> Deletion:
     """Remove an experiment with its items, evaluations, annotations and the result conversations only it uses.
 
-    One transaction. Result conversations that another experiment's items still point at (a
-    re-evaluation shares them) are kept, and so are all source conversations.
+    One transaction, under the run lease: while a live runner holds it, `ExperimentBusyError` names that
+    runner and nothing is deleted (a crashed runner's stale lease goes with the experiment). Result
+    conversations that another experiment's items still point at (a re-evaluation shares them) are
+    kept, and so are all source conversations.
     """
     with store.write() as session:
-        require_experiment(session, experiment_id)
-        q.delete_experiment(session.connection(), experiment_id)
+        name = require_experiment(session, experiment_id).name
+        ensure_free(session.connection(), experiment_id)
+        rows = q.delete_experiment(session.connection(), experiment_id)
+    return Deletion(name, rows)
+
+
+MIN_PREFIX = 4  # as git: a shorter id is only ever taken whole
+SHOWN_MATCHES = 5
+
+
+def resolve_experiment_id(store: Store, given: str) -> str:
+    """The id of the experiment `given` names: an id, or a prefix of one (at least `MIN_PREFIX` characters) that
+    no other experiment shares. `NotFoundError` when none matches; `BadInputError` when the prefix is ambiguous."""
+    with store.read() as session:
+        if q.get_experiment(session, given) is not None:
+            return given
+        matches = q.ids_with_prefix(session.connection(), given, SHOWN_MATCHES + 1) if len(given) >= MIN_PREFIX else []
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise NotFoundError(f"no experiment with id {given!r}")
+    shown = ", ".join(matches[:SHOWN_MATCHES]) + (" and more" if len(matches) > SHOWN_MATCHES else "")
+    raise BadInputError(f"experiment id prefix {given!r} is ambiguous: {shown} all start with it; give more characters")

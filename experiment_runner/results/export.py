@@ -7,7 +7,7 @@ the same text every time. The text is exactly `json.dumps(document, ensure_ascii
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from itertools import chain, repeat
@@ -16,12 +16,15 @@ from typing import Any, TextIO
 
 from sqlmodel import Session
 
+from experiment_runner import jsonlimits
 from experiment_runner.files import write_text_atomic
 from experiment_runner.results.metrics import (
     AnnotationFacts,
     EvaluationFacts,
     ItemFacts,
+    PriceCoverage,
     compute_metrics,
+    cost_known,
     status_summary,
 )
 from experiment_runner.store import Store
@@ -46,7 +49,7 @@ METRIC_KEYS: tuple[str, ...] = (
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return jsonlimits.dumps(value, ensure_ascii=False)  # strict JSON: never a bare NaN or Infinity
 
 
 # --- metrics facts -----------------------------------------------------------------------------
@@ -81,7 +84,8 @@ def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any
     counts = q.status_counts(conn, experiment.id)
     received = q.evaluations_received(conn, experiment.id)
     summary = status_summary(chain.from_iterable(repeat(r.status, r.n) for r in counts))
-    metrics = compute_metrics(item_facts(session, experiment.id))
+    coverage = PriceCoverage()
+    metrics = compute_metrics(coverage.watch(item_facts(session, experiment.id)))
     return {
         "id": experiment.id,
         "name": experiment.name,
@@ -104,9 +108,27 @@ def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any
         "status_summary": summary,
         "metrics": {key: metrics[key] for key in METRIC_KEYS},
         # Beyond the seed's fields: what the evaluator calls cost (litellm's price; None when none was priced),
-        # beside the target's metrics.cost_per_1k.
+        # beside the target's metrics.cost_per_1k, and how many completed replies have no known cost (counted
+        # as $0 in cost_per_1k, which the schema requires to be a number: all of them means the cost is unknown).
         "evaluator_cost_usd": evaluator_cost(conn, experiment.id),
+        "unpriced_items_count": coverage.unpriced,
     }
+
+
+@dataclass(frozen=True)
+class TargetCost:
+    """What an experiment's target calls cost, as people read it: `known` is `known`, `partial` (some replies
+    had no price; the totals count them as $0) or `unknown` (none had one: the totals' $0 means unknown)."""
+
+    total_usd: float
+    per_1k_usd: float
+    known: str
+
+
+def target_cost(experiment: Mapping[str, Any]) -> TargetCost:
+    """The target cost of an experiment object (the export's shape)."""
+    per_1k, completed = experiment["metrics"]["cost_per_1k"], experiment["completed_items_count"]
+    return TargetCost(per_1k * completed / 1000, per_1k, cost_known(completed, experiment.get("unpriced_items_count", 0)))
 
 
 def evaluator_cost(conn: Any, experiment_id: str) -> float | None:
@@ -123,7 +145,11 @@ def item_page(
 ) -> list[tuple[int, dict[str, Any]]]:
     """Up to `limit` items after position `after`, as `(position, export item)` pairs, with their conversations."""
     conn = session.connection()
-    rows = q.item_rows(conn, experiment_id, after, limit)
+    return export_items(conn, q.item_rows(conn, experiment_id, after, limit))
+
+
+def export_items(conn: Any, rows: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+    """Item rows (the columns of `item_rows`) as `(position, export item)` pairs, their conversations loaded."""
     ids = {r.source_conversation_id for r in rows} | {
         r.result_conversation_id for r in rows if r.result_conversation_id
     }
@@ -181,17 +207,22 @@ def _evaluations(session: Session, experiment_id: str) -> Iterator[tuple[str, di
         rows = q.evaluation_rows(conn, experiment_id, (after, after_id), PAGE)
         if not rows:
             return
-        annotations: dict[str, list[dict[str, Any]]] = {}
-        for a in q.annotation_rows(conn, [r.id for r in rows]):
-            annotations.setdefault(a.evaluation_id, []).append({key: getattr(a, key) for key in _ANNOTATION_KEYS})
-        for r in rows:
-            if r.message_id not in seen:
-                seen.add(r.message_id)
-                yield (
-                    r.message_id,
-                    {**{key: getattr(r, key) for key in _EVALUATION_KEYS}, "annotations": annotations.get(r.id, [])},
-                )
+        for message_id, evaluation in export_evaluations(conn, rows):
+            if message_id not in seen:
+                seen.add(message_id)
+                yield message_id, evaluation
         after, after_id = rows[-1].position, rows[-1].id
+
+
+def export_evaluations(conn: Any, rows: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Evaluation rows (the export's evaluation columns) as `(message_id, export evaluation)`, annotations loaded."""
+    annotations: dict[str, list[dict[str, Any]]] = {}
+    for a in q.annotation_rows(conn, [r.id for r in rows]):
+        annotations.setdefault(a.evaluation_id, []).append({key: getattr(a, key) for key in _ANNOTATION_KEYS})
+    return [
+        (r.message_id, {**{key: getattr(r, key) for key in _EVALUATION_KEYS}, "annotations": annotations.get(r.id, [])})
+        for r in rows
+    ]
 
 
 # --- the document --------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from experiment_runner.errors import BadInputError
+from experiment_runner import jsonlimits
+from experiment_runner.errors import BadInputError, InputLimitError
 from experiment_runner.results.span_scores import LabelledSpan, parse_gold_line, score_spans
 from experiment_runner.store import Store
 from experiment_runner.store.queries import results as q
@@ -43,9 +44,11 @@ def read_gold_file(path: str | Path) -> Iterator[tuple[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield f"{path}:{number}", json.loads(line)
+                yield f"{path}:{number}", jsonlimits.loads(line)
             except json.JSONDecodeError as exc:
                 raise BadInputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+            except jsonlimits.JSONLimitError as exc:
+                raise InputLimitError(f"{path}:{number}: {exc}") from None
 
 
 def parse_gold(lines: Iterable[tuple[str, Any]]) -> list[GoldLine]:
@@ -70,7 +73,7 @@ def _part_text(parts: list[dict[str, Any]], index: int) -> str | None:
 Pair = tuple[list[LabelledSpan], list[LabelledSpan]]
 
 
-def _predictions(conn: Connection, item_ids: list[str]) -> dict[tuple[str, str], list[LabelledSpan]]:
+def item_spans(conn: Connection, item_ids: list[str]) -> dict[tuple[str, str], list[LabelledSpan]]:
     """`{(item id, evaluated message id): spans}` of the items' completed evaluations."""
     predictions: dict[tuple[str, str], list[LabelledSpan]] = {}
     for r in q.predictions(conn, item_ids):
@@ -87,7 +90,7 @@ def _pairs(conn: Connection, experiment_id: str, gold_lines: list[GoldLine], cou
     source_parts = {
         (r.conversation_id, r.sequence_number): json.loads(r.parts) for r in q.message_parts(conn, sorted(items))
     }
-    predictions = _predictions(conn, sorted(r.id for r in items.values()))
+    predictions = item_spans(conn, sorted(r.id for r in items.values()))
     pairs = []
     for gold in gold_lines:
         item = items.get(gold.conversation_id)

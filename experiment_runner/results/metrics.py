@@ -27,7 +27,7 @@ Decisions (the public contract of the returned keys is listed on `compute_metric
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +180,28 @@ class _GenerationTally:
             "max_response_latency_ms": self.latency_max,
             "cost_per_1k": _ratio(self.cost_usd * 1000, self.completed),
         }
+
+
+@dataclass
+class PriceCoverage:
+    """Counts the completed items whose reply has no known cost (`cost_per_1k` counts them as 0) while the
+    metrics read the items: `compute_metrics(coverage.watch(items))` still reads them once."""
+
+    unpriced: int = 0
+
+    def watch(self, items: Iterable[ItemFacts]) -> Iterator[ItemFacts]:
+        for item in items:
+            if item.status == "completed" and _number((item.generation or {}).get("cost_usd")) is None:
+                self.unpriced += 1
+            yield item
+
+
+def cost_known(completed_items: int, unpriced_items: int) -> str:
+    """Whether the target's cost is `known` (every completed reply priced, or none completed), `partial`
+    (some priced) or `unknown` (none priced: the $0 in `cost_per_1k` means unknown, not free)."""
+    if not unpriced_items:
+        return "known"
+    return "unknown" if unpriced_items >= completed_items else "partial"
 
 
 def status_summary(statuses: Iterable[str]) -> dict[str, int]:

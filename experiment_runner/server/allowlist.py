@@ -2,11 +2,16 @@
 
 A request's `api_base`/`evaluator_api_base` must be a loopback URL (the default) or start with one of the
 URLs given to `serve --allow-api-base` (env EXPERIMENT_RUNNER_ALLOW_API_BASE, space-separated): same
-scheme, host and port, and a path under the allowed one.
+scheme, host and port, and a path under the allowed one. Paths are compared normalised: percent-escapes
+decoded, `.` and `..` segments resolved and repeated slashes collapsed, as the endpoint's server would read
+them, so `/v1/../admin` is not under `/v1`. Model calls follow no redirect (`engine/llm.py`), so the URL
+checked here is the only one called.
 """
 
 import ipaddress
-from urllib.parse import urlsplit
+import posixpath
+import re
+from urllib.parse import unquote, urlsplit
 
 from experiment_runner.errors import BadInputError
 
@@ -28,7 +33,14 @@ def _key(url: str) -> tuple[str, str, int | None, str] | None:
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
-    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80), parts.path.rstrip("/")
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80), _normal_path(parts.path)
+
+
+def _normal_path(path: str) -> str:
+    """`path` as a server resolves it, without a trailing slash: `/v1/./a/../b//c/` -> `/v1/b/c`."""
+    decoded = re.sub(r"/+", "/", unquote(path).replace("\\", "/"))
+    normal = posixpath.normpath(decoded) if decoded else ""
+    return "" if normal in ("/", ".") else normal.rstrip("/")
 
 
 def check_api_base(url: str | None, allowed: tuple[str, ...], field: str) -> None:

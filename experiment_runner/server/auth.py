@@ -5,7 +5,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
+PUBLIC_PREFIXES = ("/docs/static/",)  # the docs page's own script, stylesheet and favicon
 
 
 class BearerAuth:
@@ -19,7 +20,7 @@ class BearerAuth:
         self.expected = f"bearer {token}".encode()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS and not self._authorized(scope):
+        if scope["type"] == "http" and not _public(scope["path"]) and not self._authorized(scope):
             response = JSONResponse(
                 {"detail": "missing or wrong bearer token: send the header `Authorization: Bearer <token>`"},
                 status_code=401,
@@ -35,3 +36,7 @@ class BearerAuth:
                 scheme, _, credentials = value.partition(b" ")
                 return secrets.compare_digest(scheme.lower() + b" " + credentials.strip(), self.expected)
         return False
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)

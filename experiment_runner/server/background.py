@@ -1,23 +1,26 @@
 """The experiments a server runs in the background: one engine each, in the app's lifespan task group.
 
-Shutting down cancels them; their items stay `pending`/`in_progress` and the next start resumes them.
-An experiment whose lease another live runner holds (a CLI `resume`, another server) is skipped and
-checked again every lease heartbeat: once that lease is released or stale, this server runs it.
+Each run records the server as its runner. Shutting down cancels them (recorded as `shutdown`, their
+items back to `pending`), and the next start resumes them, as it resumes those a crashed server left;
+nothing else: not what the CLI ran, not what a user stopped, nor what stopped on its budget or on a
+systematic failure (`runstate.server_resumable`); those wait for `experiment-runner resume`. Every run
+keeps the budget stored with its experiment. An experiment whose lease another live runner holds is
+skipped and checked again every lease heartbeat: once that lease is released or stale, and the
+experiment still is one to resume, this server runs it.
 """
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 import anyio
 from anyio.abc import TaskGroup
 
 from experiment_runner.engine.lease import LeaseTimings, leased_experiments
 from experiment_runner.engine.run import Progress, RunOptions, run_experiment_async
+from experiment_runner.engine.runstate import server_resumable
 from experiment_runner.errors import ExperimentBusyError
 from experiment_runner.store import Store
-from experiment_runner.store.queries.experiments import unfinished_experiment_ids
 
 log = logging.getLogger("experiment_runner.server.app")
 
@@ -27,7 +30,7 @@ class Runs:
 
     def __init__(self, store: Store, concurrency: int) -> None:
         self.store = store
-        self.options = RunOptions(concurrency=concurrency, handle_signals=False)
+        self.options = RunOptions(concurrency=concurrency, handle_signals=False, runner="server")
         self._group: TaskGroup | None = None
         self._running: dict[str, tuple[anyio.CancelScope, anyio.Event]] = {}
         self._deferred: set[str] = set()  # leased by another live runner: retried when the lease goes stale
@@ -62,11 +65,9 @@ class Runs:
                 self._group = self._ready = None
                 group.cancel_scope.cancel()
 
-    def start(self, experiment_id: str, max_cost_usd: float | None = None) -> None:
-        """Run (or resume) the experiment in the background, unless this server already runs it.
-
-        `max_cost_usd` caps this run's spend (a run resumed at startup has no cap: a budget belongs to the
-        request that set it)."""
+    def start(self, experiment_id: str) -> None:
+        """Run (or resume) the experiment in the background, unless this server already runs it (its stored
+        budget, if any, caps what the run may spend)."""
         if self._group is None or self._ready is None:
             raise RuntimeError("the app's lifespan is not running: serve it with uvicorn or `with TestClient(app)`")
         if experiment_id in self._running:
@@ -74,8 +75,7 @@ class Runs:
         self._deferred.discard(experiment_id)
         entry = (anyio.CancelScope(), anyio.Event())
         self._running[experiment_id] = entry
-        options = replace(self.options, max_cost_usd=max_cost_usd)
-        self._group.start_soon(self._run, experiment_id, options, *entry, self._ready, name=f"experiment {experiment_id}")
+        self._group.start_soon(self._run, experiment_id, self.options, *entry, self._ready, name=f"experiment {experiment_id}")
 
     async def stop(self, experiment_id: str) -> None:
         """Cancel the experiment's run, if any, and wait until it has stopped writing."""
@@ -85,18 +85,23 @@ class Runs:
             await entry[1].wait()
 
     async def _retry_deferred(self) -> None:
-        """Every heartbeat: start the deferred experiments whose lease no live runner holds any more."""
+        """Every heartbeat: start the deferred experiments whose lease no live runner holds any more, if they
+        are still to be resumed (the other runner may have finished them, or stopped them for a reason)."""
         while True:
             await anyio.sleep(self.timings.heartbeat)
             if not self._deferred:
                 continue
             try:
                 leased = await anyio.to_thread.run_sync(leased_experiments, self.store, self.timings)
+                resumable = set(await anyio.to_thread.run_sync(server_resumable, self.store))
             except Exception:  # a store fault: try again at the next beat
                 log.exception("checking run leases failed")
                 continue
             for experiment_id in sorted(self._deferred - leased):
-                if self._group is not None:
+                if experiment_id not in resumable:
+                    self._deferred.discard(experiment_id)
+                    log.info("experiment %s: not resumed here: it finished or was stopped meanwhile", experiment_id)
+                elif self._group is not None:
                     self.start(experiment_id)
 
     async def _import_litellm(self, ready: anyio.Event) -> None:
@@ -121,7 +126,7 @@ class Runs:
             if scope.cancelled_caught:
                 log.info("experiment %s: stopped", experiment_id)
             else:
-                log.info("experiment %s: %s", experiment_id, _outcome(progress))
+                log.info("experiment %s: %s", experiment_id, _outcome(experiment_id, progress))
         except ExperimentBusyError as exc:
             log.info("experiment %s: skipped: %s; it starts here when that run ends", experiment_id, str(exc).split(" is ", 1)[1])
             self._deferred.add(experiment_id)
@@ -129,24 +134,21 @@ class Runs:
             log.info("experiment %s: interrupted by shutdown; it resumes when the server starts again", experiment_id)
             raise
         except Exception:
-            log.exception("experiment %s: the run failed; it resumes when the server starts again", experiment_id)
+            log.exception("experiment %s: the run failed; it stays stopped until `experiment-runner resume %s`", experiment_id, experiment_id)
         finally:
             del self._running[experiment_id]
             done.set()
 
 
-def _outcome(progress: Progress) -> str:
+def _outcome(experiment_id: str, progress: Progress) -> str:
+    resume = f"the rest stays pending until `experiment-runner resume {experiment_id}`"
     if progress.total == 0:
         return "nothing left to run"
     if progress.stopped_by:
-        return f"stopped: {progress.stopped_by}; the rest stays pending and resumes at the next start"
+        return f"stopped: {progress.stopped_by}; {resume}"
     if progress.budget_reached:
-        return f"budget reached after {progress.done} item(s) (${progress.spent_usd:.4f} spent); the rest stays pending"
+        spent = progress.spent_before_usd + progress.spent_usd
+        return f"budget of ${progress.budget_usd or 0:g} reached after {progress.done} item(s) (${spent:.4f} spent); {resume} --max-cost USD"
     extra = f", {progress.evaluations_failed} evaluation(s) failed" if progress.evaluations_failed else ""
     return f"{progress.total} item(s) run: {progress.completed} completed, {progress.failed} failed{extra}"
 
-
-def unfinished_experiments(store: Store) -> list[str]:
-    """Experiments with items still pending or in progress, oldest first."""
-    with store.read() as session:
-        return unfinished_experiment_ids(session.connection())

@@ -35,7 +35,12 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "description": "A conversation, native (`parts`) or OpenAI chat (`content`, `tool_calls`); see the README",
             "required": ["messages"],
-            "properties": {"id": {"type": "string"}, "messages": {"type": "array", "items": {"type": "object"}}},
+            "properties": {
+                "id": {"type": "string", "description": "Optional; without it the id is derived from the content"},
+                "messages": {"type": "array", "items": {"type": "object"}},
+                "tools": {"type": "array", "items": {"type": "object"}, "description": "OpenAI tool definitions, declared on replay"},
+                "metadata": {"type": "object", "description": "Kept as it is; exported with the source conversation"},
+            },
         },
     }
 

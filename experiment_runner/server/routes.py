@@ -4,19 +4,20 @@ The store and the background runs come from the app (`request.app.state`) throug
 router holds no state of its own and can be mounted on any app.
 """
 
-import re
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from experiment_runner import jsonlimits
 from experiment_runner.engine.estimate import called_models, check_priced
 from experiment_runner.engine.estimate import dry_run as run_dry
 from experiment_runner.engine.experiments import check_spec, create_experiment, require_experiment
-from experiment_runner.errors import BadInputError
+from experiment_runner.errors import BadInputError, InputLimitError
 from experiment_runner.ingest.importing import import_conversations
 from experiment_runner.results.catalog import delete_experiment, list_experiments, list_items
 from experiment_runner.results.export import experiment_object, export_chunks
@@ -43,9 +44,19 @@ def get_runs(request: Request) -> Runs:
 
 StoreDep = Annotated[Store, Depends(get_store)]
 RunsDep = Annotated[Runs, Depends(get_runs)]
-ExperimentId = Annotated[uuid.UUID, Path(description="Experiment UUID")]
+
+
+def experiment_id_path(experiment_id: Annotated[str, Path(description="Experiment UUID")]) -> str:
+    """The path's experiment id, canonical when it is a UUID; anything else is looked up as given, so a
+    malformed id is 404 like an unknown one (not FastAPI's 422)."""
+    try:
+        return str(uuid.UUID(experiment_id))
+    except ValueError:
+        return experiment_id
+
+
+ExperimentId = Annotated[str, Depends(experiment_id_path)]
 Cursor = Annotated[str | None, Query(description="Cursor for pagination")]
-_BODY_INDEX = re.compile(r"^body\[(\d+)\]")
 
 router = APIRouter()
 
@@ -94,11 +105,11 @@ async def create(
     if not runs.active:
         raise HTTPException(503, "the server is starting or shutting down; try again")
     await anyio.to_thread.run_sync(check_priced, called_models(spec), body.max_cost_usd, body.max_cost_unpriced_ok)
-    experiment_id = await anyio.to_thread.run_sync(create_experiment, store, spec)
+    experiment_id = await anyio.to_thread.run_sync(lambda: create_experiment(store, spec, runner="server"))
     try:
         document = await anyio.to_thread.run_sync(experiment_document, store, experiment_id)
     finally:
-        runs.start(experiment_id, max_cost_usd=body.max_cost_usd)
+        runs.start(experiment_id)
     return JSONResponse(document, status_code=201, headers={"Location": f"/v1/experiments/{experiment_id}"})
 
 
@@ -125,7 +136,7 @@ async def list_(
 )
 async def get(experiment_id: ExperimentId, store: StoreDep) -> JSONResponse:
     """One experiment: settings, status summary and metrics (poll it to follow a run)."""
-    return JSONResponse(await anyio.to_thread.run_sync(experiment_document, store, str(experiment_id)))
+    return JSONResponse(await anyio.to_thread.run_sync(experiment_document, store, experiment_id))
 
 @router.get(
     "/v1/experiments/{experiment_id}/items",
@@ -141,7 +152,7 @@ async def items(
 ) -> JSONResponse:
     """An experiment's items, each with its source and result conversations, as in the export."""
     page = await anyio.to_thread.run_sync(
-        lambda: list_items(store, str(experiment_id), limit=limit, cursor=cursor)
+        lambda: list_items(store, experiment_id, limit=limit, cursor=cursor)
     )
     return JSONResponse(page)
 
@@ -154,7 +165,7 @@ async def items(
 )
 async def export(experiment_id: ExperimentId, store: StoreDep) -> StreamingResponse:
     """Export full experiment data as JSON."""
-    chunks = await anyio.to_thread.run_sync(export_chunks, store, str(experiment_id))  # 404 before streaming
+    chunks = await anyio.to_thread.run_sync(export_chunks, store, experiment_id)  # 404 before streaming
     return StreamingResponse(
         _batched(chunks),
         media_type="application/json",
@@ -171,8 +182,8 @@ async def export(experiment_id: ExperimentId, store: StoreDep) -> StreamingRespo
 )
 async def delete(experiment_id: ExperimentId, store: StoreDep, runs: RunsDep) -> Response:
     """Delete an experiment (stopping its run), its items, result conversations and evaluations."""
-    await runs.stop(str(experiment_id))
-    await anyio.to_thread.run_sync(delete_experiment, store, str(experiment_id))
+    await runs.stop(experiment_id)
+    await anyio.to_thread.run_sync(delete_experiment, store, experiment_id)
     return Response(status_code=204)
 
 @router.post(
@@ -180,6 +191,8 @@ async def delete(experiment_id: ExperimentId, store: StoreDep, runs: RunsDep) ->
     status_code=201,
     tags=["conversations"],
     summary="Import Conversations",
+    response_model=ImportResponse,
+    responses={400: {"description": "The body passes a JSON limit (depth, number size) or holds NaN/Infinity"}},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -196,15 +209,26 @@ async def delete(experiment_id: ExperimentId, store: StoreDep, runs: RunsDep) ->
         }
     },
 )
-async def import_(body: Annotated[Any, Body()], store: StoreDep) -> ImportResponse:
-    """Store one conversation or a list of them, as `experiment-runner import` does: all or nothing."""
+async def import_(request: Request, store: StoreDep) -> Response:
+    """Store one conversation or a list of them, as `experiment-runner import` does: all or nothing.
+
+    The body is parsed here with the JSON limits (`jsonlimits`): past one (depth, number size, NaN or
+    Infinity, also inside `arguments` strings) answers 400 `{"detail"}`; bad JSON or a bad conversation 422."""
+    raw = await request.body()
+    try:
+        body = await anyio.to_thread.run_sync(jsonlimits.loads, raw)
+    except jsonlimits.JSONLimitError as exc:
+        return JSONResponse({"detail": f"body:{exc.lineno or 1}: {exc}"}, status_code=400)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": f"JSON decode error: {exc}", "type": "json_invalid"}]}, 422)
     objects = body if isinstance(body, list) else [body]
     try:
         result = await anyio.to_thread.run_sync(import_conversations, store, objects, "body")
+    except InputLimitError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
     except BadInputError as exc:
-        if exc.loc:
-            raise
-        match = _BODY_INDEX.match(str(exc))
-        loc: tuple[str | int, ...] = ("body", int(match[1])) if match and isinstance(body, list) else ("body",)
-        raise BadInputError(str(exc), loc=loc) from None
-    return ImportResponse(ids=result.ids, new=result.new, unchanged=result.unchanged)
+        if not isinstance(body, list) and exc.loc[:1] == ("body",):
+            exc.loc = ("body",)  # one object: the body itself, not its index 0
+        raise
+    response = ImportResponse(ids=result.ids, new=result.new, unchanged=result.unchanged, duplicates=result.duplicates)
+    return JSONResponse(response.model_dump(), status_code=201)

@@ -1,8 +1,9 @@
 """Request and response bodies of the REST API: field names and descriptions as in the seed pages."""
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from experiment_runner.engine.experiments import ExperimentSpec
 from experiment_runner.errors import BadInputError
@@ -76,9 +77,23 @@ class CreateExperiment(_Strict):
     )
     evaluator_max_tokens: int | None = Field(None, ge=1, description="Cap on each evaluator reply (default 4096)")
     max_cost_usd: float | None = Field(
-        None, gt=0, description="Stop starting items before the run's model calls pass this many USD (the rest stay pending)"
+        None, gt=0, description="The experiment's budget in USD, stored with it: no item starts once its results would "
+        "pass it (the rest stay pending, also across server restarts)"
     )
     max_cost_unpriced_ok: bool = Field(False, description="Allow max_cost_usd when a model has no known price")
+
+    @field_validator("max_cost_usd", mode="before")
+    @classmethod
+    def _finite_cap(cls, value: Any) -> Any:
+        """NaN and infinities are no cap (NaN compares false with everything): refuse them as a 422 of our own
+        shape, since pydantic's error would echo the NaN back in a body JSON cannot carry."""
+        try:
+            number = float(value) if isinstance(value, float | str) else None
+        except ValueError:
+            return value  # not a number: pydantic says so
+        if number is not None and not math.isfinite(number):
+            raise BadInputError(f"max_cost_usd must be a finite amount of USD above 0, got {value}", loc=("body", "max_cost_usd"))
+        return value
 
     def to_spec(self) -> ExperimentSpec:
         """The experiment settings; labels are checked here (`check_spec` does the rest)."""
@@ -103,6 +118,7 @@ class CreateExperiment(_Strict):
             response_format=self.response_format,
             evaluator_response_format=self.evaluator_response_format,
             evaluator_max_tokens=self.evaluator_max_tokens,
+            max_cost_usd=self.max_cost_usd,
         )
 
 
@@ -118,5 +134,8 @@ class ImportResponse(BaseModel):
     ids: list[str] = Field(description="The conversation ids, in body order (assigned ones included)")
     new: int = Field(description="Conversations stored now")
     unchanged: int = Field(description="Conversations already stored with the same content")
+    duplicates: int = Field(
+        0, description="Conversations the body repeats (same id and content), counted once; new + unchanged + duplicates = len(ids)"
+    )
 
 

@@ -1,23 +1,27 @@
 """`POST /v1/traces`: OTLP/HTTP trace export (JSON or protobuf) into conversations, as a collector answers.
 
-Thin: decode the body (protobuf through `opentelemetry-proto`, imported only here, then the same JSON
-path as `import`), call `ingest.importing.import_traces`, answer an `ExportTraceServiceResponse`:
+Thin: decode the body (protobuf through `ingest.otlp_protobuf`, JSON through `jsonlimits`, the same
+parsers as `import`), call `ingest.importing.import_traces`, answer an `ExportTraceServiceResponse`:
 `{}` (or an empty protobuf message), with `partialSuccess.errorMessage` as a warning when spans were
-skipped. A body that cannot be decoded, or a malformed span, answers 400 with a `google.rpc.Status`-shaped
-JSON body (`{"code": 3, "message"}`). The bearer-token middleware covers this route like the others.
+skipped. A body that cannot be decoded, one past the JSON limits (depth, number size, NaN/Infinity, also
+in JSON held by attribute values), or a malformed span, answers 400 with a `google.rpc.Status`-shaped
+JSON body (`{"code": 3, "message"}`); a body over the server's limits (on the wire, or once inflated) 413
+(`{"code": 8, "message"}`), see `bodies.py`. Inflating and decoding run in a worker thread. The
+bearer-token middleware covers this route like the others.
 """
 
-import gzip
 import json
-import zlib
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from experiment_runner import jsonlimits
 from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.importing import ImportResult, import_traces
+from experiment_runner.ingest.otlp_protobuf import decode_request
+from experiment_runner.server.bodies import BodyLimits, BodyTooLarge, UndecodableBody, inflate, too_large_response
 from experiment_runner.store import Store
 
 PROTOBUF = "application/x-protobuf"
@@ -26,45 +30,28 @@ INVALID_ARGUMENT = 3  # google.rpc.Code
 router = APIRouter()
 
 
-class UndecodableBody(ValueError):
-    """The body is not an OTLP ExportTraceServiceRequest in the content type it claims."""
-
-
 def decode_protobuf(body: bytes) -> dict[str, Any]:
     """A binary `ExportTraceServiceRequest` as its protobuf JSON mapping (ids base64, which `import` accepts)."""
-    from google.protobuf.json_format import MessageToDict
-    from google.protobuf.message import DecodeError
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     try:
-        request = ExportTraceServiceRequest.FromString(body)
-    except DecodeError as exc:
-        raise UndecodableBody(f"not a protobuf ExportTraceServiceRequest ({exc})") from None
-    decoded: dict[str, Any] = MessageToDict(request)
-    decoded.setdefault("resourceSpans", [])
-    return decoded
+        return decode_request(body)
+    except ValueError as exc:
+        raise UndecodableBody(f"body: {exc}" if isinstance(exc, jsonlimits.JSONLimitError) else str(exc)) from None
 
 
 def decode_json(body: bytes) -> Any:
-    """An OTLP/JSON body."""
+    """An OTLP/JSON body, within the JSON limits."""
     try:
-        return json.loads(body)
+        return jsonlimits.loads(body)
+    except jsonlimits.JSONLimitError as exc:
+        raise UndecodableBody(f"body:{exc.lineno or 1}: {exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UndecodableBody(f"invalid JSON ({exc})") from None
 
 
-def _inflate(body: bytes, encoding: str) -> bytes:
-    """The body without its Content-Encoding (gzip or deflate, as OTLP exporters may send)."""
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error, EOFError) as exc:
-        raise UndecodableBody(f"body is not valid {encoding} ({exc})") from None
-    if encoding not in ("", "identity"):
-        raise UndecodableBody(f"unsupported Content-Encoding {encoding!r}")
-    return body
+def decode_body(raw: bytes, encoding: str, protobuf: bool, limits: BodyLimits) -> Any:
+    """The request inflated (within `limits.max_inflated`) and decoded; blocking, so run in a thread."""
+    body = inflate(raw, encoding, limits.max_inflated)
+    return decode_protobuf(body) if protobuf else decode_json(body)
 
 
 def _status(message: str, code: int = 400) -> JSONResponse:
@@ -104,9 +91,12 @@ async def export_traces(request: Request) -> Response:
     if content_type not in ("application/json", PROTOBUF):
         return _status(f"unsupported Content-Type {content_type!r}: send application/json or {PROTOBUF}", 415)
     protobuf = content_type == PROTOBUF
+    encoding = request.headers.get("content-encoding", "").strip().lower()
     try:
-        body = _inflate(await request.body(), request.headers.get("content-encoding", "").strip().lower())
-        decoded = decode_protobuf(body) if protobuf else decode_json(body)
+        raw = await request.body()
+        decoded = await anyio.to_thread.run_sync(decode_body, raw, encoding, protobuf, request.app.state.body_limits)
+    except BodyTooLarge as exc:
+        return too_large_response(exc, collector=True)
     except UndecodableBody as exc:
         return _status(str(exc))
     store: Store = request.app.state.store

@@ -5,27 +5,36 @@ One `Store` per process and database file. Reads use plain (deferred) transactio
 seconds) instead of failing half-way when the CLI and the server write to one file at once. WAL lets
 readers go on while one of them writes, and opening a store that needs no migration only reads.
 
+`Store.close` folds the WAL back into the database file when this process wrote (a TRUNCATE
+checkpoint), so whenever no command is running the `.db` file alone is the whole store: it can be
+copied or backed up without its `-wal` file.
+
 A driver error under `read()`/`write()` becomes a `StoreFaultError` in words (`database is full`,
 `database file is read-only`, `database is locked by another process`): never SQL text or parameters.
 """
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session
 
+from experiment_runner import jsonlimits
 from experiment_runner.errors import StoreError, StoreFaultError
 from experiment_runner.store import migrations
 from experiment_runner.store.timeutil import now
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_DB = "experiments.db"
 BUSY_TIMEOUT_S = 30.0
+CHECKPOINT_TIMEOUT_MS = 2000  # at close, wait this long for other processes' writes and reads before leaving the WAL to them
 
 # (what SQLite says, what the user reads), first match wins.
 _FAULTS = (
@@ -67,7 +76,11 @@ def _faults(path: Path) -> Iterator[None]:
 def _make_engine(path: Path, *, immediate: bool) -> Engine:
     timeout = busy_timeout()
     engine = create_engine(
-        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": timeout}
+        f"sqlite:///{path}",
+        connect_args={"check_same_thread": False, "timeout": timeout},
+        # JSON columns hold strict JSON: a NaN or Infinity is written, and read back from older stores, as null
+        json_serializer=jsonlimits.dumps,
+        json_deserializer=jsonlimits.loads_stored,
     )
 
     @event.listens_for(engine, "connect")
@@ -94,6 +107,13 @@ class Store:
     path: Path
     reader: Engine
     writer: Engine
+    wrote: bool = field(default=False, init=False)  # a write transaction began (migrations included)
+
+    def __post_init__(self) -> None:
+        event.listen(self.writer, "begin", self._mark_written)
+
+    def _mark_written(self, _conn: object) -> None:
+        self.wrote = True
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -108,9 +128,35 @@ class Store:
             yield session
 
     def close(self) -> None:
-        """Release every connection."""
+        """Release every connection; if this process wrote, first checkpoint the WAL into the database file."""
+        if self.wrote:
+            self.wrote = not self.checkpoint()
         self.reader.dispose()
         self.writer.dispose()
+
+    def checkpoint(self) -> bool:
+        """Copy every WAL frame into the database file and truncate the WAL (`wal_checkpoint(TRUNCATE)`).
+
+        True when done. Another process still writing or reading an older snapshot makes it give up after
+        `CHECKPOINT_TIMEOUT_MS` (False): that process checkpoints when it ends. Never raises: the data is
+        safe in the WAL either way.
+        """
+        try:
+            raw = self.writer.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute(f"PRAGMA busy_timeout={CHECKPOINT_TIMEOUT_MS}")
+                busy = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout() * 1000)}")
+                cursor.close()
+            finally:
+                raw.close()
+        except (DatabaseError, OperationalError, sqlite3.Error) as exc:
+            logger.info("could not checkpoint %s: %s", self.path, fault_words(exc))
+            return False
+        if busy:
+            logger.info("checkpoint of %s left to the process still using it", self.path)
+        return not busy
 
 
 def open_store(path: str | Path, *, target_version: int | None = None) -> Store:

@@ -173,6 +173,32 @@ def m004_run_leases(conn: Connection) -> None:
     )
 
 
+def m005_run_state(conn: Connection) -> None:
+    """Why a run stopped and who runs it (a server resumes only its own), the stored budget, settings changed by resume."""
+    _run(
+        conn,
+        """
+        ALTER TABLE experiment ADD COLUMN stop_reason TEXT;
+        ALTER TABLE experiment ADD COLUMN stop_detail TEXT;
+        ALTER TABLE experiment ADD COLUMN stopped_at TEXT;
+        ALTER TABLE experiment ADD COLUMN runner TEXT;
+        ALTER TABLE experiment ADD COLUMN max_cost_usd FLOAT;
+        ALTER TABLE experiment ADD COLUMN setting_changes JSON
+        """,
+    )
+
+
+def m006_conversation_tools(conn: Connection) -> None:
+    """A source conversation's tool definitions (declared to the target on replay) and its metadata object."""
+    _run(
+        conn,
+        """
+        ALTER TABLE conversation ADD COLUMN tools JSON;
+        ALTER TABLE conversation ADD COLUMN metadata JSON
+        """,
+    )
+
+
 def m007_cache_and_batches(conn: Connection) -> None:
     """The response cache; provider batch jobs and their requests; per evaluation: calls served from the cache.
 
@@ -228,8 +254,10 @@ def m007_cache_and_batches(conn: Connection) -> None:
     )
 
 
-# m007 is this branch's number; it follows m004 until the branches holding m005/m006 are merged.
-MIGRATIONS: list[Migration] = [m001_initial, m002_run_settings, m003_structured_output, m004_run_leases, m007_cache_and_batches]
+MIGRATIONS: list[Migration] = [
+    m001_initial, m002_run_settings, m003_structured_output, m004_run_leases, m005_run_state, m006_conversation_tools,
+    m007_cache_and_batches,
+]
 LATEST = len(MIGRATIONS)
 
 

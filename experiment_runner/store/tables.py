@@ -24,6 +24,9 @@ class Conversation(SQLModel, table=True):
     created_at: str
     # Added by migration 4: the experiment whose run created a result conversation (NULL for sources).
     experiment_id: str | None = Field(default=None, index=True)
+    # Added by migration 6: a source's OpenAI tool definitions (declared on replay) and its metadata object.
+    tools: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    metadata_: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", JSON))
 
 
 class Message(SQLModel, table=True):
@@ -64,6 +67,16 @@ class Experiment(SQLModel, table=True):
     source_experiment_id: str | None = None
     # {"target"|"evaluator": {"setting": auto|json_schema|json_object|prompt, "used": mode, "max_tokens"?: N}}
     structured_output: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # Added by migration 5: the run state. `stop_reason` is why the last run ended early (interrupted | budget |
+    # systematic | failed | shutdown; NULL while running, once complete, or after a crash), `runner` who started
+    # it (cli | server: a server resumes only its own), `max_cost_usd` the experiment's budget, honoured by every
+    # run, and `setting_changes` what `resume` changed: [{"at", "field", "from", "to"}].
+    stop_reason: str | None = None
+    stop_detail: str | None = None
+    stopped_at: str | None = None
+    runner: str | None = None
+    max_cost_usd: float | None = None
+    setting_changes: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Item(SQLModel, table=True):

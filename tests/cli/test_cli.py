@@ -1,5 +1,6 @@
 """The command line as a whole: help for every command, the module entry point, error lines."""
 
+import sqlite3
 import subprocess
 import sys
 
@@ -15,7 +16,8 @@ def all_commands() -> list[str]:
 
 def test_the_command_list_is_complete() -> None:
     assert all_commands() == sorted(
-        ["cache", "compare", "conversations", "delete", "demo", "export", "import", "list", "reevaluate", "report", "resume", "run", "score", "serve", "show"]
+        ["cache", "compare", "conversations", "delete", "demo", "export", "gate", "import", "list", "reevaluate", "report", "resume", "run",
+         "score", "serve", "show", "view"]
     )
 
 
@@ -30,6 +32,7 @@ def test_every_command_has_help_with_an_example(name: str) -> None:
 
 
 def test_python_dash_m_runs_the_same_cli(tmp_path) -> None:
+    sqlite3.connect(tmp_path / "x.db").close()  # an empty file is a store with nothing in it yet
     out = subprocess.run(
         [sys.executable, "-m", "experiment_runner", "--db", str(tmp_path / "x.db"), "conversations", "--json"],
         capture_output=True, text=True, timeout=60,

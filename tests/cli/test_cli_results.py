@@ -31,9 +31,10 @@ def test_list_table(run_cli, experiment_id: str) -> None:
     result = run_cli("list")
     assert result.exit_code == 0, result.output
     header, rule, row = result.stdout.splitlines()
-    assert header.split() == ["id", "name", "model", "status", "issue", "rate", "created"]
+    assert header.split() == ["id", "name", "model", "status", "issue", "rate", "cost", "created"]
     assert row.startswith(experiment_id) and "pass-through ☔" in row and "openai/target" in row
     assert "5/6 done, 1 failed" in row and "75.0%" in row
+    assert "at least $0.0003" in row  # 2 of the 5 completed replies have a cost (3.66e-05 + 0.00023)
     assert result.stderr == ""
 
 
@@ -101,18 +102,22 @@ def test_export_to_stdout_and_file(run_cli, db_path: Path, tmp_path: Path, exper
 
 def test_delete(run_cli, experiment_id: str) -> None:
     result = run_cli("delete", experiment_id)
-    assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout == (
+        f"Deleted experiment {experiment_id} (pass-through ☔): 6 item(s), 5 evaluation(s), 4 annotation(s), "
+        "5 result conversation(s); source conversations kept.\n"
+    )
     assert run_cli("list", "--json").stdout.count(experiment_id) == 0
 
 
 @pytest.mark.parametrize("command", ["show", "export", "delete"])
-def test_unknown_id_exits_2(run_cli, tmp_path: Path, command: str) -> None:
+def test_unknown_id_exits_2(run_cli, db_path: Path, experiment_id: str, command: str) -> None:
     result = run_cli(command, "no-such-id")
     assert result.exit_code == 2
-    assert result.stderr == "Error: no experiment with id 'no-such-id'\n" and result.stdout == ""
+    assert result.stderr == f"Error: no experiment with id 'no-such-id' in store {db_path}\n" and result.stdout == ""
 
 
-def test_export_unknown_id_writes_no_file(run_cli, tmp_path: Path) -> None:
+def test_export_unknown_id_writes_no_file(run_cli, tmp_path: Path, experiment_id: str) -> None:
     result = run_cli("export", "no-such-id", "-o", tmp_path / "out.json")
     assert result.exit_code == 2 and not (tmp_path / "out.json").exists()
 
@@ -126,7 +131,7 @@ def test_score_table_and_json(run_cli, experiment_id: str) -> None:
     # The built experiment holds two RAGTruth items: one failed (not evaluated), one issue-free.
     assert lines[-1] == (
         "Scored 1 replies; skipped 0 whose reply differs from the gold's and 1 not evaluated; "
-        "38 gold lines match no item."
+        "38 gold lines match no item. '-': undefined (no predicted span, or no gold span, with that label)."
     )
     data = json.loads(
         run_cli("score", experiment_id, "--gold", RAGTRUTH_GOLD, "--json", "--gold-labels", "Fabrication").stdout
@@ -139,3 +144,22 @@ def test_score_bad_gold_exits_2(run_cli, tmp_path: Path, experiment_id: str) -> 
     bad.write_text('{"conversation_id": "x"}\n')
     result = run_cli("score", experiment_id, "--gold", bad)
     assert result.exit_code == 2 and result.stderr.startswith(f"Error: {bad}:1: ")
+
+
+def test_score_table_shows_dash_where_a_score_is_undefined() -> None:
+    from experiment_runner.cli.results import render_score
+
+    def scores(predicted: int, gold: int, tp: int) -> dict:
+        p, r = (tp / predicted if predicted else 0.0), (tp / gold if gold else 0.0)
+        s = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "tp_pred": tp, "predicted": predicted, "tp_gold": tp, "gold": gold}
+        return {"exact": s, "overlap": s}
+
+    result = {
+        "overall": scores(3, 2, 1), "overall_any_label": scores(3, 2, 2),
+        "per_label": {"Benign": scores(2, 0, 0), "Fabrication": scores(0, 2, 0), "Other": scores(1, 2, 1)},
+        "scored": 3, "skipped_reply_differs": 0, "skipped_not_evaluated": 0, "gold_without_item": 0,
+    }
+    rows = {line.split()[0]: line.split()[1:] for line in render_score(result).splitlines()[2:7]}
+    assert rows["Benign"] == ["0.000", "-", "-", "0.000", "-", "-", "2", "0"]  # predicted, but no gold span: R, F1 undefined
+    assert rows["Fabrication"] == ["-", "0.000", "0.000", "-", "0.000", "0.000", "0", "2"]  # gold missed: P undefined
+    assert rows["Other"] == ["1.000", "0.500", "0.667", "1.000", "0.500", "0.667", "1", "2"]

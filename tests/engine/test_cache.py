@@ -142,8 +142,10 @@ def test_reevaluate_and_resume_use_the_cache(run_cli, fake_llm, db_path) -> None
 
 
 def test_cache_stats_and_clear(run_cli, fake_llm, db_path) -> None:
-    assert run_cli("cache", "stats").stdout.strip() == "The response cache is empty."
+    missing = run_cli("cache", "stats")  # no store yet: it reads one, so it creates none
+    assert missing.exit_code == 2 and "no store at" in missing.stderr and not db_path.exists()
     run_cli("import", TOOLS)
+    assert run_cli("cache", "stats").stdout.strip() == "The response cache is empty."
     run(run_cli, fake_llm, "--all")
     run(run_cli, fake_llm, "--all")
     stats = json.loads(run_cli("cache", "stats", "--json").stdout)

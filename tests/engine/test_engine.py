@@ -212,7 +212,9 @@ def test_resume_of_finished_experiment_calls_nothing(run_cli, fake_llm) -> None:
     _, experiment_id = run(run_cli, fake_llm, "--all")
     fake_llm.reset()
     result = run_cli("resume", experiment_id)
-    assert result.exit_code == 0 and "nothing left to run" in result.stderr
+    assert result.exit_code == 0
+    assert result.stderr == f"Experiment {experiment_id} is already complete: nothing to run.\n"  # not "running"
+    assert result.stdout == f"{experiment_id}\n"
     assert fake_llm.request_count == 0
     assert run_cli("resume", "no-such-id").exit_code == 2
 

@@ -27,10 +27,10 @@ SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
 FAST = {"EXPERIMENT_RUNNER_LEASE_HEARTBEAT": "0.2", "EXPERIMENT_RUNNER_LEASE_TIMEOUT": "2"}
 
 
-def _experiment(store: Store, fake_llm: FakeLLM, evaluator: bool = False) -> str:
+def _experiment(store: Store, fake_llm: FakeLLM, evaluator: bool = False, runner: str | None = None) -> str:
     ids = import_files(store, [str(SAMPLE)]).ids
     judge = {"evaluator_model": "openai/judge", "evaluator_api_base": fake_llm.api_base} if evaluator else {}
-    return create_experiment(store, ExperimentSpec("t", "openai/target", ids, api_base=fake_llm.api_base, **judge))
+    return create_experiment(store, ExperimentSpec("t", "openai/target", ids, api_base=fake_llm.api_base, **judge), runner=runner)
 
 
 def _plant(store: Store, experiment_id: str, *, host: str, pid: int, age: float) -> None:
@@ -159,7 +159,7 @@ def test_two_resumes_and_a_server_started_together_send_every_prompt_once(run_cl
         assert all(f"Error: experiment {experiment_id} is being run by " in err for err in busy), busy
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             deadline = time.monotonic() + 60
-            while True:  # the server finishes whatever the CLI left (nothing) and records it
+            while True:  # a resume finishes it (the server leaves a CLI's experiment alone) and the server reads it
                 try:
                     if http.get(f"/v1/experiments/{experiment_id}").json()["completed_at"]:
                         break
@@ -188,7 +188,7 @@ def test_the_server_skips_a_leased_experiment_and_runs_it_once_the_lease_goes_st
 
     monkeypatch.setenv("EXPERIMENT_RUNNER_LEASE_HEARTBEAT", "0.1")
     monkeypatch.setenv("EXPERIMENT_RUNNER_LEASE_TIMEOUT", "1")
-    experiment_id = _experiment(store, fake_llm)
+    experiment_id = _experiment(store, fake_llm, runner="server")  # created through the API of a server that went down
     _plant(store, experiment_id, host="elsewhere", pid=4242, age=0)  # a live runner elsewhere; it stops renewing now
     with TestClient(create_app(store)) as client:
         runs = client.app.state.runs
@@ -202,3 +202,40 @@ def test_the_server_skips_a_leased_experiment_and_runs_it_once_the_lease_goes_st
             time.sleep(0.05)
     assert rows(store.path, "SELECT status, count(*) FROM item GROUP BY status") == [("completed", 40)]
     assert fake_llm.request_count == 40
+
+
+def test_delete_refuses_while_a_live_runner_holds_the_lease(store, fake_llm, run_cli) -> None:
+    from fastapi.testclient import TestClient
+
+    from experiment_runner.server.app import create_app
+
+    experiment_id = _experiment(store, fake_llm)
+    _plant(store, experiment_id, host="elsewhere", pid=4242, age=0)
+    busy = f"experiment {experiment_id} is being run by 4242 on elsewhere (since 2026-01-01T00:00:00.000000Z)"
+    result = run_cli("delete", experiment_id)
+    assert result.exit_code == 1 and result.stderr == f"Error: {busy}\n"
+    with TestClient(create_app(store)) as client:
+        response = client.delete(f"/v1/experiments/{experiment_id}")
+    assert response.status_code == 409 and response.json() == {"detail": busy}
+    assert rows(store.path, "SELECT count(*) FROM item WHERE experiment_id = ?", experiment_id) == [(40,)]
+    _plant(store, experiment_id, host="elsewhere", pid=4242, age=60)  # that runner died: its stale lease goes too
+    assert run_cli("delete", experiment_id).exit_code == 0
+    assert rows(store.path, "SELECT count(*) FROM experiment") == [(0,)] and rows(store.path, "SELECT count(*) FROM run_lease") == [(0,)]
+
+
+def test_delete_during_a_cli_run_is_refused_and_the_run_finishes(run_cli, fake_llm, db_path) -> None:
+    run_cli("import", SAMPLE)
+    fake_llm.configure(latency_ms=100)
+    proc = _cli(db_path, "run", "--name", "long", "--model", "openai/target", "--api-base", fake_llm.api_base, "--all", "--concurrency", "2")
+    deadline = time.monotonic() + 60
+    while not (db_path.exists() and _completed(db_path) >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.02)
+    (experiment_id,) = rows(db_path, "SELECT id FROM experiment")[0]
+    result = run_cli("delete", experiment_id)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: experiment {experiment_id} is being run by {proc.pid} on {socket.gethostname()} (since ")
+    fake_llm.configure(latency_ms=0)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err  # not "another runner took the lease over"
+    assert rows(db_path, "SELECT status, count(*) FROM item GROUP BY status") == [("completed", 40)]

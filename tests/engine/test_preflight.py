@@ -51,11 +51,11 @@ def test_nothing_listening_stops_the_run_at_once_and_resume_finishes_it(run_cli,
     assert result.exit_code == 1
     assert result.stderr.splitlines()[0].startswith("Experiment ")  # the id comes first, on stderr, for a resume
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("Error: stopped: target model openai/t at 127.0.0.1:") and "connection refused" in error
+    assert error.startswith(f"Error: stopped: target model openai/t: cannot reach 127.0.0.1:{port}: connection refused")
     assert "resume" in error
     experiment_id = result.stdout.strip().splitlines()[-1]
     statuses = dict(rows(db_path, "SELECT status, count(*) FROM item WHERE experiment_id = ? GROUP BY status", experiment_id))
-    assert "failed" not in statuses and statuses.get("pending", 0) >= 38  # at most the calls in flight were tried
+    assert statuses == {"pending": 40}  # the items tried when it stopped are pending again, not in progress
     with FakeLLM(port=port) as server:
         again = run_cli("resume", experiment_id)
         assert again.exit_code == 0, again.stderr

@@ -84,7 +84,7 @@ def test_delete_removes_every_result_conversation_the_experiment_created(store: 
     w.apply_events(store, experiment_id, [w.Replayed(items[0], _reply(), None, finished=True)])
     with store.write() as session:  # a result a racing runner of an older release left behind, linked by nothing
         session.connection().exec_driver_sql(
-            "INSERT INTO conversation VALUES ('stray', 'result', 'h', '2026-01-01T00:00:00.000000Z', ?)", (experiment_id,))
+            "INSERT INTO conversation (id, type, content_hash, created_at, experiment_id) VALUES ('stray', 'result', 'h', '2026-01-01T00:00:00.000000Z', ?)", (experiment_id,))
     delete_experiment(store, experiment_id)
     assert rows(store.path, "SELECT count(*) FROM conversation WHERE type = 'result'") == [(0,)]
     assert rows(store.path, "SELECT count(*) FROM conversation WHERE type = 'source'") == [(4,)]

@@ -6,7 +6,7 @@ import pytest
 from factories import NATIVE, RAGTRUTH, SpanSpec, finish_experiment, import_fixture, new_experiment
 
 from experiment_runner.errors import NotFoundError
-from experiment_runner.report.html import issue_counts
+from experiment_runner.report.html import item_labels
 from experiment_runner.results.compare import changed_items, compare_experiments, compare_summaries
 from experiment_runner.results.export import export_document
 
@@ -41,7 +41,7 @@ def test_known_deltas(store, pair) -> None:
     a, b = pair
     result = compare_experiments(store, a, b)
     assert (result["a"]["id"], result["a"]["name"], result["b"]["name"]) == (a, "A", "B")
-    assert result["conversations"] == {"shared": 3, "only_a": 1, "only_b": 1}
+    assert result["conversations"] == {"shared": 3, "only_a": 1, "only_b": 1, "only_a_ids": ["hw-refusal"], "only_b_ids": ["ragtruth-15175"]}
     metrics = by(result["metrics"], "metric")
     assert metrics["total_items_count"] == (4, 4, 0)
     assert metrics["completed_items_count"] == (4, 3, -1)
@@ -68,7 +68,7 @@ def test_known_deltas(store, pair) -> None:
 def test_the_report_counts_issues_from_the_export_the_same_way(store, pair) -> None:
     a, b = pair
     doc_a, doc_b = export_document(store, a), export_document(store, b)
-    from_export = compare_summaries(doc_a["experiment"], doc_b["experiment"], issue_counts(doc_a), issue_counts(doc_b))
+    from_export = compare_summaries(doc_a["experiment"], doc_b["experiment"], item_labels(doc_a), item_labels(doc_b))
     assert from_export == compare_experiments(store, a, b)
 
 

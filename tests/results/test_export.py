@@ -30,8 +30,9 @@ def test_export_validates_and_streams_the_same_text_as_json_dumps(store) -> None
     assert text == json.dumps(document, ensure_ascii=False)
     assert "☔" in text  # not \u-escaped
     assert list(document) == ["experiment", "items", "evaluations"]
-    # the seed's fields in the schema's order, then this runner's one extra field
-    assert list(document["experiment"]) == [*load_export_schema()["properties"]["experiment"]["required"], "evaluator_cost_usd"]
+    # the seed's fields in the schema's order, then this runner's extra fields
+    assert list(document["experiment"]) == [*load_export_schema()["properties"]["experiment"]["required"], "evaluator_cost_usd", "unpriced_items_count"]
+    assert document["experiment"]["unpriced_items_count"] == 3  # of 5 completed replies, 2 carry a cost
     assert (
         list(document["experiment"]["metrics"])
         == load_export_schema()["properties"]["experiment"]["properties"]["metrics"]["required"]

@@ -92,7 +92,7 @@ def client(store: Store) -> Iterator[TestClient]:
 def test_create_runs_in_the_background_and_the_export_validates(client, fake_llm, db_path) -> None:
     imported = client.post("/v1/conversations", json=sample_objects()[:6])
     assert imported.status_code == 201
-    assert imported.json() == {"ids": [o["id"] for o in sample_objects()[:6]], "new": 6, "unchanged": 0}
+    assert imported.json() == {"ids": [o["id"] for o in sample_objects()[:6]], "new": 6, "unchanged": 0, "duplicates": 0}
     conversation_ids = imported.json()["ids"]
 
     created = client.post("/v1/experiments", json=seed_body(fake_llm, conversation_ids))
@@ -180,7 +180,7 @@ def test_delete_stops_a_running_experiment(client, fake_llm, ids, db_path) -> No
 def test_import_conversations_follows_the_cli_rules(client, db_path) -> None:
     one = {"id": "c1", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
     response = client.post("/v1/conversations", json=one)  # one object
-    assert response.status_code == 201 and response.json() == {"ids": ["c1"], "new": 1, "unchanged": 0}
+    assert response.status_code == 201 and response.json() == {"ids": ["c1"], "new": 1, "unchanged": 0, "duplicates": 0}
     anonymous = {"messages": [{"role": "user", "parts": [{"type": "text", "content": "Hey"}]}]}
     again = client.post("/v1/conversations", json=[one, anonymous]).json()
     assert again["ids"][0] == "c1" and again["new"] == 1 and again["unchanged"] == 1
@@ -241,12 +241,13 @@ def test_bad_paging_is_422(client, store, ids, path, params, loc) -> None:
 
 
 @pytest.mark.parametrize("template", EXPERIMENT_PATHS + ["DELETE /v1/experiments/{}"])
-def test_malformed_uuid_is_422_and_unknown_id_is_404(client, template) -> None:
+def test_malformed_and_unknown_ids_are_404(client, template) -> None:
+    """The README promises 404 for an id that names no experiment, well-formed or not (not FastAPI's 422)."""
     method, _, path = template.rpartition(" ")
     method = method or "GET"
-    malformed = client.request(method, path.format("not-a-uuid"))
-    assert malformed.status_code == 422
-    assert malformed.json()["detail"][0]["loc"] == ["path", "experiment_id"]
+    for malformed in ("nope", "not-a-uuid"):
+        response = client.request(method, path.format(malformed))
+        assert response.status_code == 404 and response.json() == {"detail": f"no experiment with id '{malformed}'"}
     unknown = client.request(method, path.format(UNKNOWN))
     assert unknown.status_code == 404 and unknown.json() == {"detail": f"no experiment with id '{UNKNOWN}'"}
 
@@ -312,11 +313,14 @@ def test_openapi_documents_every_endpoint_with_the_seed_fields(client) -> None:
 # --- restarts, a real server, a shared database ------------------------------------------------
 
 
-def test_startup_resumes_experiments_left_unfinished(store, ids, fake_llm) -> None:
-    experiment_id = create_experiment(store, ExperimentSpec(**seed_body(fake_llm, ids[:4])))  # stored, never run
+def test_startup_resumes_what_a_server_left_unfinished_and_nothing_else(store, ids, fake_llm) -> None:
+    ours = create_experiment(store, ExperimentSpec(**seed_body(fake_llm, ids[:4])), runner="server")  # its server died
+    theirs = create_experiment(store, ExperimentSpec(**seed_body(fake_llm, ids[4:6])))  # a CLI's, never run
     with TestClient(create_app(store)) as client:
-        done = wait_done(client, experiment_id)
+        done = wait_done(client, ours)
+        assert client.get(f"/v1/experiments/{theirs}").json()["status_summary"]["pending"] == 2
     assert done["completed_items_count"] == 4 and done["evaluations_received"] == 4
+    assert fake_llm.request_count == 8  # 4 replies and 4 evaluations: the CLI's experiment was not run
 
 
 def test_shutdown_mid_run_leaves_it_resumable_and_the_next_start_finishes_it(store, ids, fake_llm, db_path) -> None:

@@ -123,3 +123,30 @@ def test_store_from_migration_3_gets_leases_and_result_owners(db_path: Path) -> 
     assert conn.execute("SELECT id, experiment_id FROM conversation ORDER BY id").fetchall() == [("c1", None), ("r1", "e1")]
     assert conn.execute("SELECT count(*) FROM run_lease").fetchall() == [(0,)]
     conn.close()
+
+
+def test_store_from_migration_4_gets_run_state_and_keeps_its_data(db_path: Path) -> None:
+    from experiment_runner.engine.runstate import server_resumable
+
+    old = open_store(db_path, target_version=4)
+    stamp = "2026-01-01T00:00:00.000000Z"
+    with old.write() as session:
+        conn = session.connection()
+        conn.exec_driver_sql(f"INSERT INTO conversation VALUES ('c1', 'source', 'h', '{stamp}', NULL), ('c2', 'source', 'h', '{stamp}', NULL)")
+        conn.exec_driver_sql(f"INSERT INTO experiment (id, name, model, pass_through, conversation_ids, created_at, api_base) "
+                             f"VALUES ('e1', 'old run', 'openai/t', 0, '[\"c1\", \"c2\"]', '{stamp}', 'http://127.0.0.1:9/v1')")
+        conn.exec_driver_sql(f"INSERT INTO item (id, experiment_id, position, source_conversation_id, status, created_at, updated_at) "
+                             f"VALUES ('i1', 'e1', 0, 'c1', 'completed', '{stamp}', '{stamp}'), ('i2', 'e1', 1, 'c2', 'in_progress', '{stamp}', '{stamp}')")
+        conn.exec_driver_sql(f"INSERT INTO run_lease VALUES ('e1', 'o', 'elsewhere', 1, '{stamp}', 0)")
+    old.close()
+    assert "stop_reason" not in columns(db_path)["experiment"]
+
+    new = open_store(db_path)
+    assert schema_version(new) == migrations.LATEST
+    conn = sqlite3.connect(db_path)
+    row = conn.execute("SELECT name, api_base, stop_reason, stop_detail, stopped_at, runner, max_cost_usd, setting_changes FROM experiment").fetchone()
+    assert row == ("old run", "http://127.0.0.1:9/v1", None, None, None, None, None, None)
+    assert conn.execute("SELECT id, status FROM item ORDER BY position").fetchall() == [("i1", "completed"), ("i2", "in_progress")]
+    assert conn.execute("SELECT count(*) FROM run_lease").fetchall() == [(1,)]
+    conn.close()
+    assert server_resumable(new) == []  # nobody knows who ran it: a server leaves it to `resume`

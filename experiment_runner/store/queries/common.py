@@ -1,10 +1,11 @@
 """Shared query pieces: the chunked `IN (...)` loop, stored JSON, message rows, two reused subqueries."""
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, TextClause, bindparam, text
+
+from experiment_runner import jsonlimits
 
 IN_CHUNK = 500  # values per IN (...) statement: far below SQLite's bound-variable limit (999 before 3.32)
 
@@ -44,12 +45,12 @@ def execute_in(
 
 def encode_json(value: Any) -> str | None:
     """A value as stored in a JSON column (None stays NULL)."""
-    return None if value is None else json.dumps(value, ensure_ascii=False)
+    return None if value is None else jsonlimits.dumps(value, ensure_ascii=False)  # never a bare NaN in a JSON column
 
 
 def decode_json(value: str | None) -> Any:
     """A JSON column's value decoded (NULL is None)."""
-    return None if value is None else json.loads(value)
+    return None if value is None else jsonlimits.loads_stored(value)
 
 
 def message_dict(row: Any) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def message_dict(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
         "role": row.role,
-        "parts": json.loads(row.parts),
+        "parts": jsonlimits.loads_stored(row.parts),
         "sequence_number": row.sequence_number,
         "generation": decode_json(row.generation),
     }

@@ -5,9 +5,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, text
 
-from experiment_runner.store.queries.common import encode_json, execute_in, expanding, message_dict
+from experiment_runner.store.queries.common import decode_json, encode_json, execute_in, expanding, message_dict
 
-_CONVERSATION = text("SELECT id, type FROM conversation WHERE id = :id")
+_CONVERSATION = text("SELECT id, type, tools, metadata FROM conversation WHERE id = :id")
 
 _MESSAGES = text(
     "SELECT id, role, parts, sequence_number, generation FROM message WHERE conversation_id = :id ORDER BY sequence_number"
@@ -21,7 +21,7 @@ _MESSAGES_IN = expanding(
 
 _WITH_MESSAGES = expanding(
     """
-    SELECT c.id AS conversation_id, c.type, m.id, m.role, m.parts, m.sequence_number, m.generation
+    SELECT c.id AS conversation_id, c.type, c.tools, c.metadata, m.id, m.role, m.parts, m.sequence_number, m.generation
     FROM conversation c LEFT JOIN message m ON m.conversation_id = c.id
     WHERE c.id IN :ids ORDER BY c.id, m.sequence_number
     """,
@@ -51,9 +51,11 @@ _LISTING = text(
 )
 
 _INSERT_CONVERSATION = text(
-    "INSERT INTO conversation (id, type, content_hash, created_at, experiment_id)"
-    " VALUES (:id, :type, :content_hash, :created_at, :experiment_id)"
+    "INSERT INTO conversation (id, type, content_hash, created_at, experiment_id, tools, metadata)"
+    " VALUES (:id, :type, :content_hash, :created_at, :experiment_id, :tools, :metadata)"
 )
+
+_TOOLS_IN = expanding("SELECT id, tools FROM conversation WHERE id IN :ids AND tools IS NOT NULL", "ids")
 
 _INSERT_MESSAGE = text(
     "INSERT INTO message (id, conversation_id, sequence_number, role, parts, generation)"
@@ -61,23 +63,41 @@ _INSERT_MESSAGE = text(
 )
 
 
+def _head(row: Any, conversation_id: str) -> dict[str, Any]:
+    """A conversation's own fields in the export's shape: `id`, `type`, then `tools`/`metadata` when it has them."""
+    head: dict[str, Any] = {"id": conversation_id, "type": row.type, "messages": []}
+    for key in ("tools", "metadata"):
+        value = decode_json(getattr(row, key))
+        if value is not None:
+            head[key] = value
+    return head
+
+
 def conversation(conn: Connection, conversation_id: str) -> dict[str, Any] | None:
-    """A conversation in the export's shape (`{"id", "type", "messages"}`), or None."""
+    """A conversation in the export's shape (`{"id", "type", "messages", "tools"?, "metadata"?}`), or None."""
     row = conn.execute(_CONVERSATION, {"id": conversation_id}).first()
     if row is None:
         return None
-    messages = [message_dict(m) for m in conn.execute(_MESSAGES, {"id": conversation_id})]
-    return {"id": row.id, "type": row.type, "messages": messages}
+    conv = _head(row, row.id)
+    conv["messages"] = [message_dict(m) for m in conn.execute(_MESSAGES, {"id": conversation_id})]
+    return conv
 
 
 def conversations(conn: Connection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The named conversations (those that exist) in the export's shape, by id."""
     found: dict[str, dict[str, Any]] = {}
     for row in execute_in(conn, _WITH_MESSAGES, "ids", ids):
-        conv = found.setdefault(row.conversation_id, {"id": row.conversation_id, "type": row.type, "messages": []})
+        conv = found.get(row.conversation_id)
+        if conv is None:
+            conv = found[row.conversation_id] = _head(row, row.conversation_id)
         if row.id is not None:
             conv["messages"].append(message_dict(row))
     return found
+
+
+def tools_by_conversation(conn: Connection, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The stored tool definitions of the named conversations that have them, by id."""
+    return {row.id: decode_json(row.tools) for row in execute_in(conn, _TOOLS_IN, "ids", ids)}
 
 
 def messages_by_conversation(conn: Connection, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
@@ -114,9 +134,16 @@ def conversation_listing(conn: Connection, limit: int | None) -> list[Row[Any]]:
 
 
 def insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert conversations (`id, type, content_hash, created_at`, and `experiment_id` for results) in one executemany."""
+    """Insert conversations (`id, type, content_hash, created_at`; `experiment_id` for results; `tools` and
+    `metadata` as values for sources that have them) in one executemany."""
     if rows:
-        conn.execute(_INSERT_CONVERSATION, [{"experiment_id": None, **row} for row in rows])
+        conn.execute(
+            _INSERT_CONVERSATION,
+            [
+                {"experiment_id": None, **row, "tools": encode_json(row.get("tools")), "metadata": encode_json(row.get("metadata"))}
+                for row in rows
+            ],
+        )
 
 
 def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""Experiments and their items: add, look up, page through, list unfinished, delete.
+"""Experiments and their items: add, look up, page through, list unfinished, run state, delete.
 
 `Experiment` rows are read and added through the ORM on a `Session` (callers want the typed object with
 its JSON columns decoded); everything else is `text()` on a `Connection`, as in the rest of `queries`.
@@ -6,7 +6,7 @@ its JSON columns decoded); everything else is `text()` on a `Connection`, as in 
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, text
 from sqlmodel import Session, col, select
@@ -38,11 +38,32 @@ _COMPLETED_PAIRS = text(
     """
 )
 
-_UNFINISHED = text(
+_SERVER_RESUMABLE = text(
     """
     SELECT id FROM experiment
-    WHERE id IN (SELECT experiment_id FROM item WHERE status IN ('pending', 'in_progress'))
+    WHERE runner = 'server' AND (stop_reason IS NULL OR stop_reason = 'shutdown')
+      AND id IN (SELECT experiment_id FROM item WHERE status IN ('pending', 'in_progress'))
     ORDER BY created_at, id
+    """
+)
+
+_START_RUN = text("UPDATE experiment SET runner = :runner, stop_reason = NULL, stop_detail = NULL, stopped_at = NULL WHERE id = :experiment")
+
+_STOP_RUN = text(
+    """
+    UPDATE experiment SET stop_reason = :reason, stop_detail = :detail, stopped_at = :stamp
+    WHERE id = :experiment AND EXISTS (SELECT 1 FROM item WHERE experiment_id = :experiment AND status IN ('pending', 'in_progress'))
+    """
+)
+
+_SPENT = text(
+    """
+    SELECT
+      (SELECT coalesce(sum(json_extract(m.generation, '$.cost_usd')), 0) FROM item i
+       JOIN message m ON m.conversation_id = i.result_conversation_id
+       WHERE i.experiment_id = :experiment AND :replayed AND m.sequence_number =
+         (SELECT max(sequence_number) FROM message WHERE conversation_id = i.result_conversation_id))
+      + (SELECT coalesce(sum(e.cost_usd), 0) FROM evaluation e JOIN item i ON i.id = e.item_id WHERE i.experiment_id = :experiment)
     """
 )
 
@@ -53,6 +74,8 @@ _RECENT_ERRORS = text(
     ORDER BY updated_at DESC, position DESC LIMIT :limit
     """
 )
+
+_IDS_WITH_PREFIX = text("SELECT id FROM experiment WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY id LIMIT :limit")
 
 _RESULT_IDS = text(
     "SELECT result_conversation_id FROM item WHERE experiment_id = :experiment AND result_conversation_id IS NOT NULL "
@@ -100,6 +123,11 @@ def experiment_page(session: Session, limit: int, before: tuple[str, str] | None
     return list(session.exec(query).all())
 
 
+def ids_with_prefix(conn: Connection, prefix: str, limit: int) -> list[str]:
+    """Up to `limit` experiment ids that start with `prefix` (compared as text, so `%` and `_` are plain characters)."""
+    return list(conn.execute(_IDS_WITH_PREFIX, {"prefix": prefix, "limit": limit}).scalars())
+
+
 def insert_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert items (every column of `_INSERT_ITEM`) in one executemany."""
     if rows:
@@ -116,9 +144,38 @@ def completed_pairs(conn: Connection, experiment_id: str) -> list[tuple[str, str
     return [(r.source, r.result) for r in conn.execute(_COMPLETED_PAIRS, {"experiment": experiment_id})]
 
 
-def unfinished_experiment_ids(conn: Connection) -> list[str]:
-    """Experiments with items still pending or in progress, oldest first."""
-    return list(conn.execute(_UNFINISHED).scalars())
+def server_resumable_ids(conn: Connection) -> list[str]:
+    """Unfinished experiments a server was running when it went down (shut down or crashed), oldest first."""
+    return list(conn.execute(_SERVER_RESUMABLE).scalars())
+
+
+def start_run(conn: Connection, experiment_id: str, runner: str) -> None:
+    """Record who runs the experiment now (`cli` or `server`) and clear the previous run's stop."""
+    conn.execute(_START_RUN, {"experiment": experiment_id, "runner": runner})
+
+
+def stop_run(conn: Connection, experiment_id: str, reason: str, detail: str, stamp: str) -> None:
+    """Record why the run stopped early, if it left items unfinished."""
+    conn.execute(_STOP_RUN, {"experiment": experiment_id, "reason": reason, "detail": detail, "stamp": stamp})
+
+
+def spent_usd(conn: Connection, experiment_id: str, replayed: bool) -> float:
+    """What the experiment's stored results cost: each result's final (replayed) reply, and every evaluation."""
+    return float(conn.execute(_SPENT, {"experiment": experiment_id, "replayed": replayed}).scalar_one())
+
+
+_SET_SETTINGS = text(
+    """
+    UPDATE experiment SET api_base = :api_base, evaluator_api_base = :evaluator_api_base, max_cost_usd = :max_cost_usd,
+                          setting_changes = :changes
+    WHERE id = :experiment
+    """
+)
+
+
+def set_settings(conn: Connection, experiment_id: str, values: dict[str, Any], changes: list[dict[str, Any]]) -> None:
+    """Store the endpoint and budget settings (`api_base`, `evaluator_api_base`, `max_cost_usd`) and the list of changes."""
+    conn.execute(_SET_SETTINGS, {**values, "changes": json.dumps(changes), "experiment": experiment_id})
 
 
 def recent_errors(conn: Connection, experiment_id: str, limit: int) -> list[Row[Any]]:
@@ -126,15 +183,25 @@ def recent_errors(conn: Connection, experiment_id: str, limit: int) -> list[Row[
     return list(conn.execute(_RECENT_ERRORS, {"experiment": experiment_id, "limit": limit}).all())
 
 
-def delete_experiment(conn: Connection, experiment_id: str) -> None:
+class DeletedRows(NamedTuple):
+    """How many rows of each kind `delete_experiment` removed."""
+
+    annotations: int
+    evaluations: int
+    items: int
+    result_conversations: int
+
+
+def delete_experiment(conn: Connection, experiment_id: str) -> DeletedRows:
     """Delete an experiment's rows and every result conversation it created or uses that no other item points at (caller's transaction)."""
     params = {"experiment": experiment_id}
     results = list(conn.execute(_RESULT_IDS, params).scalars())
-    for statement in (_DELETE_ANNOTATIONS, _DELETE_EVALUATIONS, _DELETE_ITEMS, _DELETE_EXPERIMENT):
-        conn.execute(statement, params)
+    counts = [conn.execute(statement, params).rowcount for statement in (_DELETE_ANNOTATIONS, _DELETE_EVALUATIONS, _DELETE_ITEMS)]
+    conn.execute(_DELETE_EXPERIMENT, params)
     orphans = _orphaned_results(conn, results)
     execute_in(conn, _DELETE_MESSAGES, "ids", orphans)
     execute_in(conn, _DELETE_CONVERSATIONS, "ids", orphans)
+    return DeletedRows(counts[0], counts[1], counts[2], len(orphans))
 
 
 def _orphaned_results(conn: Connection, ids: Sequence[str]) -> list[str]:

@@ -71,13 +71,23 @@ _ANNOTATIONS = expanding(
     "ids",
 )
 
-_ISSUES = text(
+_ITEM_LABELS = text(
     f"""
-    SELECT i.source_conversation_id AS source, e.status AS evaluation_status,
-           (SELECT count(*) FROM annotation a WHERE a.evaluation_id = e.id) AS issues
+    SELECT i.source_conversation_id AS source, e.status AS evaluation_status, a.label
     FROM item i
     LEFT JOIN evaluation e ON e.id = {LATEST_EVALUATION}
-    WHERE i.experiment_id = :experiment ORDER BY i.position
+    LEFT JOIN annotation a ON a.evaluation_id = e.id
+    WHERE i.experiment_id = :experiment ORDER BY i.position, a.position, a.id
+    """
+)
+
+_REPLY_ITEMS = text(
+    f"""
+    SELECT i.id, i.source_conversation_id AS source, m.id AS message_id, m.parts AS reply_parts
+    FROM item i
+    LEFT JOIN message m ON m.id = {FINAL_ASSISTANT_MESSAGE}
+    WHERE i.experiment_id = :experiment
+    ORDER BY i.position
     """
 )
 
@@ -143,9 +153,15 @@ def annotation_rows(conn: Connection, evaluation_ids: Sequence[str]) -> list[Row
     return execute_in(conn, _ANNOTATIONS, "ids", evaluation_ids)
 
 
-def issue_rows(conn: Connection, experiment_id: str) -> list[Row[Any]]:
-    """Per item (by position): `source` conversation, latest evaluation's status, its number of `issues`."""
-    return list(conn.execute(_ISSUES, {"experiment": experiment_id}).all())
+def item_labels(conn: Connection, experiment_id: str) -> list[Row[Any]]:
+    """Per item (by position) and annotation: `source`, latest evaluation's status, the annotation's `label`
+    (one row with a NULL label for an item without annotations)."""
+    return list(conn.execute(_ITEM_LABELS, {"experiment": experiment_id}).all())
+
+
+def reply_items(conn: Connection, experiment_id: str) -> list[Row[Any]]:
+    """Every item: `id, source`, and its final reply's `message_id` and `reply_parts` JSON (NULL without one)."""
+    return list(conn.execute(_REPLY_ITEMS, {"experiment": experiment_id}).all())
 
 
 def gold_items(conn: Connection, experiment_id: str, sources: Sequence[str]) -> list[Row[Any]]:

@@ -1,0 +1,114 @@
+"""An experiment's run state: who runs it, why its last run stopped, and what its budget has left (issue 20).
+
+A run records at its start who runs it (`cli` or `server`) and clears the previous run's stop; at its
+end, if items are left, why it stopped: `interrupted` (Ctrl-C, SIGTERM), `budget`, `systematic` (an
+endpoint that cannot work: unreachable, no credentials, no such model), `failed` (the run itself broke:
+a store fault) or `shutdown` (the server running it stopped). Its items in progress go back to `pending`
+and `completed_at` stays empty. A runner that dies (kill -9, power loss) records nothing: the lease row it
+leaves behind says it crashed (`lease.holder_state`).
+
+A server resumes at startup only what it was running itself when it went down (runner `server`, no
+stop or a `shutdown`); anything stopped otherwise waits for `experiment-runner resume`, which clears the
+stop. The budget (`max_cost_usd`) is stored with the experiment and covers all its runs: each run may
+spend what the stored results have not spent yet.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from experiment_runner.engine.lease import Lease
+from experiment_runner.errors import LeaseLostError, StoreError
+from experiment_runner.store import Store
+from experiment_runner.store.queries import experiments as q
+from experiment_runner.store.queries import runs
+from experiment_runner.store.tables import Experiment
+from experiment_runner.store.timeutil import now
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED, BUDGET, SYSTEMATIC, FAILED, SHUTDOWN = "interrupted", "budget", "systematic", "failed", "shutdown"
+RUNNERS = ("cli", "server")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a run ended before its work was done: one of the reasons above, and the line that says what happened."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class BudgetLeft:
+    """The experiment's stored cap, what its stored results cost, and what this run may spend (None: no cap)."""
+
+    cap_usd: float | None
+    spent_usd: float
+
+    @property
+    def left_usd(self) -> float | None:
+        return None if self.cap_usd is None else self.cap_usd - self.spent_usd
+
+
+class Outcome(Protocol):
+    """What a finished run reports (`run.Progress`), as far as its stop is concerned."""
+
+    stopped_by: str | None
+    budget_reached: bool
+    interrupted: bool
+    budget_usd: float | None
+    spent_usd: float
+    spent_before_usd: float
+
+
+def stop_of(outcome: Outcome) -> Stop | None:
+    """Why a run that returned ended early, or None when it did all it had to do."""
+    if outcome.stopped_by:
+        return Stop(SYSTEMATIC, outcome.stopped_by)
+    if outcome.budget_reached:
+        spent = outcome.spent_before_usd + outcome.spent_usd
+        return Stop(BUDGET, f"budget of ${outcome.budget_usd or 0:g} reached (${spent:.6f} spent)")
+    if outcome.interrupted:
+        return Stop(INTERRUPTED, "stopped by Ctrl-C or SIGTERM")
+    return None
+
+
+def begin_run(store: Store, lease: Lease, runner: str) -> None:
+    """Record who runs the experiment now and clear the last stop (under the lease just taken)."""
+    with store.write() as session:
+        conn = session.connection()
+        lease.check(conn)
+        q.start_run(conn, lease.experiment_id, runner)
+
+
+def end_run(store: Store, lease: Lease, stop: Stop | None) -> None:
+    """Close the run in one transaction: items in progress back to pending and why it stopped (if it stopped),
+    `completed_at` set only when nothing is left. A runner that lost its lease, or a store that fails now,
+    writes nothing: the lease row then tells the story."""
+    stamp = now()
+    try:
+        with store.write() as session:
+            conn = session.connection()
+            lease.check(conn)
+            if stop is not None:
+                runs.reopen_items(conn, lease.experiment_id, stamp)
+                q.stop_run(conn, lease.experiment_id, stop.reason, stop.detail, stamp)
+            runs.finish_experiment(conn, lease.experiment_id, stamp)
+    except (LeaseLostError, StoreError) as exc:
+        log.warning("experiment %s: the end of the run was not recorded: %s", lease.experiment_id, exc)
+
+
+def budget_left(store: Store, experiment: Experiment) -> BudgetLeft:
+    """The experiment's budget and what its stored results have spent (replies it copied cost nothing here)."""
+    if experiment.max_cost_usd is None:
+        return BudgetLeft(None, 0.0)
+    with store.read() as session:
+        spent = q.spent_usd(session.connection(), experiment.id, replayed=not experiment.pass_through)
+    return BudgetLeft(experiment.max_cost_usd, spent)
+
+
+def server_resumable(store: Store) -> list[str]:
+    """Unfinished experiments a server was running when it went down, oldest first."""
+    with store.read() as session:
+        return q.server_resumable_ids(session.connection())
