@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from experiment_runner.cli.caching import usage_line
 from experiment_runner.engine.run import Progress
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ def run_summary(experiment_id: str, progress: Progress, experiment: dict[str, An
     facts.append(f"this run cost {run_cost(progress)}")
     facts.append(_plural(progress.retries, "retry", "retries"))
     lines.append("  " + "; ".join(facts))
+    if cached := usage_line(progress.cache.hits, progress.cache.saved_usd):
+        lines.append("  " + cached)
     lines.append(f"  next: experiment-runner show {experiment_id}   experiment-runner report {experiment_id}")
     return lines
 

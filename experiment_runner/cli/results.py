@@ -6,6 +6,8 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
+from experiment_runner.cli.batching import show_lines as batch_lines
+from experiment_runner.cli.caching import show_lines as cache_lines
 from experiment_runner.cli.output import echo_json, output_option, table, usd
 from experiment_runner.errors import BadInputError
 from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
@@ -186,6 +188,8 @@ def render_summary(e: dict[str, Any]) -> str:
         f"Items: {s['total']} ({s['completed']} completed, {s['failed']} failed, {s['pending']} pending, "
         f"{s['in_progress']} in progress)",
         *_evaluation_lines(e),
+        *cache_lines(e),
+        *batch_lines(e),
         "",
         "Metrics",
         *_metrics_lines(e),

@@ -7,6 +7,8 @@ from typing import Any
 import click
 
 from experiment_runner.cli import Context, cli
+from experiment_runner.cli.batching import batch_option, check_batch_models, detach_option, execute_batches, refuse_budget, uses_batches
+from experiment_runner.cli.caching import no_cache_option
 from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
 from experiment_runner.cli.progress import ProgressPrinter, budget_message, run_summary
@@ -104,6 +106,9 @@ def with_options(options: list[Any]) -> Any:
 @click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model; without it replies are not evaluated.")
 @with_options(evaluator_options)
 @concurrency_option
+@no_cache_option
+@batch_option
+@detach_option
 @with_options(budget_options + dry_run_options)
 @click.pass_obj
 def run_command(obj: Context, **opts: Any) -> None:
@@ -154,11 +159,19 @@ def run_command(obj: Context, **opts: Any) -> None:
         rules=load_rules(opts["rules_file"]) if opts["rules_file"] else None,
         max_cost_usd=opts["max_cost"],
     )
+    use_cache = not opts["no_cache"]
+    if opts["batch"]:
+        refuse_budget(opts["max_cost"])
+        check_batch_models([(None if spec.pass_through else spec.model, "--model"), (spec.evaluator_model, "--evaluator-model")])
     if opts["dry_run"]:
-        return show_estimate(dry_run(store, spec) if in_memory is None else dry_run_conversations(spec, in_memory), opts["as_json"])
+        if in_memory is not None:  # no store is opened: nothing is known to be cached
+            return show_estimate(dry_run_conversations(spec, in_memory, batch=opts["batch"]), opts["as_json"])
+        return show_estimate(dry_run(store, spec, use_cache=use_cache, batch=opts["batch"]), opts["as_json"])
     check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
-    execute(obj, experiment_id, opts["concurrency"], retry_failed=False)
+    if opts["batch"]:
+        return execute_batches(obj, experiment_id, detach=opts["detach"], use_cache=use_cache)
+    execute(obj, experiment_id, opts["concurrency"], retry_failed=False, use_cache=use_cache)
 
 
 def read_inputs(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -187,6 +200,8 @@ def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
 @click.option("--api-base", help="Send the target model's calls here from now on (a fixed port; recorded on the experiment).")
 @click.option("--evaluator-api-base", help="Send the evaluator's calls here from now on (recorded on the experiment).")
 @concurrency_option
+@no_cache_option
+@detach_option
 @with_options(budget_options)
 @click.pass_obj
 def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, **opts: Any) -> None:
@@ -206,6 +221,11 @@ def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurr
         click.echo(f"Experiment {experiment_id} is already complete: nothing to run{hint}.", err=True)
         click.echo(experiment_id)
         return
+    use_cache = not opts["no_cache"]
+    if uses_batches(obj, experiment_id):  # started with --batch: collect its jobs, never submit them again
+        refuse_budget(opts["max_cost"])
+        change_settings(obj.store, experiment_id, SettingChanges(opts["api_base"], opts["evaluator_api_base"], None))
+        return execute_batches(obj, experiment_id, detach=opts["detach"], retry_failed=retry_failed, use_cache=use_cache)
     check_priced(called_models(experiment), opts["max_cost"], opts["max_cost_unpriced_ok"])
     budget = budget_left(obj.store, experiment)
     if opts["max_cost"] is None and budget.left_usd is not None and budget.left_usd <= 0:
@@ -215,7 +235,7 @@ def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurr
         )
     changes = SettingChanges(opts["api_base"], opts["evaluator_api_base"], opts["max_cost"])
     change_settings(obj.store, experiment_id, changes)  # the preflight of `run`, then the changes are stored
-    execute(obj, experiment_id, concurrency, retry_failed=retry_failed)
+    execute(obj, experiment_id, concurrency, retry_failed=retry_failed, use_cache=use_cache)
 
 
 @cli.command("reevaluate")
@@ -224,6 +244,9 @@ def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurr
 @with_options(evaluator_options)
 @click.option("--name", help="Name of the new experiment (default: the old name + ' (re-evaluated)').")
 @concurrency_option
+@no_cache_option
+@batch_option
+@detach_option
 @with_options(budget_options + dry_run_options)
 @click.pass_obj
 def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concurrency: int, **opts: Any) -> None:
@@ -246,14 +269,21 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
         rules=load_rules(opts["rules_file"]) if opts["rules_file"] else None,
         max_cost_usd=opts["max_cost"],
     )
+    use_cache = not opts["no_cache"]
+    if opts["batch"]:
+        refuse_budget(opts["max_cost"])
+        check_batch_models([(spec.evaluator_model, "--evaluator-model")])
     if opts["dry_run"]:
-        return show_estimate(dry_run_reevaluation(obj.store, experiment_id, spec), opts["as_json"])
+        estimate = dry_run_reevaluation(obj.store, experiment_id, spec, use_cache=use_cache, batch=opts["batch"])
+        return show_estimate(estimate, opts["as_json"])
     check_priced([opts["evaluator_model"]] if opts["evaluator_model"] else [], opts["max_cost"], opts["max_cost_unpriced_ok"])
     new_id = create_reevaluation(obj.store, experiment_id, spec)
-    execute(obj, new_id, concurrency, retry_failed=False)
+    if opts["batch"]:
+        return execute_batches(obj, new_id, detach=opts["detach"], use_cache=use_cache)
+    execute(obj, new_id, concurrency, retry_failed=False, use_cache=use_cache)
 
 
-def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool) -> None:
+def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, use_cache: bool = True) -> None:
     """Run the experiment (within its stored budget), show its progress, print its id last, exit as the contract says."""
     click.echo(f"Experiment {experiment_id}: running (if stopped, continue with: experiment-runner resume {experiment_id})", err=True)
     printer = ProgressPrinter(terminal=sys.stderr.isatty())
@@ -261,7 +291,7 @@ def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed:
         obj.store,
         experiment_id,
         RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, runner="cli",
-                   tick_seconds=printer.tick_seconds),
+                   tick_seconds=printer.tick_seconds, use_cache=use_cache),
         printer,
     )
     printer.finish()

@@ -6,10 +6,12 @@ Output tokens are estimated: for the target, the recorded final reply's length w
 has one (its recorded `output_tokens`, else the counted text), else `DEFAULT_TARGET_OUTPUT_TOKENS`;
 for the evaluator, `DEFAULT_EVALUATOR_OUTPUT_TOKENS`. The reply schema sent as `response_format` is not
 counted (some servers add it to the prompt, others turn it into a grammar). Prices come from litellm's price list; a model
-it has no price for is reported as unpriced (its cost unknown, never $0). Nothing is stored or called.
+it has no price for is reported as unpriced (its cost unknown, never $0). Requests the response cache would
+answer (`cache_probe`) are counted as `cached_calls`, with no tokens and $0. Nothing is stored or called.
 
 The same requests give the budget its per-item reservation (`item_bound`): the most one item can cost,
-with output at a stated bound instead of an estimate.
+with output at a stated bound instead of an estimate (cache hits are not foreseen: the reservation is
+settled with what the item really cost, $0 for a hit).
 """
 
 import functools
@@ -18,6 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiment_runner.engine.batch import batch_cost
+from experiment_runner.engine.cache_probe import CacheProbe
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS as EVALUATOR_MAX_TOKENS
 from experiment_runner.engine.experiments import (
     ExperimentSpec,
@@ -66,9 +70,10 @@ class ModelEstimate:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = 0.0
+    cached_calls: int = 0  # of `calls`: answered by the response cache (no tokens, $0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "calls": self.calls, "estimated_input_tokens": self.input_tokens,
+        return {"role": self.role, "calls": self.calls, "cached_calls": self.cached_calls, "estimated_input_tokens": self.input_tokens,
                 "estimated_output_tokens": self.output_tokens, "estimated_cost_usd": self.cost_usd}
 
 
@@ -80,6 +85,7 @@ class Estimate:
     target: ModelEstimate | None
     evaluator: ModelEstimate | None
     per_model: dict[str, ModelEstimate] = field(default_factory=dict)
+    batch: bool = False  # priced at litellm's batch prices (`run --batch`)
     rules: int = 0  # rule evaluators (no model call, free)
     rule_evaluations: int = 0  # replies the rules check
 
@@ -92,18 +98,22 @@ class Estimate:
             "items": self.items,
             "target_calls": self.target.calls if self.target else 0,
             "evaluator_calls": self.evaluator.calls if self.evaluator else 0,
+            "cached_calls": sum(m.cached_calls for m in models),
             "estimated_input_tokens": sum(m.input_tokens for m in models),
             "estimated_output_tokens": sum(m.output_tokens for m in models),
             "estimated_cost_usd": None if unpriced else round(sum(priced), 6),
             "estimated_priced_cost_usd": round(sum(priced), 6),
             "per_model": {m.model: m.as_dict() for m in models},
             "unpriced_models": unpriced,
+            "batch": self.batch,
             "rules": {"count": self.rules, "evaluations": self.rule_evaluations, "estimated_cost_usd": 0.0},
         }
 
 
-def price(model: str, input_tokens: int, output_tokens: int) -> float | None:
-    """litellm's price for these tokens, or None when it has no price for the model."""
+def price(model: str, input_tokens: int, output_tokens: int, batch: bool = False) -> float | None:
+    """litellm's price for these tokens (its batch price with `batch`), or None when it has no price for the model."""
+    if batch:
+        return batch_cost(model, input_tokens, output_tokens)[0]
     try:
         prompt, completion = litellm_module().cost_per_token(model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens)
     except Exception:  # noqa: BLE001  (ModelNotMappedError and friends: the model has no known price)
@@ -206,35 +216,51 @@ def estimate(
     system_prompt: str | None,
     evaluator: EvaluatorConfig | None,
     tools: list[list[dict[str, Any]] | None] | None = None,
+    probe: CacheProbe | None = None,
+    batch: bool = False,
 ) -> Estimate:
     """The estimate for running these conversations (each a list of native messages; `tools[i]` the stored
-    tool definitions of conversation i, declared in its request as a run declares them)."""
+    tool definitions of conversation i, declared in its request as a run declares them); with a `probe`,
+    the requests the response cache would answer are counted as cached calls (no tokens, $0)."""
     target = None if pass_through else ModelEstimate(model, "target")
     judge = ModelEstimate(evaluator.model, "evaluator") if evaluator else None
     for index, messages in enumerate(conversations):
         history, reply = split_reply(with_system_prompt(messages, system_prompt))
+        known = reply if pass_through else None  # the reply the evaluator would judge, when it can be known now
         if target is not None and history:
             target.calls += 1
-            target.input_tokens += target_input_tokens(model, history, tools=tools[index] if tools else None)
-            target.output_tokens += _reply_tokens(model, reply)
+            own_tools = tools[index] if tools else None
+            cached = probe.target_reply(history, own_tools) if probe is not None else None
+            if cached is not None:
+                target.cached_calls += 1
+                known = {"role": "assistant", "parts": cached}
+            else:
+                target.input_tokens += target_input_tokens(model, history, tools=own_tools)
+                target.output_tokens += _reply_tokens(model, reply)
         if judge is not None and evaluator is not None and (reply is not None or not pass_through):
-            final = reply or _reply_of("x " * DEFAULT_TARGET_OUTPUT_TOKENS)
             judge.calls += 1
+            if known is not None and probe is not None and probe.evaluation_cached([*history, known]):
+                judge.cached_calls += 1
+                continue
+            final = known or reply or _reply_of("x " * DEFAULT_TARGET_OUTPUT_TOKENS)
             judge.input_tokens += evaluator_input_tokens(evaluator, history, final)
             judge.output_tokens += DEFAULT_EVALUATOR_OUTPUT_TOKENS
-    result = Estimate(items=len(conversations), target=target, evaluator=judge)
+    result = Estimate(items=len(conversations), target=target, evaluator=judge, batch=batch)
     for part in (target, judge):
         if part is None or part.calls == 0:
             continue
-        part.cost_usd = price(part.model, part.input_tokens, part.output_tokens)
+        part.cost_usd = price(part.model, part.input_tokens, part.output_tokens, batch) if part.calls > part.cached_calls else 0.0
         if part.model in result.per_model:  # the same model as target and evaluator: one row
             merged = result.per_model[part.model]
             merged.role, merged.calls = "target+evaluator", merged.calls + part.calls
+            merged.cached_calls += part.cached_calls
             merged.input_tokens += part.input_tokens
             merged.output_tokens += part.output_tokens
             merged.cost_usd = None if merged.cost_usd is None or part.cost_usd is None else merged.cost_usd + part.cost_usd
         else:
-            result.per_model[part.model] = ModelEstimate(part.model, part.role, part.calls, part.input_tokens, part.output_tokens, part.cost_usd)
+            result.per_model[part.model] = ModelEstimate(
+                part.model, part.role, part.calls, part.input_tokens, part.output_tokens, part.cost_usd, part.cached_calls
+            )
     return result
 
 
@@ -259,28 +285,33 @@ def called_models(experiment: Any) -> list[str]:
     return models + ([experiment.evaluator_model] if experiment.evaluator_model else [])
 
 
-def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True) -> Estimate:
-    """Everything `run` checks (preflight included, unless `check_models=False`), then the estimate; stores
-    nothing, calls nothing."""
+def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True, use_cache: bool = True, batch: bool = False) -> Estimate:
+    """Everything `run` checks (preflight included, unless `check_models=False`), then the estimate (requests
+    the response cache would answer at $0 unless `use_cache=False`); stores nothing, calls nothing."""
     check_spec(spec)
     ids = list(dict.fromkeys(spec.conversation_ids))
     with store.read() as session:
         check_known(session, ids)
         conversations = {i: load_conversation(session, i) for i in ids}
-    return dry_run_conversations(spec, conversations, check_models=check_models)
+    return dry_run_conversations(spec, conversations, check_models=check_models, cache_store=store if use_cache else None, batch=batch)
 
 
-def dry_run_conversations(spec: ExperimentSpec, conversations: dict[str, dict[str, Any]], *, check_models: bool = True) -> Estimate:
+def dry_run_conversations(
+    spec: ExperimentSpec, conversations: dict[str, dict[str, Any]], *, check_models: bool = True,
+    cache_store: Store | None = None, batch: bool = False,
+) -> Estimate:
     """The dry run over conversations held in memory (id -> `{"messages", "tools"}`; `run --input F --dry-run`
-    reads the file without storing it): the spec's checks and the preflight, then the estimate. No store is involved."""
+    reads the file without storing it): the spec's checks and the preflight, then the estimate (the requests
+    `cache_store`'s response cache would answer at $0; `batch`: at batch prices). Nothing is stored."""
     check_spec(spec)
     if check_models:
         preflight(spec)
     evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
+    probe = CacheProbe(cache_store, spec, evaluator) if cache_store is not None else None
     chosen = [conversations[i] for i in dict.fromkeys(spec.conversation_ids)]
     messages = [c["messages"] for c in chosen]
-    result = estimate(messages, model=spec.model, pass_through=spec.pass_through,
-                      system_prompt=spec.system_prompt_override, evaluator=evaluator, tools=[c.get("tools") for c in chosen])
+    result = estimate(messages, model=spec.model, pass_through=spec.pass_through, system_prompt=spec.system_prompt_override,
+                      evaluator=evaluator, tools=[c.get("tools") for c in chosen], probe=probe, batch=batch)
     return with_rules(result, spec.rules, sum(1 for m in messages if not spec.pass_through or split_reply(m)[1] is not None))
 
 
@@ -291,9 +322,11 @@ def with_rules(result: Estimate, rules: list[dict[str, Any]] | None, replies: in
     return result
 
 
-def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> Estimate:
+def dry_run_reevaluation(
+    store: Store, source_id: str, spec: ExperimentSpec, *, use_cache: bool = True, batch: bool = False
+) -> Estimate:
     """What `reevaluate` would cost: one evaluator call per completed item of `source_id`, no target call
-    (and its rules, the source's unless it has its own, for free)."""
+    (and its rules, the source's unless it has its own, for free; cached evaluator calls at $0)."""
     with store.read() as session:
         rules = reevaluation_rules(require_experiment(session, source_id), spec)
         results = completed_results(session, source_id)
@@ -304,5 +337,6 @@ def dry_run_reevaluation(store: Store, source_id: str, spec: ExperimentSpec) -> 
     if spec.evaluator_model:
         check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")
         evaluator = EvaluatorConfig.from_experiment(spec_view(spec))
-    result = estimate(conversations, model=spec.model, pass_through=True, system_prompt=None, evaluator=evaluator)
+    probe = CacheProbe(store, spec, evaluator) if use_cache else None
+    result = estimate(conversations, model=spec.model, pass_through=True, system_prompt=None, evaluator=evaluator, probe=probe, batch=batch)
     return with_rules(result, rules, len(conversations))

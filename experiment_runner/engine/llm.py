@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -26,6 +26,9 @@ from experiment_runner import jsonlimits
 from experiment_runner.engine.failures import Reachability, classify
 from experiment_runner.errors import BadInputError, Field, ModelCallError
 from experiment_runner.ingest.formats import FINISH_REASONS  # shared with the OTLP importer
+
+if TYPE_CHECKING:
+    from experiment_runner.engine.cache import ResponseCache
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,9 @@ class Completion:
 
     parts: list[dict[str, Any]]
     generation: dict[str, Any]
-    attempts: int
-    duration_ms: float  # the successful attempt only
+    attempts: int  # 0 when the response cache answered
+    duration_ms: float  # the successful attempt only (a cache hit: the original call's)
+    cache_key: str | None = None  # set when a response cache saw the call (`engine.cache`)
 
     @property
     def text(self) -> str:
@@ -200,12 +204,18 @@ async def complete(
     policy: RetryPolicy | None = None,
     limiter: AbstractAsyncContextManager[Any] | None = None,
     reachability: Reachability | None = None,
+    cache: "ResponseCache | None" = None,
     **kwargs: Any,
 ) -> Completion:
     """One chat completion with retries; raises `ModelCallError` when it fails for good.
 
     `reachability` (one per endpoint and run) stops the call, systematically, once the run's first wave
-    of calls to the endpoint all went unanswered."""
+    of calls to the endpoint all went unanswered. With a `cache`, a request answered before is answered
+    from it (no call, so it neither waits on the endpoint nor counts for its reachability), and a fresh
+    reply is kept."""
+    key = cache.key(model, api_base, messages, kwargs) if cache is not None else None
+    if cache is not None and key is not None and (hit := await cache.lookup(key)) is not None:
+        return hit
     litellm = litellm_module()
     policy = policy or RetryPolicy()
     watch = reachability or Reachability()
@@ -222,7 +232,8 @@ async def complete(
                 response = await litellm.acompletion(model=model, messages=messages, **call_kwargs)
             duration_ms = (time.perf_counter() - started) * 1000
             watch.answer()
-            return _to_completion(model, response, attempt, duration_ms)
+            completion = _to_completion(model, response, attempt, duration_ms)
+            return cache.remember(key, completion, model, api_base) if cache is not None and key is not None else completion
         except Exception as exc:  # noqa: BLE001  (litellm raises many types; classified below)
             failure = classify(exc, api_base)
             failure = watch.judge(token, exc, failure, api_base) or failure
@@ -236,6 +247,11 @@ async def complete(
             if policy.on_retry is not None:
                 policy.on_retry(str(failure))
             await anyio.sleep(wait)
+
+
+def completion_from_body(model: str, body: dict[str, Any]) -> Completion:
+    """A chat-completion JSON body (a batch job's answer) as a `Completion`, read the way a live reply is."""
+    return _to_completion(model, litellm_module().ModelResponse(**body), 1, 0.0)
 
 
 def _to_completion(model: str, response: Any, attempts: int, duration_ms: float) -> Completion:

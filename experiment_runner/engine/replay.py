@@ -10,6 +10,7 @@ and an object schema with the argument names seen) so that the target model can 
 
 from typing import Any
 
+from experiment_runner.engine.structured import request_kwargs, with_instructions
 from experiment_runner.ingest.formats import SYSTEM_ROLES, to_openai_messages
 from experiment_runner.store.ids import new_id
 
@@ -63,6 +64,20 @@ def replay_request(history: list[dict[str, Any]], tools: list[dict[str, Any]] | 
     if tools:
         request["tools"] = tools
     return request
+
+
+def target_call(
+    request: dict[str, Any], mode: str, schema: dict[str, Any] | None, settings: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages and litellm arguments of a target call: the replay `request`, the reasoning `settings`,
+    and, with an output `schema`, the structured-output `mode`'s format and instructions.
+
+    One builder for the live call, the batch job's request body and the dry run's cache look-up."""
+    messages = request["messages"]
+    kwargs = {k: v for k, v in request.items() if k != "messages"} | settings
+    if schema is None:
+        return messages, kwargs
+    return with_instructions(mode, messages, schema), kwargs | request_kwargs(mode, "output", schema)
 
 
 def result_messages(

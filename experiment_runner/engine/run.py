@@ -35,6 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.budget import Budget
+from experiment_runner.engine.cache import CacheUsage, ResponseCache, cache_enabled
 from experiment_runner.engine.estimate import ItemPlan, item_bound
 from experiment_runner.engine.evaluate import evaluate_reply
 from experiment_runner.engine.experiments import get_experiment, reasoning_kwargs, record_response_formats
@@ -46,10 +47,11 @@ from experiment_runner.engine.replay import (
     replay_request,
     result_messages,
     split_reply,
+    target_call,
     with_system_prompt,
 )
 from experiment_runner.engine.runstate import FAILED, INTERRUPTED, SHUTDOWN, Stop, begin_run, budget_left, end_run, stop_of
-from experiment_runner.engine.structured import FormatLearner, request_kwargs, with_instructions
+from experiment_runner.engine.structured import FormatLearner
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
 from experiment_runner.errors import ExperimentRunnerError, LeaseLostError, ModelCallError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
@@ -70,6 +72,8 @@ class RunOptions:
     max_cost_usd: float | None = None  # this invocation's cap; None: what the experiment's stored budget has left
     runner: str = "cli"  # recorded on the experiment: a server resumes at startup only what a server ran
     tick_seconds: float | None = None  # also call on_progress this often, whether or not an item ended
+    # False (`--no-cache`, env EXPERIMENT_RUNNER_NO_CACHE=1): every call samples again (and refreshes its cache entry)
+    use_cache: bool = field(default_factory=cache_enabled)
 
 
 @dataclass
@@ -94,6 +98,7 @@ class Progress:
     retries: int = 0  # failed attempts that were tried again
     in_flight: int = 0  # items started and not yet ended
     stop_requested: bool = False  # a first Ctrl-C (or SIGTERM): no new item starts, those under way finish
+    cache: CacheUsage = field(default_factory=CacheUsage)  # calls the response cache answered, and what they saved
 
     @property
     def done(self) -> int:
@@ -205,6 +210,7 @@ class _Run:
         self.budget = Budget(options.max_cost_usd) if options.max_cost_usd is not None else None
         self.policy = replace(options.policy, on_retry=self._retried)
         self.target_kwargs = reasoning_kwargs(experiment.reasoning_config)
+        self.cache = ResponseCache(store, read=options.use_cache, usage=progress.cache)
         self.target_schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None
         self.plan = ItemPlan(experiment.model, experiment.pass_through, experiment.system_prompt_override, self.target_schema, self.evaluator)
         settings = experiment.structured_output or {}
@@ -343,8 +349,7 @@ class _Run:
             try:
                 outcome = await evaluate_reply(
                     self.evaluator, self.rules, messages, policy=self.policy, limiter=self.limiter,
-                    learner=self.learners["evaluator"],
-                    reachability=self.reachability["evaluator"],
+                    learner=self.learners["evaluator"], reachability=self.reachability["evaluator"], cache=self.cache,
                 )
             except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
                 return self._stop_on(exc, "evaluator")
@@ -375,26 +380,19 @@ class _Run:
             return result_messages(history, original["parts"], original.get("generation")), None
         if not history:
             raise ModelCallError("the conversation has no messages before its final reply to replay")
-        request = replay_request(history, tools)
-        messages = request.pop("messages")
-        schema = self.target_schema
+        request, schema = replay_request(history, tools), self.target_schema
 
         async def send(mode: str) -> Any:
-            extra = request_kwargs(mode, "output", schema) if schema else {}
+            messages, kwargs = target_call(request, mode, schema, self.target_kwargs)
             return await complete(
-                self.experiment.model,
-                with_instructions(mode, messages, schema) if schema else messages,
-                api_base=self.experiment.api_base,
-                policy=self.policy,
-                limiter=self.limiter,
-                reachability=self.reachability["target"],
-                **request,
-                **self.target_kwargs,
-                **extra,
+                self.experiment.model, messages, api_base=self.experiment.api_base, policy=self.policy,
+                limiter=self.limiter, reachability=self.reachability["target"], cache=self.cache, **kwargs,
             )
 
         reply = await (self.learners["target"].call(send) if schema else send("prompt"))
         problem = check_reply(self.experiment.output_schema, reply.text) if self.experiment.output_schema else None
+        if problem is not None:
+            self.cache.forget(reply)  # a reply the schema refuses is not served again
         return result_messages(history, reply.parts, reply.generation), problem
 
     async def _write(self, events_out: MemoryObjectReceiveStream[Envelope]) -> None:
@@ -408,6 +406,8 @@ class _Run:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 events = [event for event, _ in batch]
+                if writes := self.cache.take_writes():
+                    events.append(writes)
                 counts = await anyio.to_thread.run_sync(w.apply_events, self.store, self.experiment.id, events, self.lease)
                 for _, committed in batch:
                     if committed is not None:
@@ -417,6 +417,9 @@ class _Run:
                 self.progress.evaluations_failed += counts.evaluations_failed
                 if self.on_progress:
                     self.on_progress(self.progress)
+            if writes := self.cache.take_writes():  # replies of calls whose item sent no event (a stop)
+                rest: list[w.Event] = [writes]
+                await anyio.to_thread.run_sync(w.apply_events, self.store, self.experiment.id, rest, self.lease)
 
     async def _keep_lease(self, scope: anyio.CancelScope) -> None:
         """Renew the lease while the run's work lasts (until `scope` is cancelled)."""

@@ -12,7 +12,7 @@ With a lease, every batch first renews it, so a runner that lost its lease canno
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
@@ -59,7 +59,14 @@ class Evaluated:
     outcome: EvaluationOutcome
 
 
-Event = Started | Failed | Replayed | Evaluated
+@runtime_checkable
+class ExtraWrites(Protocol):
+    """Rows another engine module commits with a batch (the response cache's entries, batch jobs' state)."""
+
+    def apply(self, conn: Connection) -> None: ...
+
+
+Event = Started | Failed | Replayed | Evaluated | ExtraWrites
 
 
 @dataclass
@@ -91,6 +98,7 @@ def _item(item_id: str, status: str, stamp: str, error: str | None = None, resul
 def apply_events(store: Store, experiment_id: str, events: list[Event], lease: Lease | None = None) -> Counts:
     """Apply a batch of events, in order, in one transaction (renewing `lease` first, if given)."""
     counts, rows, stamp = Counts(), _Rows(), now()
+    extra = [event for event in events if isinstance(event, ExtraWrites)]
     for event in events:
         if isinstance(event, Started):
             rows.started.append({"item": event.item_id, "stamp": stamp})
@@ -108,6 +116,8 @@ def apply_events(store: Store, experiment_id: str, events: list[Event], lease: L
         if lease is not None:
             lease.check(conn)
         kept = _execute(conn, rows, stamp)
+        for writes in extra:  # after the items' rows: a job's collected mark commits with its results
+            writes.apply(conn)
     counts.completed += len(kept)
     counts.evaluations_failed += sum(e["status"] == "failed" for e in kept)
     counts.evaluations_skipped += len(rows.evaluations) - len(kept)
@@ -135,7 +145,8 @@ def _add_evaluation(rows: _Rows, event: Evaluated, stamp: str) -> None:
          "model": o.model, "input_tokens": o.input_tokens, "output_tokens": o.output_tokens,
          "detection_duration_ms": o.detection_duration_ms, "total_duration_ms": o.total_duration_ms,
          "error_message": o.error_message, "created_at": stamp,
-         "dropped": json.dumps(o.dropped) if o.dropped else None, "cost_usd": o.cost_usd, "response_format": o.response_format}
+         "dropped": json.dumps(o.dropped) if o.dropped else None, "cost_usd": o.cost_usd, "response_format": o.response_format,
+         "cached_calls": o.cached_calls, "cost_saved_usd": o.cost_saved_usd}
     )
     rows.annotations.extend(
         {"id": new_id(), "evaluation_id": evaluation_id, "position": position, "label": s.label, "text": s.text,

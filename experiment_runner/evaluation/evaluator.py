@@ -96,6 +96,8 @@ class EvaluationOutcome:
     dropped: dict[str, int] = field(default_factory=dict)  # why annotations were dropped: {reason kind: count}
     cost_usd: float | None = None
     response_format: str | None = None  # the structured-output mode the call used
+    cached_calls: int = 0  # calls the response cache answered (no model call made)
+    cost_saved_usd: float | None = None  # what those calls cost when they were first made
 
 
 def load_labels(path: str | Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from experiment_runner.store import Store
 PER_PAGE = 50
 HISTOGRAM_BINS = 20
 TEMPLATE = "report.html.j2"
-SETTINGS_KEYS = ("evaluator_model", "labels", "api_base", "source_experiment_id", "evaluation_summary", "structured_output")
+SETTINGS_KEYS = ("evaluator_model", "labels", "api_base", "source_experiment_id", "evaluation_summary", "structured_output", "cache")
 # metric (or count) key -> (title, format used by the template's `fmt` macro)
 METRIC_NAMES: dict[str, tuple[str, str]] = {
     "total_items_count": ("Items", "int"),

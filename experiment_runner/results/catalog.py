@@ -16,6 +16,8 @@ from experiment_runner.engine.lease import ensure_free, holder_state
 from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
+from experiment_runner.store.queries import batches as batches_q
+from experiment_runner.store.queries import cache as cache_q
 from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries import results as results_q
 from experiment_runner.store.queries.experiments import require_experiment
@@ -103,6 +105,8 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         errors = q.recent_errors(session.connection(), experiment_id, RECENT_ERRORS)
         recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
         evaluations = evaluation_summary(session.connection(), experiment_id)
+        cache = cache_summary(session.connection(), experiment_id)
+        batches = batch_summary(session.connection(), experiment_id)
         spent = q.spent_usd(session.connection(), experiment_id, replayed=not experiment.pass_through)
     evaluator = EvaluatorConfig.from_experiment(experiment)
     return {
@@ -116,6 +120,8 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         "structured_output": experiment.structured_output or {},
         "recent_errors": recent,
         "evaluation_summary": evaluations,
+        "cache": cache,
+        "batches": batches,
         "run": run_state(store, experiment, spent),
     }
 
@@ -142,6 +148,29 @@ def run_state(store: Store, experiment: Experiment, spent_usd: float) -> dict[st
         "spent_usd": round(spent_usd, 8),
         "setting_changes": experiment.setting_changes or [],
     }
+
+
+def batch_summary(conn: Any, experiment_id: str) -> list[dict[str, Any]]:
+    """The experiment's provider batch jobs: role, provider id, state, requests, when submitted and its age."""
+    from datetime import UTC, datetime
+
+    def age(stamp: str) -> float:
+        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return round(max(0.0, (datetime.now(UTC) - then).total_seconds()), 1)
+
+    return [
+        {"role": j.role, "model": j.model, "batch_id": j.provider_batch_id, "status": j.status, "requests": j.request_count,
+         "created_at": j.created_at, "age_seconds": age(j.created_at), "collected_at": j.collected_at, "error_message": j.error_message}
+        for j in batches_q.jobs(conn, experiment_id)
+    ]
+
+
+def cache_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
+    """Calls of this experiment the response cache answered (replies and evaluator calls), and what they saved."""
+    usage = cache_q.experiment_usage(conn, experiment_id)
+    (target, target_saved), (evaluator, evaluator_saved) = usage["target"], usage["evaluator"]
+    return {"calls": target + evaluator, "target_calls": target, "evaluator_calls": evaluator,
+            "saved_usd": round(target_saved + evaluator_saved, 8)}
 
 
 def evaluation_summary(conn: Any, experiment_id: str) -> dict[str, Any]:

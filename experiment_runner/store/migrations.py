@@ -199,8 +199,64 @@ def m006_conversation_tools(conn: Connection) -> None:
     )
 
 
+def m007_cache_and_batches(conn: Connection) -> None:
+    """The response cache; provider batch jobs and their requests; per evaluation: calls served from the cache.
+
+    Self-contained (it touches no column another migration adds), so it can be ordered after any of them."""
+    _run(
+        conn,
+        """
+        CREATE TABLE response_cache (
+            key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            api_base TEXT,
+            parts JSON NOT NULL,
+            generation JSON NOT NULL,
+            duration_ms FLOAT NOT NULL,
+            cost_usd FLOAT,
+            created_at TEXT NOT NULL,
+            hits INTEGER NOT NULL DEFAULT 0,
+            saved_usd FLOAT NOT NULL DEFAULT 0,
+            last_hit_at TEXT
+        );
+        CREATE INDEX ix_response_cache_created_at ON response_cache (created_at);
+        CREATE TABLE batch_job (
+            id TEXT PRIMARY KEY,
+            experiment_id TEXT NOT NULL REFERENCES experiment (id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            api_base TEXT,
+            provider TEXT NOT NULL,
+            provider_batch_id TEXT NOT NULL,
+            input_file_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            request_count INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            collected_at TEXT,
+            error_message TEXT
+        );
+        CREATE INDEX ix_batch_job_experiment_id ON batch_job (experiment_id);
+        CREATE TABLE batch_request (
+            batch_id TEXT NOT NULL REFERENCES batch_job (id) ON DELETE CASCADE,
+            custom_id TEXT NOT NULL,
+            item_id TEXT NOT NULL REFERENCES item (id) ON DELETE CASCADE,
+            mode TEXT NOT NULL,
+            cache_key TEXT NOT NULL,
+            body JSON NOT NULL,
+            status TEXT NOT NULL DEFAULT 'submitted',
+            PRIMARY KEY (batch_id, custom_id)
+        );
+        CREATE INDEX ix_batch_request_item_id ON batch_request (item_id);
+        ALTER TABLE evaluation ADD COLUMN cached_calls INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE evaluation ADD COLUMN cost_saved_usd FLOAT
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_initial, m002_run_settings, m003_structured_output, m004_run_leases, m005_run_state, m006_conversation_tools,
+    m007_cache_and_batches,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -120,6 +120,9 @@ class Evaluation(SQLModel, table=True):
     dropped: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))  # {reason kind: count}
     cost_usd: float | None = None
     response_format: str | None = None
+    # Added by migration 7: how many of its calls the response cache answered, and what they cost when first made.
+    cached_calls: int = 0
+    cost_saved_usd: float | None = None
 
 
 class Annotation(SQLModel, table=True):
@@ -149,3 +152,56 @@ class RunLease(SQLModel, table=True):
     pid: int
     acquired_at: str  # ISO 8601 UTC
     heartbeat_at: float  # Unix seconds of the last renewal
+
+
+class ResponseCache(SQLModel, table=True):
+    """A model reply kept for reuse, keyed by a hash of everything the request sent (`engine.cache.cache_key`)."""
+
+    __tablename__ = "response_cache"
+
+    key: str = Field(primary_key=True)
+    model: str
+    api_base: str | None = None
+    parts: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    generation: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # as first recorded (tokens, latency, cost)
+    duration_ms: float
+    cost_usd: float | None = None  # what the call cost when it was made (None: litellm had no price)
+    created_at: str = Field(index=True)
+    hits: int = 0
+    saved_usd: float = 0.0  # summed cost of the calls its hits replaced
+    last_hit_at: str | None = None
+
+
+class BatchJob(SQLModel, table=True):
+    """A provider batch job of one run's requests for one role (target or evaluator)."""
+
+    __tablename__ = "batch_job"
+
+    id: str = Field(primary_key=True)
+    experiment_id: str = Field(sa_column=Column(String, ForeignKey("experiment.id", ondelete="CASCADE"), nullable=False, index=True))
+    role: str  # target | evaluator
+    model: str
+    api_base: str | None = None
+    provider: str  # litellm's custom_llm_provider
+    provider_batch_id: str
+    input_file_id: str
+    status: str  # the provider's status (validating, in_progress, finalizing, completed, failed, expired, cancelled) or collected
+    request_count: int
+    created_at: str
+    updated_at: str
+    collected_at: str | None = None
+    error_message: str | None = None
+
+
+class BatchRequest(SQLModel, table=True):
+    """One request of a batch job: the item it belongs to, the body sent, and whether its answer was collected."""
+
+    __tablename__ = "batch_request"
+
+    batch_id: str = Field(sa_column=Column(String, ForeignKey("batch_job.id", ondelete="CASCADE"), primary_key=True))
+    custom_id: str = Field(primary_key=True)
+    item_id: str = Field(sa_column=_fk("item.id", "CASCADE"))
+    mode: str  # the structured-output mode of the body
+    cache_key: str
+    body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = "submitted"  # submitted | done | failed | resubmitted

@@ -16,7 +16,8 @@ def all_commands() -> list[str]:
 
 def test_the_command_list_is_complete() -> None:
     assert all_commands() == sorted(
-        ["compare", "conversations", "delete", "demo", "export", "gate", "import", "list", "reevaluate", "report", "resume", "run", "score", "serve", "show", "view"]
+        ["cache", "compare", "conversations", "delete", "demo", "export", "gate", "import", "list", "reevaluate", "report", "resume", "run",
+         "score", "serve", "show", "view"]
     )
 
 

@@ -48,7 +48,7 @@ def test_a_rules_only_run_of_the_sample_calls_no_model_and_stores_exact_spans(ru
     assert estimate["rules"] == {"count": 3, "evaluations": 40, "estimated_cost_usd": 0.0}
     text = run_cli("run", "--name", "rules", "--model", "openai/target", "--pass-through", "--all", "--rules", write_rules(tmp_path), "--dry-run").stdout
     assert "Rules: 3 rule(s) check 40 reply(ies) with no model call, for free." in text
-    assert re.search(r"3 rule\(s\)\s+rules\s+0\s+0\s+0\s+\$0\.0000", text)
+    assert re.search(r"3 rule\(s\)\s+rules\s+0\s+0\s+0\s+0\s+\$0\.0000", text)  # calls, cached, input, output
 
     # no --evaluator-model and no server: any model call would fail the run
     experiment = last_id(run_cli("run", "--name", "rules", "--model", "openai/target", "--pass-through", "--all", "--rules", write_rules(tmp_path)))

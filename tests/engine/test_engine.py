@@ -110,7 +110,8 @@ def test_system_prompt_replaces_or_is_added(run_cli, fake_llm) -> None:
         assert sum(m["role"] == "system" for m in body["messages"]) == 1
 
 
-def test_injected_429_and_500_still_complete_every_item(run_cli, fake_llm, db_path) -> None:
+def test_injected_429_and_500_still_complete_every_item(run_cli, fake_llm, db_path, monkeypatch) -> None:
+    monkeypatch.setenv("EXPERIMENT_RUNNER_NO_CACHE", "1")  # counts calls per item: the cache would answer repeated questions
     run_cli("import", SAMPLE)
     fake_llm.configure(fail_rate=0.3, fail_mode="mixed", fail_by="prompt")  # each failing prompt fails once: never out of attempts
     result, experiment_id = run(run_cli, fake_llm, "--all", "--concurrency", "8")
@@ -120,7 +121,8 @@ def test_injected_429_and_500_still_complete_every_item(run_cli, fake_llm, db_pa
     assert stats["failed_injected"] >= 5 and stats["requests"] == 40 + stats["failed_injected"]
 
 
-def test_permanent_failure_fails_one_item_only(run_cli, fake_llm, db_path) -> None:
+def test_permanent_failure_fails_one_item_only(run_cli, fake_llm, db_path, monkeypatch) -> None:
+    monkeypatch.setenv("EXPERIMENT_RUNNER_NO_CACHE", "1")  # counts calls per item: the cache would answer repeated questions
     run_cli("import", SAMPLE)
     fake_llm.configure(scripts=[{"match": "automotive technicians", "reply": {"status": 400, "content": "bad request"}}])
     result, experiment_id = run(run_cli, fake_llm, "--all")
@@ -240,7 +242,8 @@ def _wait_for_completed(db: Path, count: int, proc: subprocess.Popen) -> None:
     raise AssertionError("the run made no progress")
 
 
-def test_sigkill_then_resume_never_redoes_a_completed_item(run_cli, fake_llm, db_path) -> None:
+def test_sigkill_then_resume_never_redoes_a_completed_item(run_cli, fake_llm, db_path, monkeypatch) -> None:
+    monkeypatch.setenv("EXPERIMENT_RUNNER_NO_CACHE", "1")  # counts calls per item: the cache would answer repeated questions
     run_cli("import", SAMPLE)
     fake_llm.configure(latency_ms=150)
     proc = _start_run(db_path, fake_llm)

@@ -181,6 +181,7 @@ def test_two_resumes_and_a_server_started_together_send_every_prompt_once(run_cl
 
 
 def test_the_server_skips_a_leased_experiment_and_runs_it_once_the_lease_goes_stale(store, fake_llm, monkeypatch) -> None:
+    monkeypatch.setenv("EXPERIMENT_RUNNER_NO_CACHE", "1")  # counts calls per item: the cache would answer repeated questions
     from fastapi.testclient import TestClient
 
     from experiment_runner.server.app import create_app

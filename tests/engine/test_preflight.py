@@ -43,7 +43,8 @@ def test_pass_through_needs_no_key_for_the_target(run_cli, fake_llm) -> None:
     assert result.exit_code == 0, result.stderr
 
 
-def test_nothing_listening_stops_the_run_at_once_and_resume_finishes_it(run_cli, db_path: Path) -> None:
+def test_nothing_listening_stops_the_run_at_once_and_resume_finishes_it(run_cli, db_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("EXPERIMENT_RUNNER_NO_CACHE", "1")  # counts calls per item: the cache would answer repeated questions
     run_cli("import", SAMPLE)
     port = free_port()
     result = run_cli("run", "--name", "x", "--all", "--model", "openai/t", "--api-base", f"http://127.0.0.1:{port}/v1", "--concurrency", "2")

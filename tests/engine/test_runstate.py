@@ -129,7 +129,8 @@ def test_resume_refuses_bad_setting_changes_and_stores_nothing(run_cli, fake_llm
     assert dump(db_path) == before and fake_llm.request_count == 0
 
 
-def test_a_budget_is_stored_with_the_experiment_and_every_resume_keeps_it_until_raised(run_cli, fake_llm, store, db_path) -> None:
+def test_a_budget_is_stored_with_the_experiment_and_every_resume_keeps_it_until_raised(run_cli, fake_llm, store, db_path, monkeypatch) -> None:
+    monkeypatch.setenv("EXPERIMENT_RUNNER_NO_CACHE", "1")  # counts calls per item: the cache would answer repeated questions
     run_cli("import", SAMPLE)
     capped = run_cli("run", "--name", "b", "--model", "openai/gpt-4o-mini", "--api-base", fake_llm.api_base, "--all",
                      "--concurrency", "1", "--max-cost", "0.000001")

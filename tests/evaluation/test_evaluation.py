@@ -175,7 +175,8 @@ def test_reevaluate_makes_no_target_calls_and_leaves_the_old_experiment_alone(ru
     before = old_rows()
     fake_llm.reset()
     fake_llm.configure(scripts=[judge_says("Simulated reply", ann("Reasoning Error", "reply"))])
-    result = run_cli("reevaluate", old, "--evaluator-model", "openai/judge", "--evaluator-api-base", fake_llm.api_base)
+    # the same judge asked the same: --no-cache, else the response cache would answer with the old verdicts
+    result = run_cli("reevaluate", old, "--evaluator-model", "openai/judge", "--evaluator-api-base", fake_llm.api_base, "--no-cache")
     assert result.exit_code == 0, result.stderr
     new = result.stdout.strip().splitlines()[-1]
     assert new != old and old_rows() == before
@@ -200,7 +201,8 @@ def test_resume_finishes_missing_evaluations_without_replaying(run_cli, fake_llm
     conn.commit()
     conn.close()
     fake_llm.reset()
-    assert run_cli("resume", experiment_id).exit_code == 0
+    # --no-cache: the deleted evaluations' verdicts are still in the response cache, which would answer them
+    assert run_cli("resume", experiment_id, "--no-cache").exit_code == 0
     assert [r["model"] for r in fake_llm.requests()] == ["judge", "judge"]
     assert dict(query(db_path, "SELECT status, count(*) FROM item GROUP BY status")) == {"completed": 4}
     assert query(db_path, "SELECT count(*) FROM evaluation")[0][0] == 4

@@ -392,7 +392,8 @@ def test_a_real_uvicorn_server(tmp_path, fake_llm) -> None:
     assert "Traceback" not in stderr
 
 
-def test_cli_and_server_share_one_database_and_lose_nothing(store, ids, fake_llm, db_path) -> None:
+def test_cli_and_server_share_one_database_and_lose_nothing(store, ids, fake_llm, db_path, monkeypatch) -> None:
+    monkeypatch.setenv("EXPERIMENT_RUNNER_NO_CACHE", "1")  # counts calls per item: the cache would answer repeated questions
     fake_llm.configure(latency_ms=60)
     server_ids, cli_ids = ids[:20], ids[20:40]
     with TestClient(create_app(store, concurrency=2)) as client:

@@ -13,5 +13,7 @@ the typed object with its JSON columns decoded.
 - `conversations`: conversations and messages (import, listing, loading, inserting results);
 - `experiments`: experiments and their items (create, look up, page, delete);
 - `runs`: what the engine reads to plan work and what its single writer writes;
-- `results`: the reads behind export, metrics, compare and gold scoring.
+- `results`: the reads behind export, metrics, compare and gold scoring;
+- `cache`: the response cache (look-up, upsert, hits, stats, clear, an experiment's cached calls);
+- `batches`: provider batch jobs and their request-to-item mapping.
 """

@@ -51,10 +51,10 @@ _INSERT_EVALUATION = text(
     """
     INSERT INTO evaluation (id, item_id, message_id, status, model, input_tokens, output_tokens,
                             detection_duration_ms, total_duration_ms, error_message, created_at,
-                            dropped, cost_usd, response_format)
+                            dropped, cost_usd, response_format, cached_calls, cost_saved_usd)
     VALUES (:id, :item_id, :message_id, :status, :model, :input_tokens, :output_tokens,
             :detection_duration_ms, :total_duration_ms, :error_message, :created_at,
-            :dropped, :cost_usd, :response_format)
+            :dropped, :cost_usd, :response_format, :cached_calls, :cost_saved_usd)
     """
 )
 
