@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from experiment_runner import __version__
+from experiment_runner import __version__, logconfig
 from experiment_runner.errors import BadInputError, ExperimentRunnerError, NotFoundError, StoreError
 from experiment_runner.store import DEFAULT_DB, Store, open_store
 
@@ -142,15 +142,18 @@ class Group(click.Group):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", envvar="EXPERIMENT_RUNNER_DB", default=DEFAULT_DB, show_default=True, metavar="PATH", help=DB_HELP)
+@click.option("-v", "--verbose", is_flag=True, envvar="EXPERIMENT_RUNNER_VERBOSE",
+              help="Log retries, structured-output fallbacks and lease takeovers on stderr (env EXPERIMENT_RUNNER_VERBOSE=1).")
 @click.version_option(__version__, prog_name="experiment-runner")
 @click.pass_context
-def cli(ctx: click.Context, db: str) -> None:
+def cli(ctx: click.Context, db: str, verbose: bool) -> None:
     """Replay stored conversations against a model, annotate problem spans with an evaluator, export metrics.
 
     Start with `experiment-runner demo`, or import your own conversations:
 
         experiment-runner import conversations.jsonl
     """
+    logconfig.configure(verbose)
     ctx.obj = Context(db, may_create=ctx.invoked_subcommand in CREATES_STORE)
     ctx.call_on_close(ctx.obj.close)
 

@@ -1,15 +1,9 @@
 """`serve`: the REST API."""
 
-import copy
-import ipaddress
-import socket
-from typing import Any
-
 import click
 
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.runs import concurrency_option
-from experiment_runner.errors import BadInputError
 
 
 @cli.command("serve")
@@ -39,63 +33,21 @@ def serve_command(
 
         experiment-runner serve --port 8000 --token "$EXPERIMENT_RUNNER_TOKEN"
     """
-    import uvicorn
-
-    from experiment_runner.server.app import create_app
+    from experiment_runner.server import launch
     from experiment_runner.server.bodies import BodyLimits
 
+    def listening(where: launch.Listening) -> None:
+        if not token and not where.loopback:
+            click.echo(
+                f"Warning: listening on {host} without --token: anyone who can reach this port can read, create "
+                "and delete experiments (the API has no authentication).",
+                err=True,
+            )
+        click.echo(f"Serving the experiments API on {where.url} (docs at /docs)", err=True)
+
     store = obj.store  # a bad database is reported before anything listens
-    sock = _listen(host, port)
-    if not token and not _is_loopback(host):
-        click.echo(
-            f"Warning: listening on {host} without --token: anyone who can reach this port can read, create "
-            "and delete experiments (the API has no authentication).",
-            err=True,
-        )
-    limits = BodyLimits.from_mb(max_body_mb, max_inflated_mb)
-    app = create_app(store, token=token, concurrency=concurrency, allow_api_bases=allow_api_bases, limits=limits)
-    bound_port = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"Serving the experiments API on http://{shown}:{bound_port} (docs at /docs)", err=True)
-    config = uvicorn.Config(app, log_config=_log_config(), timeout_graceful_shutdown=5)
+    options = launch.ServeOptions(host, port, token, concurrency, allow_api_bases, BodyLimits.from_mb(max_body_mb, max_inflated_mb))
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        launch.serve(store, options, listening)
     except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: uvicorn has shut down cleanly
         click.echo("Stopped.", err=True)
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A bound socket, so a port in use is one `Error:` line rather than a server log."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise BadInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise BadInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, with the runner's own log lines (experiment started, finished) beside its own."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["experiment_runner"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config

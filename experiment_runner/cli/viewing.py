@@ -1,18 +1,11 @@
 """`view`: the web UI on loopback, opened in the browser (like `inspect view`)."""
 
-import threading
-import time
 import webbrowser
-from typing import Any
 
 import click
 
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.runs import concurrency_option
-from experiment_runner.cli.serving import _listen, _log_config
-
-HOST = "127.0.0.1"
-STARTUP_TIMEOUT = 60.0
 
 
 @cli.command("view")
@@ -28,31 +21,28 @@ def view_command(obj: Context, port: int, no_browser: bool, concurrency: int) ->
 
         experiment-runner view --port 7575
     """
-    import uvicorn
+    from experiment_runner.server import launch
 
-    from experiment_runner.server.app import create_app
+    url = ""
+
+    def listening(where: launch.Listening) -> None:
+        nonlocal url
+        url = where.url + "/"
+        click.echo(f"Serving the web UI on {url} (the API under /v1, docs at /docs); Ctrl-C stops.", err=True)
+
+    def started() -> None:
+        if not no_browser:
+            _open_browser(url)
 
     store = obj.store  # a bad database is reported before anything listens
-    sock = _listen(HOST, port)
-    url = f"http://{HOST}:{sock.getsockname()[1]}/"
-    server = uvicorn.Server(uvicorn.Config(create_app(store, concurrency=concurrency), log_config=_log_config(), timeout_graceful_shutdown=5))
-    click.echo(f"Serving the web UI on {url} (the API under /v1, docs at /docs); Ctrl-C stops.", err=True)
-    threading.Thread(target=_open_when_ready, args=(server, url, no_browser), daemon=True, name="open-browser").start()
     try:
-        server.run(sockets=[sock])
+        launch.view(store, port, concurrency, listening, started)
     except KeyboardInterrupt:
         click.echo("Stopped.", err=True)
 
 
-def _open_when_ready(server: Any, url: str, no_browser: bool) -> None:
-    """Once the server accepts connections, open `url` in the default browser; say so when there is none."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while not server.started:
-        if time.monotonic() > deadline or server.should_exit:
-            return
-        time.sleep(0.05)
-    if no_browser:
-        return
+def _open_browser(url: str) -> None:
+    """Open `url` in the default browser; say so when there is none."""
     try:
         opened = webbrowser.open(url)
     except webbrowser.Error:

@@ -8,6 +8,7 @@ it over; so is a lease whose process is gone on this very host (`resume` right a
 Timings: env `EXPERIMENT_RUNNER_LEASE_HEARTBEAT` (default 2 s), `EXPERIMENT_RUNNER_LEASE_TIMEOUT` (default 10 s).
 """
 
+import logging
 import os
 import socket
 import time
@@ -22,6 +23,8 @@ from experiment_runner.errors import ExperimentBusyError, LeaseLostError, StoreE
 from experiment_runner.store import Store
 from experiment_runner.store.queries import leases as q
 from experiment_runner.store.timeutil import now
+
+log = logging.getLogger(__name__)
 
 
 def _seconds(name: str, default: float) -> float:
@@ -87,19 +90,23 @@ def acquire(store: Store, experiment_id: str, timings: LeaseTimings | None = Non
     row = {"owner": lease.owner, "host": socket.gethostname(), "pid": os.getpid(), "acquired_at": now(), "heartbeat": time.time()}
     with store.write() as session:
         conn = session.connection()
-        ensure_free(conn, experiment_id, lease.timings)
+        stale = ensure_free(conn, experiment_id, lease.timings)
         q.put_lease(conn, experiment_id, row)
+    if stale is not None:
+        log.info("experiment %s: took over the stale lease of pid %s on %s (last renewed %.0f s ago)",
+                 experiment_id, stale.pid, stale.host, time.time() - stale.heartbeat_at)
     return lease
 
 
-def ensure_free(conn: Connection, experiment_id: str, timings: LeaseTimings | None = None) -> None:
+def ensure_free(conn: Connection, experiment_id: str, timings: LeaseTimings | None = None) -> Any:
     """Inside the caller's write transaction: `ExperimentBusyError` if a live runner holds the lease.
 
     What may be done under the lease (run it, change its settings, delete it) is then safe until the
-    transaction ends; a stale lease (a crashed runner) does not count."""
+    transaction ends; a stale lease (a crashed runner) does not count, and is returned (else None)."""
     holder = q.lease_holder(conn, experiment_id)
     if holder is not None and is_live(holder, timings or LeaseTimings.from_env()):
         raise ExperimentBusyError(experiment_id, holder.pid, holder.host, holder.acquired_at)
+    return holder
 
 
 def is_live(holder: Any, timings: LeaseTimings) -> bool:

@@ -14,6 +14,7 @@ instructions and the schema also go into the prompt, and the reply is repaired a
 """
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from experiment_runner.errors import BadInputError, ModelCallError
 SETTINGS = ("auto", "json_schema", "json_object", "prompt")
 FALLBACK = ("json_schema", "json_object", "json_object_plain", "prompt")
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def check_setting(value: str | None, what: str) -> str:
@@ -81,7 +83,8 @@ class FormatLearner:
                     if not exc.format_rejected or self.mode == FALLBACK[-1]:
                         raise
                     self.rejected.append(f"{self.mode}: {exc}")
-                    self.mode = FALLBACK[FALLBACK.index(self.mode) + 1]
+                    rejected, self.mode = self.mode, FALLBACK[FALLBACK.index(self.mode) + 1]
+                    log.info("structured output: the server rejected response format %s (%s); trying %s", rejected, exc, self.mode)
                     continue
                 self.settled = True
                 return result

@@ -1,6 +1,6 @@
 """Browsing and removing experiments: pages of experiments and items, a summary for `show`, delete.
 
-Pages follow `seeds/list-experiments.txt`: `{"next_page_cursor", "query", "has_more", "items"}`. Cursors
+Pages follow the hosted API's list-experiments page: `{"next_page_cursor", "query", "has_more", "items"}`. Cursors
 are opaque keysets (urlsafe base64 of a JSON array: `[created_at, id]` for experiments, `[position]` for
 items), so a walk through the pages sees every row once even while new experiments are being created.
 """
@@ -57,7 +57,7 @@ def decode_cursor(cursor: str, types: tuple[type, ...]) -> list[Any]:
 
 
 def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] | None) -> dict[str, Any]:
-    """The page shape of `seeds/list-experiments.txt`; `next_key` is the keyset of the next page, if any."""
+    """The page shape of the hosted API's list-experiments page; `next_key` is the keyset of the next page, if any."""
     return {
         "next_page_cursor": encode_cursor(next_key) if next_key is not None else None,
         "query": {"limit": limit, "cursor": cursor},

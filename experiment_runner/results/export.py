@@ -107,7 +107,7 @@ def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any
         "evaluations_received": received,
         "status_summary": summary,
         "metrics": {key: metrics[key] for key in METRIC_KEYS},
-        # Beyond the seed's fields: what the evaluator calls cost (litellm's price; None when none was priced),
+        # Beyond the hosted API's fields: what the evaluator calls cost (litellm's price; None when none was priced),
         # beside the target's metrics.cost_per_1k, and how many completed replies have no known cost (counted
         # as $0 in cost_per_1k, which the schema requires to be a number: all of them means the cost is unknown).
         "evaluator_cost_usd": evaluator_cost(conn, experiment.id),

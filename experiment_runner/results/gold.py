@@ -5,7 +5,7 @@ its offsets index that part's text. It is joined on the item whose SOURCE conver
 item is scored only when its result's final assistant message has the same text in that part (a
 pass-through copy or a re-evaluation of one does; a replayed reply with other words cannot be scored
 against offsets into the original) and it has a completed evaluation of that message. The counting
-itself is `scoring.score_spans`.
+itself is `span_scores.score_spans`.
 """
 
 import json

@@ -16,11 +16,12 @@ from urllib.parse import unquote, urlsplit
 from experiment_runner.errors import BadInputError
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 with or without brackets) is this machine only."""
     if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -50,7 +51,7 @@ def check_api_base(url: str | None, allowed: tuple[str, ...], field: str) -> Non
     key = _key(url)
     if key is None:
         raise BadInputError(f"{field} must be an http(s) URL, got {url!r}", loc=("body", field))
-    if _is_loopback(key[1]):
+    if is_loopback(key[1]):
         return
     for entry in allowed:
         allowed_key = _key(entry)

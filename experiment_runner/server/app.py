@@ -1,6 +1,6 @@
 """The REST API (`experiment-runner serve`): the hosted experiments API's paths and shapes, on a laptop.
 
-Endpoints follow `seeds/create-experiment.txt`, `list-experiments.txt` and `export-experiment.txt`. Every
+Endpoints follow the hosted API's create, list and export experiment pages (README, REST API). Every
 database call runs in a worker thread, so the event loop stays free for the experiments this server runs:
 each created experiment runs in the background as one task of the lifespan's task group, one engine
 per experiment. Shutting down cancels them; their items go back to `pending` and the next start resumes

@@ -1,4 +1,4 @@
-"""Request and response bodies of the REST API: field names and descriptions as in the seed pages."""
+"""Request and response bodies of the REST API: field names and descriptions as in the hosted experiments API."""
 
 import math
 from typing import Any, Literal
@@ -38,7 +38,7 @@ class Labels(_Strict):
 
 
 class CreateExperiment(_Strict):
-    """Body of `POST /v1/experiments`: the seed's fields, then this runner's endpoint and evaluator settings."""
+    """Body of `POST /v1/experiments`: the hosted API's fields, then this runner's endpoint and evaluator settings."""
 
     name: str = Field(min_length=1, max_length=255, description="Name of the experiment")
     model: str = Field(min_length=1, description="Target model to run inference with")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -348,6 +349,7 @@ def free_port() -> int:
 
 def test_a_real_uvicorn_server(tmp_path, fake_llm) -> None:
     db = tmp_path / "served.db"
+    fake_llm.configure(fail_rate=1.0, fail_by="prompt", fail_mode="429")  # each prompt's first attempt: the log shows the retries
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "EXPERIMENT_RUNNER_TOKEN"}
     server = subprocess.Popen(
@@ -389,6 +391,7 @@ def test_a_real_uvicorn_server(tmp_path, fake_llm) -> None:
             raise
     assert server.returncode == 0, stderr
     assert f"experiment {experiment_id}: 3 item(s) run: 3 completed, 0 failed" in stderr
+    assert len(re.findall(r"^INFO: +openai/\S+: HTTP 429\b.*; retry 1 of 5 in [\d.]+ s$", stderr, re.M)) == 6, stderr  # target and judge
     assert "Traceback" not in stderr
 
 

@@ -25,7 +25,7 @@ from experiment_runner.server.ui.pages import ui_errors
 from experiment_runner.server.ui.rendering import page
 from experiment_runner.server.ui.session import form_fields, same_origin
 
-MAX_CONVERSATIONS = 100  # what POST /v1/experiments takes (the seed's limit)
+MAX_CONVERSATIONS = 100  # what POST /v1/experiments takes (the hosted API's limit)
 TEXT_FIELDS = ("name", "model", "api_base", "evaluator_model", "evaluator_api_base", "system_prompt_override",
                "response_format", "evaluator_response_format", "reasoning_effort", "max_cost_usd",
                "evaluator_max_tokens", "output_schema", "labels", "conversations")
