@@ -28,7 +28,7 @@ def run_with_429s(run_cli, fake_llm, tmp_path, *before: str):
     fake_llm.configure(fail_rate=1.0, fail_by="prompt", fail_mode="429")  # every prompt's first attempt gets 429
     fake_llm.reset()
     return run_cli(*before, "run", "--name", "v", "--model", "openai/target", "--api-base", fake_llm.api_base,
-                   "--input", first_items(tmp_path, 3), "--concurrency", "1")
+                   "--input", first_items(tmp_path, 3), "--concurrency", "1", "--no-cache")  # every run calls: the test counts retries
 
 
 def test_verbose_prints_each_retry_and_quiet_prints_none(run_cli, fake_llm, tmp_path) -> None:
