@@ -18,7 +18,9 @@ def usage_line(calls: int, saved_usd: float, target_calls: int | None = None, ev
     if not calls:
         return None
     split = f" ({target_calls} target, {evaluator_calls} evaluator)" if target_calls is not None else ""
-    return f"{calls} call(s) came from the response cache{split}, saving ${saved_usd:,.4f} (they cost $0 in this run)."
+    # Calls that cost something when first made always saved more than $0: nothing saved means no price was known.
+    saving = f"${saved_usd:,.4f}" if saved_usd > 0 else "an unknown amount (no price known for them)"
+    return f"{calls} call(s) came from the response cache{split}, saving {saving} (they cost $0 in this run)."
 
 
 def show_lines(summary: dict[str, Any]) -> list[str]:
