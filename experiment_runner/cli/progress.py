@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from experiment_runner.cli.caching import usage_line
-from experiment_runner.engine.run import Progress
+from experiment_runner.engine.progress import Progress
 
 log = logging.getLogger(__name__)
 

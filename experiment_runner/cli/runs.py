@@ -24,7 +24,8 @@ from experiment_runner.engine.experiments import (
     get_experiment,
 )
 from experiment_runner.engine.output_schema import check_fields
-from experiment_runner.engine.run import Progress, RunOptions, run_experiment
+from experiment_runner.engine.progress import Progress, RunOptions
+from experiment_runner.engine.run import run_experiment
 from experiment_runner.engine.runstate import budget_left
 from experiment_runner.engine.structured import SETTINGS
 from experiment_runner.engine.workplan import work_left

@@ -17,7 +17,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from experiment_runner.engine.lease import LeaseTimings, leased_experiments
-from experiment_runner.engine.run import Progress, RunOptions, run_experiment_async
+from experiment_runner.engine.progress import Progress, RunOptions
+from experiment_runner.engine.run import run_experiment_async
 from experiment_runner.engine.runstate import server_resumable
 from experiment_runner.errors import ExperimentBusyError
 from experiment_runner.store import Store

@@ -14,7 +14,7 @@ import pytest
 from conftest import FIXTURES, dump
 
 from experiment_runner.cli.progress import ProgressPrinter, interval_seconds, progress_line
-from experiment_runner.engine.run import Progress
+from experiment_runner.engine.progress import Progress
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
 LINE = re.compile(r"^progress: (\d+)/(\d+) done, (\d+) failed · [\d.]+ items/s(, ETA \d+s)? · (\d+) retr(y|ies)$")

@@ -10,7 +10,8 @@ from conftest import query as rows
 from experiment_runner.engine.budget import Budget
 from experiment_runner.engine.estimate import FALLBACK_OUTPUT_BOUND, ItemPlan, item_bound, output_bound, price
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment, spec_view
-from experiment_runner.engine.run import RunOptions, run_experiment
+from experiment_runner.engine.progress import RunOptions
+from experiment_runner.engine.run import run_experiment
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.ingest.conversations import load_conversation
 from experiment_runner.ingest.importing import import_files

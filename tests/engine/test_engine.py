@@ -15,7 +15,8 @@ from conftest import FIXTURES, dump
 from conftest import query as rows
 
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
-from experiment_runner.engine.run import RunOptions, run_experiment
+from experiment_runner.engine.progress import RunOptions
+from experiment_runner.engine.run import run_experiment
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
