@@ -122,26 +122,10 @@ def run_command(obj: Context, **opts: Any) -> None:
         experiment-runner run --name baseline --model openai/gpt-4o-mini --all --evaluator-model openai/gpt-4o
         experiment-runner run --name replay --model openai/gpt-4o-mini --input traces.otlp.jsonl
     """
-    if opts["inputs"] and (opts["conversation_ids"] or opts["all_conversations"]):
-        raise BadInputError("give either --input FILE (repeatable) or --conversation/--all, not both")
-    if opts["conversation_ids"] and opts["all_conversations"]:
-        raise BadInputError("give either --conversation ID (repeatable) or --all, not both")
-    if not opts["conversation_ids"] and not opts["all_conversations"] and not opts["inputs"]:
-        raise BadInputError("choose conversations with --conversation ID (repeatable), --all or --input FILE")
+    check_selection(opts)
     in_memory = read_inputs(opts["inputs"]) if opts["dry_run"] and opts["inputs"] else None  # a dry run stores nothing
-    if in_memory is None:  # else no store is opened at all; a dry run never creates one
-        store = obj.existing_store if opts["dry_run"] else obj.store
-    if in_memory is not None:
-        ids = list(in_memory)
-    elif opts["inputs"]:
-        ids = import_inputs(store, opts["inputs"])
-    elif opts["all_conversations"]:
-        with store.read() as session:
-            ids = source_conversation_ids(session)
-        if not ids:
-            raise BadInputError("no conversations imported yet; run `experiment-runner import FILE` first")
-    else:
-        ids = list(opts["conversation_ids"])
+    store = None if in_memory is not None else obj.existing_store if opts["dry_run"] else obj.store  # a dry run creates no store
+    ids = list(in_memory) if in_memory is not None else chosen_conversations(store, opts)
     spec = ExperimentSpec(
         name=opts["name"],
         model=opts["model"],
@@ -167,12 +151,38 @@ def run_command(obj: Context, **opts: Any) -> None:
     if opts["dry_run"]:
         if in_memory is not None:  # no store is opened: nothing is known to be cached
             return show_estimate(dry_run_conversations(spec, in_memory, batch=opts["batch"]), opts["as_json"])
+        assert store is not None
         return show_estimate(dry_run(store, spec, use_cache=use_cache, batch=opts["batch"]), opts["as_json"])
+    assert store is not None
     check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
     if opts["batch"]:
         return execute_batches(obj, experiment_id, detach=opts["detach"], use_cache=use_cache)
     execute(obj, experiment_id, opts["concurrency"], retry_failed=False, use_cache=use_cache)
+
+
+def check_selection(opts: dict[str, Any]) -> None:
+    """Exactly one way of choosing conversations: --input files, --all, or --conversation ids."""
+    if opts["inputs"] and (opts["conversation_ids"] or opts["all_conversations"]):
+        raise BadInputError("give either --input FILE (repeatable) or --conversation/--all, not both")
+    if opts["conversation_ids"] and opts["all_conversations"]:
+        raise BadInputError("give either --conversation ID (repeatable) or --all, not both")
+    if not opts["conversation_ids"] and not opts["all_conversations"] and not opts["inputs"]:
+        raise BadInputError("choose conversations with --conversation ID (repeatable), --all or --input FILE")
+
+
+def chosen_conversations(store: Store | None, opts: dict[str, Any]) -> list[str]:
+    """The conversation ids `run` is asked for: --input files (imported), --all, or --conversation ids."""
+    assert store is not None  # only a dry run with --input has none, and it never asks
+    if opts["inputs"]:
+        return import_inputs(store, opts["inputs"])
+    if opts["all_conversations"]:
+        with store.read() as session:
+            ids = source_conversation_ids(session)
+        if not ids:
+            raise BadInputError("no conversations imported yet; run `experiment-runner import FILE` first")
+        return ids
+    return list(opts["conversation_ids"])
 
 
 def read_inputs(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
