@@ -56,7 +56,7 @@ def serve_command(
     app = create_app(store, token=token, concurrency=concurrency, allow_api_bases=allow_api_bases, limits=limits)
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"Serving the experiments API on http://{shown}:{bound_port} (docs at /docs)", err=True)
+    click.echo(f"Serving the experiments API on http://{shown}:{bound_port} (web UI at /, docs at /docs)", err=True)
     config = uvicorn.Config(app, log_config=_log_config(), timeout_graceful_shutdown=5)
     try:
         uvicorn.Server(config).run(sockets=[sock])
