@@ -43,7 +43,7 @@ def serve_command(
                 "and delete experiments (the API has no authentication).",
                 err=True,
             )
-        click.echo(f"Serving the experiments API on {where.url} (docs at /docs)", err=True)
+        click.echo(f"Serving the experiments API on {where.url} (web UI at /, docs at /docs)", err=True)
 
     store = obj.store  # a bad database is reported before anything listens
     options = launch.ServeOptions(host, port, token, concurrency, allow_api_bases, BodyLimits.from_mb(max_body_mb, max_inflated_mb))

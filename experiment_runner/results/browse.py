@@ -5,12 +5,12 @@ item is what `export` gives; their evaluation is the item's latest one, as the m
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from experiment_runner.errors import BadInputError, NotFoundError
-from experiment_runner.results.export import experiment_object, export_evaluations, export_items
+from experiment_runner.results.export import experiment_object, export_evaluations, export_items, target_cost
 from experiment_runner.store import Store
 from experiment_runner.store.queries import browse as q
 from experiment_runner.store.queries import conversations as conversation_queries
@@ -71,6 +71,51 @@ class ConversationPage:
     limit: int
 
 
+@dataclass(frozen=True)
+class Cost:
+    """An amount in USD and how far it is known: `known`, `partial` (a lower bound: some calls had no price,
+    counted as $0) or `unknown` (no call had a price: the amount means nothing)."""
+
+    usd: float
+    known: str
+
+
+@dataclass(frozen=True)
+class ExperimentCost:
+    """What an experiment's calls cost: the target's (total and per 1k items), the evaluator's (None when no
+    evaluation was received, so no call to price), and the two together."""
+
+    target: Cost
+    per_1k: Cost
+    evaluator: Cost | None
+    total: Cost
+
+
+def combined_cost(parts: Sequence[Cost]) -> Cost:
+    """The sum of costs: known when every part is, unknown when none is priced, else at least the priced parts."""
+    amount = round(sum(p.usd for p in parts if p.known != "unknown"), 8)
+    if all(p.known == "known" for p in parts):
+        return Cost(amount, "known")
+    if all(p.known == "unknown" for p in parts):
+        return Cost(0.0, "unknown")
+    return Cost(amount, "partial")
+
+
+def experiment_cost(experiment: Mapping[str, Any]) -> ExperimentCost:
+    """The costs of an experiment object (the export's shape): the target's as `target_cost` reads its
+    `unpriced_items_count`, the evaluator's from `evaluator_cost_usd` (None there after an evaluation means
+    litellm priced none of its calls: unknown, not free)."""
+    target = target_cost(experiment)
+    evaluator: Cost | None = None
+    if experiment.get("evaluator_cost_usd") is not None:
+        evaluator = Cost(experiment["evaluator_cost_usd"], "known")
+    elif experiment.get("evaluations_received"):
+        evaluator = Cost(0.0, "unknown")
+    spent = Cost(round(target.total_usd, 8), target.known)
+    total = combined_cost([spent] if evaluator is None else [spent, evaluator])
+    return ExperimentCost(spent, Cost(target.per_1k_usd, target.known), evaluator, total)
+
+
 def experiment_entries(store: Store, ids: Sequence[str] | None = None) -> list[ExperimentEntry]:
     """Every experiment, newest first; or only those named in `ids` that exist, in that order."""
     entries: list[ExperimentEntry] = []
@@ -85,6 +130,14 @@ def experiment_entries(store: Store, ids: Sequence[str] | None = None) -> list[E
         for row in rows:
             entries.append(ExperimentEntry(experiment_object(session, row), row.evaluator_model))
     return entries
+
+
+def live_entries(store: Store, ids: Sequence[str], since: str, limit: int = EXPERIMENTS_PAGE) -> list[ExperimentEntry]:
+    """What a live list polls: the experiments in `ids` (the open rows it shows), those created after `since`
+    (the newest it shows) and every one with items still open (run or resumed since), newest first."""
+    with store.read() as session:
+        found = q.open_or_newer_experiments(session.connection(), since, limit)
+    return experiment_entries(store, list(dict.fromkeys([*found, *ids])))
 
 
 def filtered_item_page(

@@ -19,9 +19,10 @@ def install_ui(app: FastAPI, token: str | None) -> None:
     from experiment_runner.server.ui import actions, pages, session
 
     app.state.ui_token = token
+    app.state.ui_sessions = session.Sessions()
     app.include_router(session.router)
     app.include_router(pages.router)
     app.include_router(actions.router)
     app.mount("/ui/static", StaticFiles(packages=[("experiment_runner.server.ui", "static")]), name="ui-static")
     if token:
-        app.add_middleware(session.SessionAuth, token=token)
+        app.add_middleware(session.SessionAuth, token=token, sessions=app.state.ui_sessions)

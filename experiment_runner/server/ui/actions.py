@@ -21,7 +21,7 @@ from experiment_runner.results import browse
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.server import routes
 from experiment_runner.server.schemas import CreateExperiment
-from experiment_runner.server.ui.pages import ui_errors
+from experiment_runner.server.ui.pages import running_ids, ui_errors
 from experiment_runner.server.ui.rendering import page
 from experiment_runner.server.ui.session import form_fields, same_origin
 
@@ -175,15 +175,19 @@ async def resume(request: Request, experiment_id: str) -> Response:
 @router.get("/ui/experiments/{experiment_id}/delete", response_class=HTMLResponse)
 @ui_errors
 async def confirm_delete(request: Request, experiment_id: str) -> Response:
-    """Ask before deleting: what goes (items, results, evaluations) and what stays (the conversations)."""
+    """Ask before deleting: what goes (items, results, evaluations), what stays (the conversations), and
+    whether a run is stopped first (this server's) or must be stopped first (another process's)."""
     summary = await anyio.to_thread.run_sync(experiment_summary, request.app.state.store, experiment_id)
-    return page(request, "delete.html.j2", e=summary)
+    here = experiment_id in request.app.state.runs.running()
+    elsewhere = not here and experiment_id in await running_ids(request)
+    return page(request, "delete.html.j2", e=summary, run_here=here, run_elsewhere=elsewhere)
 
 
 @router.post("/ui/experiments/{experiment_id}/delete")
 @ui_errors
 async def delete(request: Request, experiment_id: str) -> Response:
-    """Delete the experiment (stopping its run) as `DELETE /v1/experiments/ID` does, then back to the list."""
+    """Delete the experiment (stopping this server's run of it) as `DELETE /v1/experiments/ID` does, then back
+    to the list; 409 naming the runner while another process runs it."""
     same_origin(request)
     await routes.delete(experiment_id=routes.experiment_id_path(experiment_id), store=request.app.state.store, runs=request.app.state.runs)
     return RedirectResponse("/?notice=deleted", status_code=303)

@@ -13,13 +13,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from experiment_runner.engine.lease import leased_experiments
-from experiment_runner.errors import BadInputError, ExperimentRunnerError, NotFoundError
+from experiment_runner.errors import BadInputError, ExperimentBusyError, ExperimentRunnerError, NotFoundError
 from experiment_runner.report.highlight import label_colour
 from experiment_runner.report.html import METRIC_CARDS, METRIC_NAMES, history_view, item_side, load_document, render_report
 from experiment_runner.results import browse
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.results.compare import compare_experiments
-from experiment_runner.server.ui import views
+from experiment_runner.server.ui import comparing, views
 from experiment_runner.server.ui.rendering import SECURITY_HEADERS, page
 
 ITEMS_PER_PAGE = 20
@@ -40,17 +40,27 @@ Handler = Callable[..., Awaitable[Response]]
 
 
 def ui_errors(handler: Handler) -> Handler:
-    """Our errors as an HTML page (404 for an unknown id, 400 for bad input) instead of the API's JSON."""
+    """Our errors as an HTML page (404 for an unknown id, 400 for bad input, 409 for an experiment another
+    process runs) instead of the API's JSON."""
 
     @wraps(handler)
     async def wrapper(request: Request, *args: Any, **kwargs: Any) -> Response:
         try:
             return await handler(request, *args, **kwargs)
         except ExperimentRunnerError as exc:
-            status = 404 if isinstance(exc, NotFoundError) else 400 if isinstance(exc, BadInputError) else 500
-            return page(request, "message.html.j2", status_code=status, title="Not found" if status == 404 else "Error", message=str(exc))
+            status, title = _error_status(exc)
+            return page(request, "message.html.j2", status_code=status, title=title, message=str(exc))
 
     return wrapper
+
+
+def _error_status(exc: ExperimentRunnerError) -> tuple[int, str]:
+    """The HTTP status and page title of one of our errors, as the API answers it (409 when another runner holds it)."""
+    if isinstance(exc, NotFoundError):
+        return 404, "Not found"
+    if isinstance(exc, ExperimentBusyError):
+        return 409, "Being run elsewhere"
+    return (400 if isinstance(exc, BadInputError) else 500), "Error"
 
 
 async def running_ids(request: Request) -> set[str]:
@@ -59,8 +69,14 @@ async def running_ids(request: Request) -> set[str]:
     return leased | set(request.app.state.runs.running())
 
 
-async def _rows(request: Request, ids: list[str] | None = None) -> list[views.ExperimentRow]:
-    entries = await anyio.to_thread.run_sync(browse.experiment_entries, request.app.state.store, ids)
+async def _rows(request: Request, ids: list[str] | None = None, since: str | None = None) -> list[views.ExperimentRow]:
+    """The list's rows: every experiment, or those named in `ids`; with `since`, also the ones a live list
+    must see (created after `since`, or with items open)."""
+    store = request.app.state.store
+    if since is None:
+        entries = await anyio.to_thread.run_sync(browse.experiment_entries, store, ids)
+    else:
+        entries = await anyio.to_thread.run_sync(browse.live_entries, store, ids or [], since)
     running = await running_ids(request)
     return [views.experiment_row(entry, entry.experiment["id"] in running) for entry in entries]
 
@@ -78,23 +94,29 @@ async def experiments(
     """The experiments list: filter by name and state, sort by any column; progress updates live."""
     rows = await _rows(request)
     shown = views.select_rows(rows, name=q, state=state, sort=sort, descending=order == "desc")
+    newest = max((row.created_at for row in rows), default="")
     return page(
         request, "experiments.html.j2", rows=shown, total=len(rows), q=q, state=state, sort=sort, order=order,
-        notice=NOTICES.get(notice),
+        notice=NOTICES.get(notice), newest=newest,
     )
 
 
 @router.get("/ui/live/experiments")
-async def live_experiments(request: Request, id: Annotated[list[str] | None, Query()] = None) -> JSONResponse:
-    """The list rows of the named experiments now (the list page polls this while some are unfinished)."""
-    rows = await _rows(request, (id or [])[:200])
+async def live_experiments(
+    request: Request, id: Annotated[list[str] | None, Query()] = None, since: Annotated[str | None, Query(max_length=40)] = None
+) -> JSONResponse:
+    """The list rows of the named experiments now; with `since` (the newest creation time the page shows),
+    also those created later and every one with items open, so a run started or resumed after the page
+    loaded shows up (the list page polls this all the time)."""
+    rows = await _rows(request, (id or [])[:200], since)
     return JSONResponse({"rows": [row.as_dict() for row in rows]}, headers=SECURITY_HEADERS)
 
 
-def _metric_cards(experiment: dict[str, Any], latency_known: bool) -> list[dict[str, str]]:
+def _metric_cards(experiment: dict[str, Any], latency_known: bool, per_1k: str) -> list[dict[str, str]]:
     """The metric cards, issue rate first; metrics the UI has no title for yet come last, as they are.
 
-    Issue figures show `–` until an evaluation is received, latencies until a reply reports one."""
+    Issue figures show `–` until an evaluation is received, latencies until a reply reports one; the cost
+    per 1k items is `per_1k` (`unknown`, `at least $…` when replies had no price)."""
     metrics = experiment["metrics"]
     evaluated = bool(experiment["evaluations_received"])
     extra = [k for k in metrics if k not in METRIC_NAMES and k not in EXTRA_METRIC_SKIP]
@@ -103,7 +125,7 @@ def _metric_cards(experiment: dict[str, Any], latency_known: bool) -> list[dict[
         title, kind = views.metric_title(key)
         value = metrics.get(key)
         unknown = (kind in ("ms", "s") and not latency_known) or (key in views.ISSUE_METRICS and not evaluated)
-        shown = "–" if unknown else views.formatted(value, kind)
+        shown = "–" if unknown else per_1k if key == "cost_per_1k" else views.formatted(value, kind)
         cards.append({"key": key, "title": title, "value": shown})
     return cards
 
@@ -111,7 +133,8 @@ def _metric_cards(experiment: dict[str, Any], latency_known: bool) -> list[dict[
 def _live_view(summary: dict[str, Any], running: bool) -> dict[str, Any]:
     row = views.experiment_row(browse.ExperimentEntry(summary, summary.get("evaluator_model")), running)
     latency_known = bool(summary["metrics"]["avg_response_latency_ms"])
-    return {"row": row, "metrics": _metric_cards(summary, latency_known), "cost": views.experiment_cost(summary)}
+    cost = views.cost_texts(summary)
+    return {"row": row, "metrics": _metric_cards(summary, latency_known, cost["per_1k"]), "cost": cost}
 
 
 @router.get("/ui/experiments/{experiment_id}", response_class=HTMLResponse)
@@ -149,8 +172,7 @@ async def live_experiment(request: Request, experiment_id: str) -> JSONResponse:
     summary = await anyio.to_thread.run_sync(experiment_summary, request.app.state.store, experiment_id)
     view = _live_view(summary, experiment_id in await running_ids(request))
     metrics = {card["key"]: card["value"] for card in view["metrics"]}
-    cost = {key: views.usd(value) for key, value in view["cost"].items()}
-    return JSONResponse({"row": view["row"].as_dict(), "metrics": metrics, "cost": cost}, headers=SECURITY_HEADERS)
+    return JSONResponse({"row": view["row"].as_dict(), "metrics": metrics, "cost": view["cost"]}, headers=SECURITY_HEADERS)
 
 
 @router.get("/ui/experiments/{experiment_id}/report.html", response_class=HTMLResponse)
@@ -170,8 +192,9 @@ async def compare(request: Request, a: str = "", b: str = "") -> Response:
     result = None
     if a and b:
         result = await anyio.to_thread.run_sync(compare_experiments, request.app.state.store, a, b)
-    sections = views.compare_sections(result) if result else []
-    return page(request, "compare.html.j2", rows=rows, a=a, b=b, result=result, sections=sections)
+    sections = comparing.compare_sections(result) if result else []
+    paired = comparing.paired_view(result) if result else None
+    return page(request, "compare.html.j2", rows=rows, a=a, b=b, result=result, sections=sections, paired=paired)
 
 
 @router.get("/ui/conversations", response_class=HTMLResponse)

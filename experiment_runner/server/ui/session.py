@@ -1,6 +1,7 @@
 """The UI's sign-in when `serve --token` is set: the token is asked once and kept in a session cookie.
 
-The cookie holds an HMAC of the token (not the token), is `HttpOnly` (no script reads it) and
+The cookie holds a random session id (never the token) that this server process keeps in memory, so
+signing out ends it for good and a restart ends every session; it is `HttpOnly` (no script reads it),
 `SameSite=Strict` (no other site's page sends it), and has no expiry (it ends with the browser session).
 `SessionAuth` runs outside the API's `BearerAuth`: a request with a valid cookie is passed on carrying
 the bearer credential, so every route, `/v1` included (the export link), accepts either; a browser
@@ -11,8 +12,9 @@ without a token: without one there is no cookie to protect, but a page elsewhere
 """
 
 import hashlib
-import hmac
 import secrets
+import threading
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -25,13 +27,45 @@ COOKIE = "experiment_runner_session"
 LOGIN = "/ui/login"
 PUBLIC_PREFIXES = ("/ui/static/",)
 MAX_FORM_BYTES = 1_000_000
+MAX_SESSIONS = 1000  # signed-in browsers kept; the oldest sign-in is forgotten past this
 
 router = APIRouter(include_in_schema=False)
 
 
-def session_value(token: str) -> str:
-    """What the cookie holds for `token`: an HMAC, so the cookie never carries the token itself."""
-    return hmac.new(token.encode(), b"experiment-runner web UI session", hashlib.sha256).hexdigest()
+class Sessions:
+    """The signed-in sessions of this server process: a random id per sign-in, kept as its SHA-256 digest
+    (a lookup never compares the secret itself), ended by `end` (sign out) or when the server stops."""
+
+    def __init__(self, limit: int = MAX_SESSIONS) -> None:
+        self._digests: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.limit = limit
+
+    @staticmethod
+    def _digest(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode("utf-8", errors="replace")).hexdigest()
+
+    def start(self) -> str:
+        """A new session id (256 random bits) for a browser that gave the right token."""
+        session_id = secrets.token_urlsafe(32)
+        with self._lock:
+            self._digests[self._digest(session_id)] = None
+            while len(self._digests) > self.limit:
+                self._digests.popitem(last=False)
+        return session_id
+
+    def valid(self, session_id: str | None) -> bool:
+        """Whether `session_id` is a session this server started and nobody ended."""
+        if not session_id:
+            return False
+        with self._lock:
+            return self._digest(session_id) in self._digests
+
+    def end(self, session_id: str | None) -> None:
+        """Forget the session (sign out): its cookie no longer signs anyone in."""
+        if session_id:
+            with self._lock:
+                self._digests.pop(self._digest(session_id), None)
 
 
 def is_ui_path(path: str) -> bool:
@@ -52,10 +86,10 @@ def _cookie(scope: Any) -> str | None:
 class SessionAuth:
     """ASGI middleware outside `BearerAuth`: a valid session cookie stands for the bearer token."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, token: str, sessions: Sessions) -> None:
         self.app = app
         self.token = token
-        self.expected = session_value(token)
+        self.sessions = sessions
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -64,7 +98,7 @@ class SessionAuth:
         path: str = scope["path"]
         cookie = _cookie(scope)
         public = path == LOGIN or path.startswith(PUBLIC_PREFIXES)
-        signed_in = cookie is not None and secrets.compare_digest(cookie, self.expected)
+        signed_in = self.sessions.valid(cookie)
         if public or signed_in:
             headers = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
             scope = {**scope, "headers": [*headers, (b"authorization", f"Bearer {self.token}".encode())], SIGNED_IN: signed_in}
@@ -126,14 +160,15 @@ async def login(request: Request) -> Response:
     if not secrets.compare_digest(given.encode(), token.encode()):
         return page(request, "login.html.j2", status_code=401, next=target, error="That is not the token this server was started with.")
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, session_value(token), httponly=True, samesite="strict", path="/")
+    response.set_cookie(COOKIE, request.app.state.ui_sessions.start(), httponly=True, samesite="strict", path="/")
     return response
 
 
 @router.post("/ui/logout")
 async def logout(request: Request) -> Response:
-    """Forget the session cookie."""
+    """End the session (its cookie no longer works, even if kept) and delete the cookie."""
     same_origin(request)
+    request.app.state.ui_sessions.end(request.cookies.get(COOKIE))
     response = RedirectResponse(LOGIN if request.app.state.ui_token else "/", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -1,4 +1,5 @@
-"""The reads behind the web UI: an experiment's items filtered by status and label, conversation search.
+"""The reads behind the web UI: an experiment's items filtered by status and label, conversation search,
+the experiments a live list polls.
 
 Item filters are applied in SQL (with the item's latest evaluation, as the metrics use it), so a page of
 matching items costs one indexed scan however many items an experiment has. Pages are keysets on the
@@ -83,6 +84,21 @@ _USED_BY = text(
     ORDER BY x.created_at DESC, x.id
     """
 )
+
+_OPEN_OR_NEWER = text(
+    """
+    SELECT x.id FROM experiment x
+    WHERE x.created_at > :since
+       OR EXISTS (SELECT 1 FROM item i WHERE i.experiment_id = x.id AND i.status IN ('pending', 'in_progress'))
+    ORDER BY x.created_at DESC, x.id DESC LIMIT :limit
+    """
+)
+
+
+def open_or_newer_experiments(conn: Connection, since: str, limit: int) -> list[str]:
+    """Ids of the experiments created after `since` (a stored or exported time) or with items pending or in
+    progress, newest first: what a live list must look at (a run started, resumed or going since it loaded)."""
+    return list(conn.execute(_OPEN_OR_NEWER, {"since": since, "limit": limit}).scalars())
 
 
 def filtered_items(conn: Connection, experiment_id: str, where: ItemConditions, after: int, limit: int) -> list[Row[Any]]:

@@ -172,6 +172,16 @@ def test_list_experiment_compare_and_phone_width(store, live_server, browser) ->
     metrics = page.inner_text("#compare-metrics")
     assert re.search(r"Issue rate\s+30\.0%\s+22\.2%\s+-7\.8 pp", metrics), metrics
     assert "Context Misattribution" in page.inner_text("#compare-labels")
+    assert "not significant" in page.inner_text("#paired-table") and page.locator("#paired-table .sig").count() == 0
+    rag = import_fixture(store)[:10]
+    worse = new_experiment(store, rag, name="worse")  # an issue on every item: 7 of the 10 gain one against the baseline
+    finish_experiment(store, worse, spans={c: [SpanSpec("Fabrication", 0, 12)] for c in rag})
+    page.goto(server.url + f"/ui/compare?a={a}&b={worse}")
+    issue_rate = page.locator("#paired-table tr[data-metric='issue_rate']")
+    assert re.search(r"Issue rate\s+30\.0%\s+100\.0%\s+\+70\.0 pp\s+\[.+\] pp\s+0\.0156\s+significant \*", issue_rate.inner_text())
+    marker = issue_rate.locator(".sig")
+    assert marker.is_visible() and marker.inner_text() == "significant *"  # words and a star, not colour alone
+    assert "20240601" in page.inner_text("#compare-paired") and "20,240,601" not in page.inner_text("main")
     browser.screenshot(page, "ui-compare.png", full_page=True)
 
     phone = browser.page(width=390, height=844)
@@ -203,13 +213,17 @@ def test_progress_updates_while_a_run_started_from_the_form_goes(store, live_ser
         page.get_by_role("button", name="Estimate cost (dry run)").click()
         page.wait_for_selector("#estimate")
         assert "3 items: 3 target calls, 0 evaluator calls" in page.inner_text("#estimate") and fake.request_count == 0
+        listing = browser.page()
+        listing.goto(server.url + "/")  # opened before the run starts: the new run must show up without a reload
+        assert "No experiments yet" in listing.inner_text("main")
+        listing.evaluate("window.notReloaded = true")
         page.get_by_role("button", name="Start run").click()
         page.wait_for_url("**/ui/experiments/*")
         experiment_id = page.url.split("/ui/experiments/")[1].split("?")[0]
 
-        listing = browser.page()
-        listing.goto(server.url + "/")
         row = listing.locator(f"tr[data-id='{experiment_id}']")
+        row.wait_for(timeout=SLOW_MS * 2)
+        assert listing.evaluate("window.notReloaded") is True and "1 of 1 experiment" in listing.inner_text("#count")
         # part-way: the fast items are done, the slow one is in progress (the page polls; no reload)
         expect(page.locator("#progress-text")).to_have_text("2 of 3 done · 1 in progress", timeout=SLOW_MS * 4)
         assert "running" in page.inner_text(".state")
@@ -217,7 +231,8 @@ def test_progress_updates_while_a_run_started_from_the_form_goes(store, live_ser
         row.get_by_text("3 of 3 done").wait_for(timeout=SLOW_MS * 6)  # the list row updates itself too
         page.locator("#finished").wait_for(state="visible", timeout=SLOW_MS * 4)
         assert page.inner_text("#progress-text") == "3 of 3 done" and "completed" in page.inner_text(".state")
-        assert "completed" in row.inner_text()
+        assert "completed" in row.inner_text() and listing.evaluate("window.notReloaded") is True
+        assert "$0.0000" not in row.inner_text() and "unknown" in row.inner_text()  # fake-target has no price
         page.reload()
         assert page.locator("article.item").count() == 3 and "slow reply" in page.inner_text("#item-list")
     browser.check()
@@ -249,4 +264,7 @@ def test_token_is_asked_once_and_kept_in_a_strict_http_only_cookie(store, live_s
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url("**/ui/login")
     assert page.context.cookies() == []
+    page.context.add_cookies([{k: cookie[k] for k in ("name", "value", "domain", "path", "httpOnly", "sameSite")}])
+    page.goto(server.url + "/ui/conversations")  # the cookie kept from before signing out: the session has ended
+    assert "/ui/login" in page.url
     browser.check()

@@ -41,23 +41,46 @@
     return function () { clearTimeout(timer); };
   }
 
-  function liveList(table) {
-    var base = table.getAttribute("data-live-list");
+  function liveList(root) {
+    /* Polls all the time: the open rows it shows, and (through `since`) any experiment created after the
+       newest it shows or with items open. A row it lacks that is newer than the page means a run started
+       since: the list is fetched again (the server's own markup, with the page's filters and sort). */
+    var base = root.getAttribute("data-live-list");
+    var refreshing = false;
     function openIds() {
-      return Array.prototype.map.call(table.querySelectorAll("tr[data-open='1']"), function (tr) { return tr.getAttribute("data-id"); });
+      return Array.prototype.map.call(root.querySelectorAll("tr[data-open='1']"), function (tr) { return tr.getAttribute("data-id"); });
     }
-    if (!openIds().length) { return; }
+    function refresh() {
+      refreshing = true;
+      fetch(window.location.href, {headers: {"Accept": "text/html"}, credentials: "same-origin"})
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (!html) { return; }
+          var fresh = new DOMParser().parseFromString(html, "text/html");
+          var list = fresh.getElementById("experiment-list");
+          if (!list) { return; }
+          root.replaceChildren.apply(root, Array.prototype.map.call(list.childNodes, function (n) { return document.importNode(n, true); }));
+          root.setAttribute("data-newest", list.getAttribute("data-newest") || "");
+          var count = fresh.getElementById("count"), here = document.getElementById("count");
+          if (count && here) { here.textContent = count.textContent; }
+        })
+        .catch(function () { /* the next poll tries again */ })
+        .then(function () { refreshing = false; });
+    }
     poll(function () {
-      var ids = openIds();
-      return ids.length ? base + "?" + ids.map(function (id) { return "id=" + encodeURIComponent(id); }).join("&") : null;
+      var query = ["since=" + encodeURIComponent(root.getAttribute("data-newest") || "")];
+      return base + "?" + query.concat(openIds().map(function (id) { return "id=" + encodeURIComponent(id); })).join("&");
     }, function (data) {
+      var newest = root.getAttribute("data-newest") || "";
+      var started = false;
       data.rows.forEach(function (row) {
-        var tr = table.querySelector("tr[data-id='" + CSS.escape(row.id) + "']");
-        if (!tr) { return; }
+        var tr = root.querySelector("tr[data-id='" + CSS.escape(row.id) + "']");
+        if (!tr) { started = started || row.created_at > newest; return; }
         apply(tr, {row: row});
         tr.setAttribute("data-open", row.open ? "1" : "0");
       });
-      return openIds().length > 0;
+      if (started && !refreshing) { refresh(); }
+      return true;
     });
   }
 
@@ -128,8 +151,8 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    var table = document.querySelector("[data-live-list]");
-    if (table) { liveList(table); }
+    var list = document.querySelector("[data-live-list]");
+    if (list) { liveList(list); }
     var live = document.querySelector("[data-live]");
     if (live) { liveExperiment(live); }
     explainSpans();
