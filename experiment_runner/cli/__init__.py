@@ -11,6 +11,7 @@ and create nothing. The store is closed when the command ends, which checkpoints
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ class Context:
         self.db = db
         self.may_create = may_create
         self._store: Store | None = None
+        # How this command's errors name the inputs they are about; a command may set its own (see `resume`).
+        self.field_names: Callable[[str], str] = option_for
 
     @property
     def store(self) -> Store:
@@ -81,9 +84,9 @@ def option_for(field: str) -> str:
     return OPTION_FOR_FIELD.get(field, "--" + field.replace("_", "-"))
 
 
-def error_line(exc: ExperimentRunnerError) -> str:
-    """The one `Error: ...` line for one of our errors, inputs named by their options."""
-    return f"Error: {exc.render(option_for) if isinstance(exc, BadInputError) else exc}"
+def error_line(exc: ExperimentRunnerError, field_names: Callable[[str], str] = option_for) -> str:
+    """The one `Error: ...` line for one of our errors, inputs named by `field_names` (their options)."""
+    return f"Error: {exc.render(field_names) if isinstance(exc, BadInputError) else exc}"
 
 
 DB_HELP = "SQLite file of the store (env EXPERIMENT_RUNNER_DB), before or after the command; import, run, serve, view and demo create it."
@@ -122,8 +125,9 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except ExperimentRunnerError as exc:
-            where = f" in store {ctx.obj.db}" if isinstance(exc, NotFoundError) and isinstance(ctx.obj, Context) else ""
-            click.echo(f"{error_line(exc)}{where}", err=True)
+            obj = ctx.obj if isinstance(ctx.obj, Context) else None
+            where = f" in store {obj.db}" if isinstance(exc, NotFoundError) and obj else ""
+            click.echo(f"{error_line(exc, obj.field_names if obj else option_for)}{where}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
@@ -151,6 +155,7 @@ def cli(ctx: click.Context, db: str, verbose: bool) -> None:
 
     Start with `experiment-runner demo`, or import your own conversations:
 
+    \b
         experiment-runner import conversations.jsonl
     """
     logconfig.configure(verbose)

@@ -16,13 +16,14 @@ def import_command(obj: Context, files: tuple[str, ...], otlp_each_span: bool) -
     """Store conversations from FILES (JSONL or a JSON array; `-` reads stdin).
 
     Native parts shape, OpenAI chat shape, or OTLP traces (JSON detected by shape; protobuf `.pb`).
-    Prints the ids, one a line; a conversation without an id gets one from its content. A bad line is
+    Prints the ids, one a line, each once; a conversation without an id gets one from its content. A bad line is
     reported with its file and line number and nothing is stored.
 
+    \b
         experiment-runner import conversations.jsonl traces.otlp.jsonl
     """
     result = import_files(obj.store, files, otlp_each_span=otlp_each_span)
-    for conv_id in result.ids:
+    for conv_id in dict.fromkeys(result.ids):  # an id the input holds twice is still one conversation
         click.echo(conv_id)
     click.echo(import_summary(result), err=True)
 
@@ -42,6 +43,7 @@ def import_summary(result: ImportResult) -> str:
 def conversations_command(obj: Context, as_json: bool, limit: int | None) -> None:
     """List imported conversations: id, message count, roles and the first user text.
 
+    \b
         experiment-runner conversations --limit 10
     """
     listing = list_conversations(obj.store, limit)

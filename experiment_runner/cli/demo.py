@@ -33,6 +33,7 @@ def demo_command(obj: Context, output_dir: Path) -> None:
     the bundled model server, prints the summary and the score against the human labels, and writes
     the export and an HTML report.
 
+    \b
         experiment-runner demo
     """
     click.echo("Running the demo: 40 real RAGTruth conversations, simulated target and evaluator models...", err=True)

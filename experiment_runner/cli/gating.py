@@ -84,10 +84,12 @@ def gate_command(obj: Context, experiment_id: str, baseline_id: str | None, maxi
     issue_free_share, or label:NAME (share of evaluated messages with a span of that label). An unfinished
     experiment, or one whose evaluations all failed, never passes.
 
+    \b
         experiment-runner gate NEW --baseline OLD --max-increase issue_rate=0 --significant --max cost_per_1k=2
     """
     conditions = [parse_condition("max", m) for m in maxima] + [parse_condition("max-increase", m) for m in increases]
-    result = run_gate(obj.store, experiment_id, conditions, baseline_id=baseline_id, significant=significant)
+    baseline_id = obj.experiment_id(baseline_id) if baseline_id else None
+    result = run_gate(obj.store, obj.experiment_id(experiment_id), conditions, baseline_id=baseline_id, significant=significant)
     if junit_file:
         write_text_atomic(Path(junit_file), [junit_xml(result)])
     if fmt == "json":

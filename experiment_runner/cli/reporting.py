@@ -23,7 +23,8 @@ def report_command(obj: Context, experiment_id: str, output: str | None, compare
 
     Open it in a browser from disk; it loads nothing from the network. Prints the file's path.
 
-        experiment-runner report 497f6eca-6276-4993-bfeb-53cbbbba6f08 -o report.html
+    \b
+        experiment-runner report 497f6eca -o report.html
     """
     experiment_id = obj.experiment_id(experiment_id)
     compare_id = obj.experiment_id(compare_id) if compare_id else None
@@ -87,7 +88,8 @@ def compare_command(obj: Context, experiment_a: str, experiment_b: str, as_json:
     difference gets a 95% confidence interval and a p-value (exact McNemar for rates, seeded paired
     bootstrap for issues per message); significant ones are marked *.
 
-        experiment-runner compare 497f6eca-6276-4993-bfeb-53cbbbba6f08 0b9d4c1e-1f1e-4c55-9b0e-2f8de3a1c7aa
+    \b
+        experiment-runner compare 497f6eca 0b9d4c1e
     """
     result = compare_experiments(obj.store, obj.experiment_id(experiment_a), obj.experiment_id(experiment_b))
     if as_json:

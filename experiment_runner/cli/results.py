@@ -57,7 +57,8 @@ def _when(stamp: str | None) -> str:
 def list_command(obj: Context, limit: int, cursor: str | None, as_json: bool) -> None:
     """List experiments, newest first: status counts, issue rate, creation time.
 
-    experiment-runner list --limit 20
+    \b
+        experiment-runner list --limit 20
     """
     page = list_experiments(obj.store, limit=limit, cursor=cursor)
     if as_json:
@@ -214,7 +215,8 @@ def render_summary(e: dict[str, Any]) -> str:
 def show_command(obj: Context, experiment_id: str) -> None:
     """Show one experiment: its settings, progress, metrics, issues by label and latest errors.
 
-    experiment-runner show 497f6eca  (an id, or a unique prefix of one)
+    \b
+        experiment-runner show 497f6eca  (an id, or a unique prefix of one)
     """
     click.echo(render_summary(experiment_summary(obj.store, obj.experiment_id(experiment_id))))
 
@@ -226,7 +228,8 @@ def show_command(obj: Context, experiment_id: str) -> None:
 def export_command(obj: Context, experiment_id: str, output: str | None) -> None:
     """Export an experiment as JSON (export.schema.json): settings, metrics, items, evaluations.
 
-    experiment-runner export 497f6eca-6276-4993-bfeb-53cbbbba6f08 -o experiment.json
+    \b
+        experiment-runner export 497f6eca -o experiment.json
     """
     experiment_id = obj.experiment_id(experiment_id)
     if output is None or output == "-":
@@ -243,7 +246,8 @@ def export_command(obj: Context, experiment_id: str, output: str | None) -> None
 def delete_command(obj: Context, experiment_id: str) -> None:
     """Delete an experiment with its items, evaluations and result conversations (source conversations stay).
 
-    experiment-runner delete 497f6eca-6276-4993-bfeb-53cbbbba6f08
+    \b
+        experiment-runner delete 497f6eca
     """
     experiment_id = obj.experiment_id(experiment_id)
     deleted = delete_experiment(obj.store, experiment_id)
@@ -324,7 +328,8 @@ def score_command(obj: Context, experiment_id: str, gold_file: str | None, refer
 
     Precision, recall, F1 (exact and overlap); with --against also Cohen's kappa per character.
 
-        experiment-runner score 497f6eca-6276-4993-bfeb-53cbbbba6f08 --gold fixtures/ragtruth-sample.gold.jsonl
+    \b
+        experiment-runner score 497f6eca --gold fixtures/ragtruth-sample.gold.jsonl
         experiment-runner score JUDGE_RUN_2 --against JUDGE_RUN_1
     """
     if (gold_file is None) == (reference_id is None):
@@ -334,7 +339,7 @@ def score_command(obj: Context, experiment_id: str, gold_file: str | None, refer
             raise BadInputError("--gold-labels goes with --gold, not --against")
         from experiment_runner.results.against import score_against
 
-        agreement = score_against(obj.store, experiment_id, reference_id)
+        agreement = score_against(obj.store, obj.experiment_id(experiment_id), obj.experiment_id(reference_id))
         if as_json:
             echo_json(agreement)
         else:

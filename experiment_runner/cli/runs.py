@@ -2,11 +2,12 @@
 
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from experiment_runner.cli import Context, cli
+from experiment_runner.cli import Context, cli, option_for
 from experiment_runner.cli.batching import batch_option, check_batch_models, detach_option, execute_batches, refuse_budget, uses_batches
 from experiment_runner.cli.caching import no_cache_option
 from experiment_runner.cli.conversations import import_summary
@@ -221,12 +222,15 @@ def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurr
     It runs with the stored settings and budget; --api-base, --evaluator-api-base and --max-cost change
     them for good (each change is recorded, and checked as `run` checks it).
 
-        experiment-runner resume 4f6c0e1a-... --retry-failed
+    \b
+        experiment-runner resume 4f6c0e1a --retry-failed
 
-        experiment-runner resume 4f6c0e1a-... --api-base http://localhost:8081/v1 --max-cost 2
+    \b
+        experiment-runner resume 4f6c0e1a --api-base http://localhost:8081/v1 --max-cost 2
     """
     experiment_id = obj.experiment_id(experiment_id)
     experiment = get_experiment(obj.store, experiment_id)  # unknown id: exit 2 before anything runs
+    obj.field_names = resume_field_names(experiment_id)
     if not work_left(obj.store, experiment, retry_failed):
         hint = " (its failed items run again with --retry-failed)" if work_left(obj.store, experiment, True) else ""
         click.echo(f"Experiment {experiment_id} is already complete: nothing to run{hint}.", err=True)
@@ -249,6 +253,21 @@ def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurr
     execute(obj, experiment_id, concurrency, retry_failed=retry_failed, use_cache=use_cache)
 
 
+def resume_field_names(experiment_id: str) -> Callable[[str], str]:
+    """How `resume`'s errors name inputs: it has no --model, so a model is the experiment's stored one, and
+    an endpoint is changed with `resume ID --api-base URL` (the preflight's missing-key hint says so)."""
+    stored = {"model": "the experiment's stored model", "evaluator_model": "the experiment's stored evaluator model"}
+
+    def name(field: str) -> str:
+        if field in stored:
+            return stored[field]
+        if field in ("api_base", "evaluator_api_base"):
+            return f"`experiment-runner resume {experiment_id} {option_for(field)} URL`"
+        return option_for(field)
+
+    return name
+
+
 @cli.command("reevaluate")
 @click.argument("experiment_id")
 @click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model for the new evaluations (or --rules alone).")
@@ -265,7 +284,8 @@ def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concu
 
     It keeps the old experiment's rules unless --rules gives its own (a file holding [] drops them).
 
-        experiment-runner reevaluate 4f6c0e1a-... --evaluator-model openai/gpt-4o --labels labels.json
+    \b
+        experiment-runner reevaluate 4f6c0e1a --evaluator-model openai/gpt-4o --labels labels.json
     """
     experiment_id = obj.experiment_id(experiment_id)
     spec = ExperimentSpec(

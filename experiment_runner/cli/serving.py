@@ -31,6 +31,7 @@ def serve_command(
     Experiments a server was running when it stopped (shut down or crashed) are resumed at startup, with
     their stored budgets; nothing stopped by a user, a budget or a failure is. Ctrl-C stops.
 
+    \b
         experiment-runner serve --port 8000 --token "$EXPERIMENT_RUNNER_TOKEN"
     """
     from experiment_runner.server import launch

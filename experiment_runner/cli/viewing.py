@@ -19,6 +19,7 @@ def view_command(obj: Context, port: int, no_browser: bool, concurrency: int) ->
 
     The same server as `serve` (runs started from the UI run inside it), on loopback only, without a token.
 
+    \b
         experiment-runner view --port 7575
     """
     from experiment_runner.server import launch

@@ -219,11 +219,14 @@ SHOWN_MATCHES = 5
 
 def resolve_experiment_id(store: Store, given: str) -> str:
     """The id of the experiment `given` names: an id, or a prefix of one (at least `MIN_PREFIX` characters) that
-    no other experiment shares. `NotFoundError` when none matches; `BadInputError` when the prefix is ambiguous."""
+    no other experiment shares. `NotFoundError` when none matches; `BadInputError` when the prefix is ambiguous,
+    or shorter than `MIN_PREFIX` while some id starts with it."""
     with store.read() as session:
         if q.get_experiment(session, given) is not None:
             return given
-        matches = q.ids_with_prefix(session.connection(), given, SHOWN_MATCHES + 1) if len(given) >= MIN_PREFIX else []
+        matches = q.ids_with_prefix(session.connection(), given, SHOWN_MATCHES + 1) if given else []
+    if matches and len(given) < MIN_PREFIX:
+        raise BadInputError(f"experiment id prefix {given!r} is too short: give at least {MIN_PREFIX} characters of the id")
     if len(matches) == 1:
         return matches[0]
     if not matches:

@@ -7,19 +7,27 @@ least one span of that label). Increases of the issue metrics are the paired dif
 reports (on the items evaluated in both); other metrics' increases are plain differences of the two
 experiments' values. With `significant`, an increase of a paired metric fails only when its 95%
 interval excludes 0. An experiment that is unfinished, or has no completed evaluation while expecting
-some, never passes: that is a failed check of its own.
+some, never passes: that is a failed check of its own. A cost that is unknown, or partly unknown (some
+replies had no price, so `cost_per_1k` counts them as $0), never passes a cost condition either. The
+limit must be a finite number, and `label:NAME` a label the experiment (or its baseline) can find.
 """
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from experiment_runner.errors import BadInputError
+from experiment_runner.evaluation.evaluator import EvaluatorConfig
+from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.results.compare import NUMERIC_METRICS, ItemLabels, load_experiment, paired_metrics
+from experiment_runner.results.export import target_cost
 from experiment_runner.store import Store
+from experiment_runner.store.queries.experiments import require_experiment
 
 SHARE_METRICS = ("issue_free_share",)
 ISSUE_METRICS = ("issue_rate", "avg_issues_per_evaluated_message", "issue_free_share", "total_issues", "issue_free_message_count")
+COST_METRICS = ("cost_per_1k",)
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ def parse_condition(kind: str, text: str) -> Condition:
         limit = float(raw)
     except ValueError:
         raise BadInputError(f"--{kind} {text!r}: {raw.strip()!r} is not a number") from None
+    if not math.isfinite(limit):  # NaN passes every comparison's `not >`, infinity is no limit at all
+        raise BadInputError(f"--{kind} {text!r}: the limit must be a finite number, got {raw.strip()!r}")
     if metric.startswith("label:"):
         if not metric[len("label:"):].strip():
             raise BadInputError(f"--{kind} {text!r}: label:NAME needs a label name")
@@ -118,6 +128,22 @@ def _unjudged(condition: Condition, sides: Mapping[str, ItemLabels | None]) -> s
     return None
 
 
+def _unpriced(condition: Condition, sides: Mapping[str, Mapping[str, Any] | None]) -> str | None:
+    """Why a cost condition cannot pass (a side whose cost is unknown or partly unknown), or None."""
+    if condition.metric not in COST_METRICS:
+        return None
+    for role, experiment in sides.items():
+        if experiment is None or (role == "baseline" and condition.kind != "max-increase"):
+            continue
+        known, completed = target_cost(experiment).known, experiment["completed_items_count"]
+        if known == "unknown":
+            return f"the {role}'s cost is unknown: no price for its {completed} completed replies"
+        if known == "partial":
+            unpriced = experiment["unpriced_items_count"]
+            return f"the {role}'s cost is partly unknown: no price for {unpriced} of its {completed} completed replies (counted as $0)"
+    return None
+
+
 def _increase(condition: Condition, value: float, base: float, row: Mapping[str, Any] | None, significant: bool) -> Check:
     if row is None:  # not a paired metric: the plain difference, no test
         increase = value - base
@@ -149,7 +175,9 @@ def check_conditions(
     checks = [c for c in (readiness(experiment, "experiment"), baseline and readiness(baseline, "baseline")) if c]
     paired = paired_metrics(baseline_labels or {}, labels) if baseline is not None else None
     for condition in conditions:
-        unjudged = _unjudged(condition, {"experiment": labels, "baseline": baseline_labels})
+        unjudged = _unjudged(condition, {"experiment": labels, "baseline": baseline_labels}) or _unpriced(
+            condition, {"experiment": experiment, "baseline": baseline}
+        )
         if unjudged:
             checks.append(Check(condition.name, condition.metric, None, condition.limit, False, unjudged))
             continue
@@ -165,6 +193,27 @@ def check_conditions(
     return checks
 
 
+def label_set(store: Store, experiment_id: str, found: ItemLabels) -> set[str]:
+    """The labels an experiment can find: its evaluator's, its rules', and any its spans carry."""
+    with store.read() as session:
+        row = require_experiment(session, experiment_id)
+        evaluator = EvaluatorConfig.from_experiment(row)
+        names = {label["name"] for label in evaluator.labels} if evaluator else set()
+        names |= {rule.label for rule in rules_of(row)}
+    return names | {label for spans in found.values() for label in spans or ()}
+
+
+def check_labels(conditions: Iterable[Condition], known: set[str], whose: str) -> None:
+    """`BadInputError` (exit 2) for a `label:NAME` condition on a label `whose` labels do not hold: a typo
+    would otherwise pass silently, its rate always 0."""
+    for condition in conditions:
+        name = condition.metric[len("label:"):] if condition.metric.startswith("label:") else None
+        if name is not None and name not in known:
+            listed = f"its labels: {', '.join(sorted(known))}" if known else "it has no labels: no evaluator and no rules"
+            given = f"{condition.metric}={condition.limit:g}"
+            raise BadInputError(f"--{condition.kind} {given!r}: {name!r} is not a label of {whose} ({listed})")
+
+
 def run_gate(
     store: Store, experiment_id: str, conditions: Sequence[Condition], *, baseline_id: str | None = None, significant: bool = False
 ) -> dict[str, Any]:
@@ -173,6 +222,8 @@ def run_gate(
         raise BadInputError("give at least one condition: --max METRIC=VALUE or --max-increase METRIC=VALUE")
     experiment, labels = load_experiment(store, experiment_id)
     baseline, baseline_labels = load_experiment(store, baseline_id) if baseline_id else (None, None)
+    known = label_set(store, experiment_id, labels) | (label_set(store, baseline_id, baseline_labels or {}) if baseline_id else set())
+    check_labels(conditions, known, "the experiment or its baseline" if baseline_id else "the experiment")
     checks = check_conditions(experiment, labels, conditions, baseline=baseline, baseline_labels=baseline_labels, significant=significant)
     return {
         "experiment_id": experiment_id,

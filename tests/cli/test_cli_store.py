@@ -122,8 +122,8 @@ def test_unique_id_prefixes_resolve_for_every_command(tmp_path: Path, monkeypatc
     code, out, err = invoke("--db", db, "show", "9886")
     assert (code, out) == (2, "")
     assert err == f"Error: experiment id prefix '9886' is ambiguous: {a}, {b} all start with it; give more characters\n"
-    code, _, err = invoke("--db", db, "show", "988")  # shorter than 4: only a whole id
-    assert (code, err) == (2, f"Error: no experiment with id '988' in store {db}\n")
+    code, _, err = invoke("--db", db, "show", "988")  # shorter than 4: only a whole id, and the error says so
+    assert (code, err) == (2, "Error: experiment id prefix '988' is too short: give at least 4 characters of the id\n")
     before = dump(db)
     assert invoke("--db", db, "delete", "98")[0] == 2 and dump(db) == before
     code, out, err = invoke("--db", db, "delete", "98861")

@@ -148,5 +148,8 @@ def test_resume_runs_the_preflight_of_run(run_cli, db_path, monkeypatch) -> None
     before = dump(db_path)
     result = run_cli("resume", experiment_id, "--retry-failed")
     assert result.exit_code == 2
-    assert result.stderr == "Error: --model 'openai/gpt-4o-mini': OPENAI_API_KEY is not set (or give --api-base for a local server)\n"
+    assert result.stderr == (
+        "Error: the experiment's stored model 'openai/gpt-4o-mini': OPENAI_API_KEY is not set "
+        f"(or give `experiment-runner resume {experiment_id} --api-base URL` for a local server)\n"
+    )
     assert dump(db_path) == before

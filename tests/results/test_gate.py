@@ -66,9 +66,11 @@ def test_significant_lets_a_small_increase_pass_and_json_shape(store, run_cli) -
     check = tested["checks"][0]
     assert (check["value"], check["p_value"], check["significant"]) == (0.25, 1.0, False)
     assert check["reason"].endswith("; not significant")
-    cost = run_gate(store, b, [Condition("max-increase", "cost_per_1k", 0)], baseline_id=a, significant=True)["checks"][0]
-    assert cost["passed"] and cost["reason"] == "increase +0 <= 0 (no paired test for this metric)"
-    unseen = run_gate(store, b, [Condition("max-increase", "label:Nope", 0)], baseline_id=a, significant=True)["checks"][0]
+    tokens = run_gate(store, b, [Condition("max-increase", "avg_output_tokens", 0)], baseline_id=a, significant=True)["checks"][0]
+    assert tokens["passed"] and tokens["reason"] == "increase +0 <= 0 (no paired test for this metric)"
+    cost = run_gate(store, b, [Condition("max-increase", "cost_per_1k", 0)], baseline_id=a)["checks"][0]  # 2 copied replies have no price
+    assert not cost["passed"] and cost["reason"] == "the experiment's cost is partly unknown: no price for 2 of its 4 completed replies (counted as $0)"
+    unseen = run_gate(store, b, [Condition("max-increase", "label:Reasoning Error", 0)], baseline_id=a, significant=True)["checks"][0]
     assert unseen["passed"] and unseen["p_value"] == 1.0 and "no paired test" not in unseen["reason"]
     out = json.loads(run_cli("gate", b, "--baseline", a, "--max-increase", "label:Fabrication=0", "--format", "json").stdout)
     assert set(out) == {"experiment_id", "baseline_id", "significant", "passed", "checks"} and out["passed"] is False
