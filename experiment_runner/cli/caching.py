@@ -38,6 +38,7 @@ def _size(n: int) -> str:
 def cache_group() -> None:
     """The response cache in the store: replies kept per exact request, reused by every later run.
 
+    \b
         experiment-runner cache stats
         experiment-runner cache clear --older-than 30
     """
