@@ -27,9 +27,9 @@ from experiment_runner.engine.cache import CacheUsage, ResponseCache, cache_enab
 from experiment_runner.engine.experiments import get_experiment
 from experiment_runner.engine.lease import Lease, acquire
 from experiment_runner.engine.llm import Completion, completion_from_body
-from experiment_runner.engine.runstate import FAILED, INTERRUPTED, Stop, begin_run, end_run
+from experiment_runner.engine.runstate import first_error, recorded_run
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
-from experiment_runner.errors import BadInputError, ExperimentRunnerError, Field, LeaseLostError
+from experiment_runner.errors import BadInputError, Field
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
 from experiment_runner.store.queries import batches as q
@@ -116,10 +116,7 @@ async def run_batches_async(store: Store, experiment_id: str, options: BatchOpti
     refuse_budget(experiment.max_cost_usd)
     lease = await anyio.to_thread.run_sync(acquire, store, experiment_id)
     run = _BatchRun(store, experiment, options, lease, on_progress)
-    stop: Stop | None = Stop(FAILED, "the run ended unexpectedly")
-    record = True  # as in a live run: who runs it, and why it stopped, are recorded unless the lease was lost
-    try:
-        await anyio.to_thread.run_sync(begin_run, store, lease, "cli")
+    async with recorded_run(store, lease, "cli", "stopped by Ctrl-C (submitted batch jobs keep running)") as record:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(lease.keep_alive)
@@ -128,23 +125,8 @@ async def run_batches_async(store: Store, experiment_id: str, options: BatchOpti
                 finally:
                     group.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            leaves: list[BaseException] = list(group.exceptions)
-            raise next((e for e in leaves if isinstance(e, ExperimentRunnerError)), leaves[0]) from None
-        stop = None  # detached or done: jobs left at the provider are not a stop
-    except KeyboardInterrupt:
-        stop = Stop(INTERRUPTED, "stopped by Ctrl-C (submitted batch jobs keep running)")
-        raise
-    except LeaseLostError:
-        record = False
-        raise
-    except Exception as exc:
-        stop = Stop(FAILED, str(exc))
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            if record:
-                await anyio.to_thread.run_sync(end_run, store, lease, stop)
-            await anyio.to_thread.run_sync(lease.release)
+            raise first_error(group) from None
+        record.stop = None  # detached or done: jobs left at the provider are not a stop
     return run.progress
 
 

@@ -48,10 +48,10 @@ from experiment_runner.engine.replay import (
     target_call,
     with_system_prompt,
 )
-from experiment_runner.engine.runstate import FAILED, INTERRUPTED, SHUTDOWN, Stop, begin_run, budget_left, end_run, stop_of
+from experiment_runner.engine.runstate import budget_left, first_error, recorded_run, stop_of
 from experiment_runner.engine.structured import FormatLearner
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
-from experiment_runner.errors import ExperimentRunnerError, LeaseLostError, ModelCallError
+from experiment_runner.errors import ModelCallError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store import Store
@@ -75,10 +75,7 @@ async def run_experiment_async(
     """Run (or resume) an experiment inside a running event loop (the REST server uses this)."""
     experiment = get_experiment(store, experiment_id)
     lease = await anyio.to_thread.run_sync(acquire, store, experiment_id)
-    stop: Stop | None = Stop(FAILED, "the run ended unexpectedly")
-    record = True  # the end of the run is recorded unless another runner took the lease over
-    try:
-        await anyio.to_thread.run_sync(begin_run, store, lease, options.runner)
+    async with recorded_run(store, lease, options.runner) as record:
         units = await anyio.to_thread.run_sync(plan_work, store, experiment, options.retry_failed)
         if options.max_cost_usd is None:  # the stored budget, less what earlier runs spent
             budget = await anyio.to_thread.run_sync(budget_left, store, experiment)
@@ -93,40 +90,9 @@ async def run_experiment_async(
             try:
                 await run.execute(units)
             except BaseExceptionGroup as group:  # task groups wrap what failed: report the error itself
-                raise _first_error(group) from None
-        stop = stop_of(progress)
-    except anyio.get_cancelled_exc_class():
-        stop = Stop(SHUTDOWN, "the server running it stopped")
-        raise
-    except KeyboardInterrupt:
-        stop = Stop(INTERRUPTED, "stopped by Ctrl-C")
-        raise
-    except LeaseLostError:
-        record = False
-        raise
-    except Exception as exc:
-        stop = Stop(FAILED, str(exc))
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            if record:
-                await anyio.to_thread.run_sync(end_run, store, lease, stop)
-            await anyio.to_thread.run_sync(lease.release)
+                raise first_error(group) from None
+        record.stop = stop_of(progress)
     return progress
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The exception to report from a task group's failure: ours first, then any other, never a cancellation."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        elif not isinstance(exc, anyio.get_cancelled_exc_class()):
-            leaves.append(exc)
-    ours = [e for e in leaves if isinstance(e, ExperimentRunnerError)]
-    return (ours or leaves or [group])[0]
 
 
 class _Run:

@@ -14,11 +14,15 @@ spend what the stored results have not spent yet.
 """
 
 import logging
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Protocol
 
+import anyio
+
 from experiment_runner.engine.lease import Lease
-from experiment_runner.errors import LeaseLostError, StoreError
+from experiment_runner.errors import ExperimentRunnerError, LeaseLostError, StoreError
 from experiment_runner.store import Store
 from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries import runs
@@ -112,3 +116,53 @@ def server_resumable(store: Store) -> list[str]:
     """Unfinished experiments a server was running when it went down, oldest first."""
     with store.read() as session:
         return q.server_resumable_ids(session.connection())
+
+
+@dataclass
+class RunRecord:
+    """What `recorded_run` writes when the run ends: the body sets `stop` (None: nothing left to stop for)."""
+
+    stop: Stop | None = field(default_factory=lambda: Stop(FAILED, "the run ended unexpectedly"))
+
+
+@asynccontextmanager
+async def recorded_run(store: Store, lease: Lease, runner: str, interrupted: str = "stopped by Ctrl-C") -> AsyncIterator[RunRecord]:
+    """Hold a run between `begin_run` and `end_run`, recording why it stopped, and release its lease.
+
+    A cancellation is the server shutting down, Ctrl-C an interruption (`interrupted` says what it left),
+    any other error a failed run; a run that lost its lease records nothing (its new holder does)."""
+    record, keep = RunRecord(), True
+    try:
+        await anyio.to_thread.run_sync(begin_run, store, lease, runner)
+        yield record
+    except anyio.get_cancelled_exc_class():
+        record.stop = Stop(SHUTDOWN, "the server running it stopped")
+        raise
+    except KeyboardInterrupt:
+        record.stop = Stop(INTERRUPTED, interrupted)
+        raise
+    except LeaseLostError:
+        keep = False
+        raise
+    except Exception as exc:
+        record.stop = Stop(FAILED, str(exc))
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            if keep:
+                await anyio.to_thread.run_sync(end_run, store, lease, record.stop)
+            await anyio.to_thread.run_sync(lease.release)
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The exception to report from a task group's failure: ours first, then any other, never a cancellation."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not isinstance(exc, anyio.get_cancelled_exc_class()):
+            leaves.append(exc)
+    ours = [e for e in leaves if isinstance(e, ExperimentRunnerError)]
+    return (ours or leaves or [group])[0]
