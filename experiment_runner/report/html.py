@@ -281,17 +281,25 @@ def csp_hash(script: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(str(script).encode("utf-8")).digest()).decode()
 
 
-def _environment() -> Any:
+def template_environment(package: str, **filters: Any) -> Any:
+    """A Jinja2 environment over `package`'s templates/ (the report's, the web UI's): autoescaping on, an
+    undefined name an error, block tags trimmed, with `filters`. Jinja2 is imported here only."""
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("experiment_runner.report", "templates"),
+        loader=jinja2.PackageLoader(package, "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(
+    env.filters.update(filters)
+    return env
+
+
+def _environment() -> Any:
+    return template_environment(
+        "experiment_runner.report",
         num=_number,
         signed=_signed,
         colour=label_colour,
@@ -300,7 +308,6 @@ def _environment() -> Any:
         script_json=script_json,
         when=lambda stamp: stamp[:19].replace("T", " ") + " UTC",
     )
-    return env
 
 
 def _experiment_view(document: Doc) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from experiment_runner import __version__
 from experiment_runner.report.highlight import label_class, label_colour
+from experiment_runner.report.html import template_environment
 from experiment_runner.server.ui import views
 
 CSP = (
@@ -25,17 +26,9 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
 
 @functools.cache
 def environment() -> Any:
-    """The templates' environment: autoescaping on, undefined names an error, the UI's filters."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("experiment_runner.server.ui", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(
+    """The templates' environment (the report's settings: autoescaping, undefined names an error), the UI's filters."""
+    env = template_environment(
+        "experiment_runner.server.ui",
         num=views.number,
         usd=views.usd,
         metric=views.formatted,
