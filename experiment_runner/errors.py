@@ -63,7 +63,7 @@ class ExperimentBusyError(ExperimentRunnerError):
 
     def __init__(self, experiment_id: str, pid: int, host: str, since: str):
         super().__init__(f"experiment {experiment_id} is being run by {pid} on {host} (since {since})")
-        self.experiment_id = experiment_id
+        self.experiment_id, self.pid, self.host, self.since = experiment_id, pid, host, since
 
 
 class LeaseLostError(ExperimentRunnerError):

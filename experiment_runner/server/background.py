@@ -129,7 +129,8 @@ class Runs:
             else:
                 log.info("experiment %s: %s", experiment_id, _outcome(experiment_id, progress))
         except ExperimentBusyError as exc:
-            log.info("experiment %s: skipped: %s; it starts here when that run ends", experiment_id, str(exc).split(" is ", 1)[1])
+            log.info("experiment %s: skipped: being run by %s on %s (since %s); it starts here when that run ends",
+                     experiment_id, exc.pid, exc.host, exc.since)
             self._deferred.add(experiment_id)
         except anyio.get_cancelled_exc_class():
             log.info("experiment %s: interrupted by shutdown; it resumes when the server starts again", experiment_id)
