@@ -180,3 +180,20 @@ def table_counts(store: Store) -> dict[str, int]:
             t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
             for t in ("conversation", "message", "experiment", "item", "evaluation", "annotation")
         }
+
+
+def priced_and_unpriced_runs(run_cli, fake_llm, tmp_path: Path, items: int) -> tuple[str, str]:
+    """(an experiment on a model litellm cannot price, one on a priced model) over the sample's first `items`
+    conversations, both replayed over real HTTP."""
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text("\n".join(_RAGTRUTH.read_text(encoding="utf-8").splitlines()[:items]) + "\n", encoding="utf-8")
+    assert run_cli("import", sample).exit_code == 0
+    ids = []
+    for model in ("openai/local-thing", "openai/gpt-4o-mini"):
+        result = run_cli("run", "--name", model, "--model", model, "--api-base", fake_llm.api_base, "--all")
+        assert result.exit_code == 0, result.stderr
+        ids.append(result.stdout.split()[-1])
+    return ids[0], ids[1]
+
+
+_RAGTRUTH = Path(__file__).resolve().parents[1] / "fixtures" / "ragtruth-sample.conversations.jsonl"

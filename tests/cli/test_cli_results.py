@@ -10,15 +10,6 @@ from experiment_runner.results.export import export_document
 from experiment_runner.store import open_store
 
 
-@pytest.fixture
-def experiment_id(db_path: Path) -> str:
-    store = open_store(db_path)
-    try:
-        return build_finished(store)
-    finally:
-        store.close()
-
-
 def document(db_path: Path, experiment_id: str) -> dict:
     store = open_store(db_path)
     try:

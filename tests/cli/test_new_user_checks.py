@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from factories import RAGTRUTH, build_finished
+from factories import RAGTRUTH, build_finished, priced_and_unpriced_runs
 
 from experiment_runner.cli import cli
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
@@ -119,16 +119,7 @@ def test_a_gate_limit_must_be_a_finite_number(run_cli, two: tuple[str, str], lim
 
 @pytest.fixture
 def costs(run_cli, fake_llm, tmp_path: Path) -> tuple[str, str]:
-    """(an experiment on a model litellm cannot price, one on a priced model), both replayed over real HTTP."""
-    sample = tmp_path / "sample.jsonl"
-    sample.write_text("\n".join(RAGTRUTH.read_text(encoding="utf-8").splitlines()[:3]) + "\n", encoding="utf-8")
-    assert run_cli("import", sample).exit_code == 0
-    ids = []
-    for model in ("openai/local-thing", "openai/gpt-4o-mini"):
-        result = run_cli("run", "--name", model, "--model", model, "--api-base", fake_llm.api_base, "--all")
-        assert result.exit_code == 0, result.stderr
-        ids.append(result.stdout.split()[-1])
-    return ids[0], ids[1]
+    return priced_and_unpriced_runs(run_cli, fake_llm, tmp_path, 3)
 
 
 def test_an_unknown_cost_never_passes_a_cost_condition(run_cli, costs: tuple[str, str]) -> None:

@@ -8,19 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from factories import build_finished
-
-from experiment_runner.store import open_store
-
-
-@pytest.fixture
-def experiment_id(db_path: Path) -> str:
-    store = open_store(db_path)
-    try:
-        return build_finished(store)
-    finally:
-        store.close()
-
 
 COMMANDS = {"export": lambda e: ["export", e], "report": lambda e: ["report", e]}
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from factories import RAGTRUTH
+from factories import priced_and_unpriced_runs
 
 from experiment_runner.results.export import load_export_schema
 
@@ -15,16 +15,7 @@ ITEMS = 4
 
 @pytest.fixture
 def runs(run_cli, fake_llm, tmp_path: Path) -> tuple[str, str]:
-    """(an experiment on an unpriced model, one on a priced model) over the same conversations."""
-    sample = tmp_path / "sample.jsonl"
-    sample.write_text("\n".join(RAGTRUTH.read_text(encoding="utf-8").splitlines()[:ITEMS]) + "\n", encoding="utf-8")
-    assert run_cli("import", sample).exit_code == 0
-    ids = []
-    for model in ("openai/local-thing", "openai/gpt-4o-mini"):
-        result = run_cli("run", "--name", model, "--model", model, "--api-base", fake_llm.api_base, "--all")
-        assert result.exit_code == 0, result.stderr
-        ids.append(result.stdout.split()[-1])
-    return ids[0], ids[1]
+    return priced_and_unpriced_runs(run_cli, fake_llm, tmp_path, ITEMS)
 
 
 def test_show_and_list_say_unknown(run_cli, runs: tuple[str, str]) -> None:
