@@ -25,6 +25,8 @@ def _use_checkout_fixtures() -> None:
 
 _use_checkout_fixtures()
 
+from factories import build_finished  # noqa: E402
+
 from experiment_runner.cli import cli  # noqa: E402
 from experiment_runner.fixtures.fakellm import FakeLLM  # noqa: E402
 from experiment_runner.store import Store, open_store  # noqa: E402
@@ -89,3 +91,13 @@ def fake_llm() -> Iterator[FakeLLM]:
     """The bundled OpenAI-compatible server on a free port; script it with `fake_llm.configure(...)`."""
     with FakeLLM() as server:
         yield server
+
+
+@pytest.fixture
+def experiment_id(db_path: Path) -> str:
+    """A finished experiment built through the engine's writer, in the test's store (a module may define its own)."""
+    store = open_store(db_path)
+    try:
+        return build_finished(store)
+    finally:
+        store.close()
