@@ -3,7 +3,7 @@
 import math
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -56,7 +56,7 @@ evaluator_options = [
 ]
 
 
-class USD(click.ParamType):
+class USD(click.ParamType[float]):
     """An amount of US dollars: a finite number above 0 (NaN or infinity would be no cap at all)."""
 
     name = "AMOUNT"
@@ -83,8 +83,13 @@ dry_run_options = [
 ]
 
 
-def with_options(options: list[Any]) -> Any:
-    def decorate(function: Any) -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    """Apply a list of click options as one decorator, in the order they are listed."""
+
+    def decorate(function: F) -> F:
         for option in reversed(options):
             function = option(function)
         return function
@@ -113,7 +118,7 @@ def with_options(options: list[Any]) -> Any:
 @detach_option
 @with_options(budget_options + dry_run_options)
 @click.pass_obj
-def run_command(obj: Context, **opts: Any) -> None:
+def run_command(obj: Context, /, **opts: Any) -> None:
     """Create an experiment over imported conversations and run it to the end.
 
     Prints progress on stderr (on a terminal) and the experiment id as the last line on stdout.
@@ -216,7 +221,7 @@ def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
 @detach_option
 @with_options(budget_options)
 @click.pass_obj
-def resume_command(obj: Context, experiment_id: str, retry_failed: bool, concurrency: int, **opts: Any) -> None:
+def resume_command(obj: Context, /, experiment_id: str, retry_failed: bool, concurrency: int, **opts: Any) -> None:
     """Finish a stopped experiment: only items not completed run; completed ones are never redone.
 
     It runs with the stored settings and budget; --api-base, --evaluator-api-base and --max-cost change
@@ -279,7 +284,7 @@ def resume_field_names(experiment_id: str) -> Callable[[str], str]:
 @detach_option
 @with_options(budget_options + dry_run_options)
 @click.pass_obj
-def reevaluate_command(obj: Context, experiment_id: str, name: str | None, concurrency: int, **opts: Any) -> None:
+def reevaluate_command(obj: Context, /, experiment_id: str, name: str | None, concurrency: int, **opts: Any) -> None:
     """Evaluate an experiment's replies again, offline: a new experiment, no target calls, the old one untouched.
 
     It keeps the old experiment's rules unless --rules gives its own (a file holding [] drops them).

@@ -106,7 +106,7 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def part_target(part: dict, parameter_name: str | None) -> str | None:
+def part_target(part: dict[str, Any], parameter_name: str | None) -> str | None:
     """The string a quote's offsets index into for this part, or None if it has none."""
     if not isinstance(part, dict):
         return None
@@ -276,7 +276,7 @@ def _part_type(part: Any) -> Any:
     return part.get("type") if isinstance(part, dict) else None
 
 
-def align_quotes(parts: Sequence[dict], quotes: Sequence[Quote]) -> tuple[list[Span], list[Dropped]]:
+def align_quotes(parts: Sequence[dict[str, Any]], quotes: Sequence[Quote]) -> tuple[list[Span], list[Dropped]]:
     """Align every quote to the message ``parts``; returns spans and drops, each in input order."""
     targets: dict[str, _Target] = {}
     taken: dict[tuple[str, int, str | None], set[tuple[int, int]]] = {}
@@ -304,7 +304,7 @@ def align_quotes(parts: Sequence[dict], quotes: Sequence[Quote]) -> tuple[list[S
 
 
 def _align_one(
-    parts: Sequence[dict],
+    parts: Sequence[dict[str, Any]],
     quote: Quote,
     prepared: Callable[[str], _Target],
     taken: dict[tuple[str, int, str | None], set[tuple[int, int]]],

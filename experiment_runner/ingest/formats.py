@@ -125,28 +125,29 @@ def _normalize_message(msg: Any, index: int, keep_unknown_parts: bool = False) -
 def _check_part(part: Any, where: str, keep_unknown: bool = False) -> dict[str, Any]:
     if not isinstance(part, dict):
         raise ValueError(f"{where}: must be a JSON object")
-    kind = part.get("type")
+    checked: dict[str, Any] = part
+    kind = checked.get("type")
     if keep_unknown and kind not in ("text", "reasoning", "tool_call", "tool_call_response"):
         if not isinstance(kind, str) or not kind:
             raise ValueError(f"{where}: a part needs a string 'type'")
-        return part
+        return checked
     if kind in ("text", "reasoning"):
-        if not isinstance(part.get("content"), str):
+        if not isinstance(checked.get("content"), str):
             raise ValueError(f"{where}: a {kind} part needs a string 'content'")
     elif kind == "tool_call":
-        if not isinstance(part.get("name"), str) or not part["name"]:
+        if not isinstance(checked.get("name"), str) or not checked["name"]:
             raise ValueError(f"{where}: a tool_call part needs a 'name'")
-        if not isinstance(part.get("arguments", {}), dict):
+        if not isinstance(checked.get("arguments", {}), dict):
             raise ValueError(f"{where}: a tool_call part's 'arguments' must be a JSON object")
-        part = {**part, "arguments": part.get("arguments", {})}
+        checked = {**checked, "arguments": checked.get("arguments", {})}
     elif kind == "tool_call_response":
-        if "response" not in part:
+        if "response" not in checked:
             raise ValueError(f"{where}: a tool_call_response part needs a 'response'")
     else:
         raise ValueError(f"{where}: unknown part type {kind!r} (text, tool_call, tool_call_response, reasoning)")
-    if kind in ("tool_call", "tool_call_response") and part.get("id") is not None and not isinstance(part["id"], str):
+    if kind in ("tool_call", "tool_call_response") and checked.get("id") is not None and not isinstance(checked["id"], str):
         raise ValueError(f"{where}: 'id' must be a string")
-    return part
+    return checked
 
 
 def _check_generation(gen: Any, where: str) -> dict[str, Any] | None:

@@ -329,7 +329,7 @@ def render_report(document: Doc, other: Doc | None = None, *, per_page: int = PE
     labels = sorted({label for row in rows for label in row["meta"]["l"]} | {
         label for d in documents for label in d["experiment"].get("labels") or []
     })
-    return template.render(
+    page: str = template.render(
         experiments=[_experiment_view(d) for d in documents],
         comparison=comparison,
         rows=rows,
@@ -338,3 +338,4 @@ def render_report(document: Doc, other: Doc | None = None, *, per_page: int = PE
         metric_names=METRIC_NAMES,
         metric_cards=METRIC_CARDS,
     )
+    return page

@@ -53,7 +53,8 @@ def decode_cursor(cursor: str, types: tuple[type, ...]) -> list[Any]:
     )
     if not valid:
         raise BadInputError("invalid cursor: pass the next_page_cursor of a previous page", loc=("query", "cursor"))
-    return key
+    checked: list[Any] = key
+    return checked
 
 
 def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] | None) -> dict[str, Any]:

@@ -262,7 +262,8 @@ def export_chunks(store: Store, experiment_id: str) -> Iterator[str]:
 
 def export_document(store: Store, experiment_id: str) -> dict[str, Any]:
     """The whole export as a dict (for small experiments and tests; `export_chunks` streams)."""
-    return json.loads("".join(export_chunks(store, experiment_id)))
+    document: dict[str, Any] = json.loads("".join(export_chunks(store, experiment_id)))
+    return document
 
 
 def write_export(store: Store, experiment_id: str, target: str | Path | TextIO) -> ExportStats:
@@ -282,4 +283,5 @@ def write_export(store: Store, experiment_id: str, target: str | Path | TextIO) 
 
 def load_export_schema() -> dict[str, Any]:
     """The JSON Schema of the export, as shipped in the package."""
-    return json.loads(resources.files("experiment_runner.results").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(resources.files("experiment_runner.results").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    return schema

@@ -65,9 +65,8 @@ def parse_gold(lines: Iterable[tuple[str, Any]]) -> list[GoldLine]:
 
 def _part_text(parts: list[dict[str, Any]], index: int) -> str | None:
     """The text gold offsets index in `parts[index]` (a text part's content), or None."""
-    if index >= len(parts) or not isinstance(parts[index].get("content"), str):
-        return None
-    return parts[index]["content"]
+    content = parts[index].get("content") if index < len(parts) else None
+    return content if isinstance(content, str) else None
 
 
 Pair = tuple[list[LabelledSpan], list[LabelledSpan]]

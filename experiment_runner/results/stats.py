@@ -66,7 +66,7 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     if k >= n:
         return 1.0
     if p == 0.5 and n <= 1000:
-        return sum(math.comb(n, i) for i in range(k + 1)) / 2**n  # int / int: correctly rounded
+        return float(sum(math.comb(n, i) for i in range(k + 1)) / 2**n)  # int / int: correctly rounded
     logs = [_log_pmf(n, i, p) for i in range(k + 1)]
     top = max(logs)
     if top == -math.inf:

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from experiment_runner import jsonlimits
 from experiment_runner.engine.estimate import called_models, check_priced
 from experiment_runner.engine.estimate import dry_run as run_dry
-from experiment_runner.engine.experiments import check_spec, create_experiment, require_experiment
+from experiment_runner.engine.experiments import check_spec, create_experiment
 from experiment_runner.errors import BadInputError, InputLimitError
 from experiment_runner.ingest.importing import import_conversations
 from experiment_runner.results.catalog import delete_experiment, list_experiments, list_items
@@ -26,6 +26,7 @@ from experiment_runner.server.background import Runs
 from experiment_runner.server.openapi import NOT_FOUND, json_response
 from experiment_runner.server.schemas import CreateExperiment, ImportResponse
 from experiment_runner.store import Store
+from experiment_runner.store.queries.experiments import require_experiment
 
 EXPORT_CHUNK_CHARS = 64 * 1024
 

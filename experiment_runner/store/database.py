@@ -205,4 +205,4 @@ def _migrate(store: Store, target: int) -> None:
 def schema_version(store: Store) -> int:
     """The schema version recorded in the store."""
     with store.reader.connect() as conn:
-        return conn.execute(text("SELECT coalesce(max(version), 0) FROM schema_migrations")).scalar_one()
+        return int(conn.execute(text("SELECT coalesce(max(version), 0) FROM schema_migrations")).scalar_one())

@@ -272,4 +272,4 @@ def current_version(conn: Connection) -> int:
     conn.exec_driver_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
-    return conn.exec_driver_sql("SELECT coalesce(max(version), 0) FROM schema_migrations").scalar_one()
+    return int(conn.exec_driver_sql("SELECT coalesce(max(version), 0) FROM schema_migrations").scalar_one())

@@ -74,7 +74,8 @@ def is_ui_path(path: str) -> bool:
 
 
 def _cookie(scope: Any) -> str | None:
-    for name, value in scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
         if name == b"cookie":
             for pair in value.decode("latin-1").split(";"):
                 key, _, content = pair.strip().partition("=")

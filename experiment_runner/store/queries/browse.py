@@ -109,7 +109,7 @@ def filtered_items(conn: Connection, experiment_id: str, where: ItemConditions, 
 
 def count_filtered_items(conn: Connection, experiment_id: str, where: ItemConditions) -> int:
     """How many of the experiment's items match."""
-    return conn.execute(_FILTERED_COUNT, {"experiment": experiment_id, **where.params()}).scalar_one()
+    return int(conn.execute(_FILTERED_COUNT, {"experiment": experiment_id, **where.params()}).scalar_one())
 
 
 def latest_evaluations(conn: Connection, item_ids: Sequence[str]) -> list[Row[Any]]:
@@ -130,7 +130,7 @@ def search_conversations(conn: Connection, pattern: str | None, limit: int, offs
 
 def count_conversations(conn: Connection, pattern: str | None) -> int:
     """How many source conversations `search_conversations` would list in all."""
-    return conn.execute(_SEARCH_COUNT, {"pattern": pattern}).scalar_one()
+    return int(conn.execute(_SEARCH_COUNT, {"pattern": pattern}).scalar_one())
 
 
 def experiments_using(conn: Connection, conversation_id: str) -> list[Row[Any]]:

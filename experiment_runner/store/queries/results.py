@@ -134,7 +134,7 @@ def status_counts(conn: Connection, experiment_id: str) -> list[Row[Any]]:
 
 def evaluations_received(conn: Connection, experiment_id: str) -> int:
     """How many completed evaluations the experiment's items have."""
-    return conn.execute(_RECEIVED, {"experiment": experiment_id}).scalar_one()
+    return int(conn.execute(_RECEIVED, {"experiment": experiment_id}).scalar_one())
 
 
 def item_rows(conn: Connection, experiment_id: str, after: int, limit: int) -> list[Row[Any]]:
