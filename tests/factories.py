@@ -1,11 +1,14 @@
 """Building finished experiments from real rows, the way the engine stores them (no model calls)."""
 
 import json
+import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import text
 
 from experiment_runner.engine import writer
@@ -186,7 +189,7 @@ def priced_and_unpriced_runs(run_cli, fake_llm, tmp_path: Path, items: int) -> t
     """(an experiment on a model litellm cannot price, one on a priced model) over the sample's first `items`
     conversations, both replayed over real HTTP."""
     sample = tmp_path / "sample.jsonl"
-    sample.write_text("\n".join(_RAGTRUTH.read_text(encoding="utf-8").splitlines()[:items]) + "\n", encoding="utf-8")
+    sample.write_text("\n".join(RAGTRUTH.read_text(encoding="utf-8").splitlines()[:items]) + "\n", encoding="utf-8")
     assert run_cli("import", sample).exit_code == 0
     ids = []
     for model in ("openai/local-thing", "openai/gpt-4o-mini"):
@@ -196,4 +199,32 @@ def priced_and_unpriced_runs(run_cli, fake_llm, tmp_path: Path, items: int) -> t
     return ids[0], ids[1]
 
 
-_RAGTRUTH = Path(__file__).resolve().parents[1] / "fixtures" / "ragtruth-sample.conversations.jsonl"
+
+def refused_import(run_cli, db_path: Path, tmp_path: Path, text: str, line: int) -> str:
+    """Import `text` into a store holding the hand-written sample and return the one `Error:` line, after
+    checking what every refused import must do: exit 2, name FILE:LINE, and leave the store as it was."""
+    from conftest import dump
+
+    run_cli("import", NATIVE)
+    before = dump(db_path)
+    path = tmp_path / "input.json"
+    path.write_text(text, encoding="utf-8")
+    result = run_cli("import", path)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: {path}:{line}: ") and result.stderr.count("\n") == 1, result.stderr
+    assert dump(db_path) == before
+    return str(result.stderr)
+
+
+def wait_until_serving(server: "subprocess.Popen[str]", url: str, timeout: float = 60) -> None:
+    """Poll `url` until a `serve` process answers 200; fail (with its stderr) if it exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
+        time.sleep(0.1)
+

@@ -10,14 +10,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
 from conftest import dump, query
-from factories import RAGTRUTH, RAGTRUTH_GOLD, build_finished
+from factories import RAGTRUTH, RAGTRUTH_GOLD, build_finished, wait_until_serving
 
 from experiment_runner.cli import cli
 from experiment_runner.store import open_store
@@ -203,15 +202,7 @@ def test_when_serve_stops_the_db_file_alone_is_the_whole_store(tmp_path: Path, s
     server = subprocess.Popen([sys.executable, "-m", "experiment_runner", "--db", str(db), "serve", "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/experiments", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until_serving(server, f"http://127.0.0.1:{port}/v1/experiments")
         body = [json.loads(line) for line in SAMPLE_LINES[:5]]
         assert httpx.post(f"http://127.0.0.1:{port}/v1/conversations", json=body, timeout=30).status_code == 201
         assert Path(f"{db}-wal").stat().st_size > 0  # while it runs, the rows are in the WAL

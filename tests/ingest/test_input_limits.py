@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, dump
+from conftest import FIXTURES
+from factories import refused_import
 
 from experiment_runner.jsonlimits import MAX_DEPTH
 
@@ -68,17 +69,10 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_past_a_limit_exits_2_naming_file_and_line(case: str, run_cli, db_path: Path, tmp_path: Path) -> None:
-    run_cli("import", FIXTURES / "handwritten.native.jsonl")
-    before = dump(db_path)
     text, line, message = CASES[case]
-    path = tmp_path / "input.json"
-    path.write_text(text, encoding="utf-8")
-    result = run_cli("import", path)
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith(f"Error: {path}:{line}: ") and result.stderr.count("\n") == 1, result.stderr
-    assert message in result.stderr and "internal error" not in result.stderr
-    assert len(result.stderr) < 400  # a 5000-digit number is not echoed back whole
-    assert dump(db_path) == before
+    stderr = refused_import(run_cli, db_path, tmp_path, text, line)
+    assert message in stderr and "internal error" not in stderr
+    assert len(stderr) < 400  # a 5000-digit number is not echoed back whole
 
 
 def test_within_the_limits_imports(run_cli, tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import FIXTURES
+from factories import wait_until_serving
 from fastapi.testclient import TestClient
 
 from experiment_runner.server.app import create_app
@@ -131,14 +131,7 @@ def test_a_real_server_refuses_a_1_gib_bomb_within_its_memory_and_a_big_post_unr
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if http.get("/v1/experiments").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    assert server.poll() is None and time.monotonic() < deadline
-                    time.sleep(0.1)
+            wait_until_serving(server, f"http://127.0.0.1:{port}/v1/experiments", timeout=30)
             before = vm_hwm_kb(server.pid)
             bomb = http.post("/v1/traces", content=gzip_bomb(1024), headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
             assert bomb.status_code == 413 and bomb.json()["code"] == 8

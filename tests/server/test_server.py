@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import FIXTURES
+from factories import wait_until_serving
 from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator, FormatChecker
 
@@ -358,15 +359,7 @@ def test_a_real_uvicorn_server(tmp_path, fake_llm) -> None:
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if http.get("/v1/experiments").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
-                time.sleep(0.1)
+            wait_until_serving(server, f"http://127.0.0.1:{port}/v1/experiments", timeout=30)
             imported = http.post("/v1/conversations", json=sample_objects()[:3])
             assert imported.status_code == 201
             created = http.post(

@@ -7,14 +7,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from conftest import FIXTURES
+from factories import wait_until_serving
 from fastapi.testclient import TestClient
 
 from experiment_runner.ingest.conversations import load_conversation
@@ -124,15 +123,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/openapi.json", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
-            time.sleep(0.1)
+        wait_until_serving(server, f"{base}/openapi.json")
         yield base, db
     finally:
         server.send_signal(signal.SIGINT)

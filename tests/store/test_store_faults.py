@@ -13,10 +13,8 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import dump
 from conftest import query as rows
-from factories import build_finished
 
 from experiment_runner.cli import cli
-from experiment_runner.store import open_store
 
 
 def _one_line(stderr: str, words: str) -> None:
@@ -72,16 +70,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_run_resumes(tiny_disk: Path, tm
     assert rows(db, "SELECT count(*) FROM conversation WHERE type = 'result'") == [(30,)]
 
 
-@pytest.fixture
-def finished_db(db_path: Path) -> str:
-    store = open_store(db_path)
-    try:
-        return build_finished(store)
-    finally:
-        store.close()
-
-
-def test_an_immutable_file_is_one_line_and_stays_as_it_was(db_path: Path, finished_db: str, tmp_path: Path, run_cli) -> None:
+def test_an_immutable_file_is_one_line_and_stays_as_it_was(db_path: Path, experiment_id: str, tmp_path: Path, run_cli) -> None:
     before = dump(db_path)
     if subprocess.run(["chattr", "+i", str(db_path)], capture_output=True).returncode:
         pytest.skip("chattr +i is not available here")
@@ -95,7 +84,7 @@ def test_an_immutable_file_is_one_line_and_stays_as_it_was(db_path: Path, finish
 
 
 @pytest.fixture
-def held_lock(db_path: Path, finished_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[sqlite3.Connection]:
+def held_lock(db_path: Path, experiment_id: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[sqlite3.Connection]:
     """Another process's write transaction, held open; our busy timeout is 0.3 s."""
     monkeypatch.setenv("EXPERIMENT_RUNNER_BUSY_TIMEOUT", "0.3")
     other = sqlite3.connect(db_path, isolation_level=None)
@@ -112,9 +101,9 @@ def test_a_lock_held_past_the_busy_timeout_is_one_line(held_lock: sqlite3.Connec
     _one_line(result.stderr, "database is locked by another process")
 
 
-def test_readers_do_not_wait_for_a_writer(held_lock: sqlite3.Connection, finished_db: str, run_cli, tmp_path: Path) -> None:
-    for args in (["list"], ["show", finished_db], ["export", finished_db, "--output", tmp_path / "e.json"], ["conversations"]):
+def test_readers_do_not_wait_for_a_writer(held_lock: sqlite3.Connection, experiment_id: str, run_cli, tmp_path: Path) -> None:
+    for args in (["list"], ["show", experiment_id], ["export", experiment_id, "--output", tmp_path / "e.json"], ["conversations"]):
         result = run_cli(*args)
         assert result.exit_code == 0, (args, result.stderr)
         assert "(being edited)" not in result.stdout  # they read the last committed state
-    assert json.loads((tmp_path / "e.json").read_text())["experiment"]["id"] == finished_db
+    assert json.loads((tmp_path / "e.json").read_text())["experiment"]["id"] == experiment_id
