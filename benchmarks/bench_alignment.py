@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import experiment_runner  # noqa: F401
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.experiments import create_experiment
 from experiment_runner.engine.run import RunOptions, run_experiment
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.results.export import export_chunks

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from experiment_runner.engine.estimate import Estimate, dry_run
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.experiments import create_experiment
 from experiment_runner.engine.progress import Progress, RunOptions
 from experiment_runner.engine.run import run_experiment
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.report.html import write_report

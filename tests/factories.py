@@ -12,7 +12,8 @@ import httpx
 from sqlalchemy import text
 
 from experiment_runner.engine import writer
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment, require_experiment
+from experiment_runner.engine.experiments import create_experiment, require_experiment
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.evaluation.evaluator import EvaluationOutcome
 from experiment_runner.evaluation.spans import Span
 from experiment_runner.ingest.importing import import_files

@@ -76,7 +76,10 @@ COMMAND_MODULES = {
 }
 
 # The option that sets each request-body field whose CLI spelling is not `--` + the field with dashes.
-OPTION_FOR_FIELD = {"max_cost_usd": "--max-cost", "conversation_ids": "--conversation"}
+OPTION_FOR_FIELD = {
+    "max_cost_usd": "--max-cost", "conversation_ids": "--conversation", "system_prompt_override": "--system-prompt",
+    "reasoning_config": "--reasoning-effort",
+}
 
 
 def option_for(field: str) -> str:

@@ -1,4 +1,5 @@
-"""What a run shows while it runs and when it ends: progress lines, the Ctrl-C notice, the closing summary.
+"""What a run shows while it runs and when it ends: progress lines, the Ctrl-C notice, the closing summary
+(its first line the run's `RunOutcome` counts; how the run ended is the outcome's own verdict).
 
 On a terminal, one self-overwriting line on stderr, redrawn as items end and every second. Without one
 (CI, nohup, a log file), one plain line every `EXPERIMENT_RUNNER_PROGRESS_INTERVAL` seconds (default 10).
@@ -14,6 +15,7 @@ from typing import Any
 import click
 
 from experiment_runner.cli.caching import usage_line
+from experiment_runner.engine.outcome import Ending, RunOutcome
 from experiment_runner.engine.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -80,18 +82,14 @@ class ProgressPrinter:
         self._end_line()
 
 
-def run_summary(experiment_id: str, progress: Progress, experiment: dict[str, Any] | None) -> list[str]:
-    """The closing lines: what ran, the experiment's issue rate, this run's cost and retries, what to run next.
+def run_summary(outcome: RunOutcome, progress: Progress, experiment: dict[str, Any] | None) -> list[str]:
+    """The closing lines: what ran (the outcome's counts), the experiment's issue rate, this run's cost and
+    retries, what to run next.
 
     `experiment` is the experiment's summary (`results.catalog.experiment_summary`) after the run."""
-    if progress.total == 0:
-        return [f"Experiment {experiment_id}: nothing left to run."]
-    parts = [f"{progress.completed} completed", f"{progress.failed} failed"]
-    if progress.evaluations_failed:
-        parts.append(f"{progress.evaluations_failed} evaluation(s) failed")
-    if progress.total > progress.done:
-        parts.append(f"{progress.total - progress.done} not finished")
-    lines = [f"Experiment {experiment_id}: {_plural(progress.total, 'item')} run: " + ", ".join(parts) + "."]
+    lines = [f"Experiment {outcome.experiment_id}: {outcome.counts()}."]
+    if outcome.ending is Ending.NOTHING_LEFT:
+        return lines
     facts = []
     if experiment is not None and experiment.get("evaluations_received"):
         rate, evaluated = experiment["metrics"]["issue_rate"], experiment["evaluations_received"]
@@ -101,7 +99,7 @@ def run_summary(experiment_id: str, progress: Progress, experiment: dict[str, An
     lines.append("  " + "; ".join(facts))
     if cached := usage_line(progress.cache.hits, progress.cache.saved_usd):
         lines.append("  " + cached)
-    lines.append(f"  next: experiment-runner show {experiment_id}   experiment-runner report {experiment_id}")
+    lines.append(f"  next: experiment-runner show {outcome.experiment_id}   experiment-runner report {outcome.experiment_id}")
     return lines
 
 
@@ -111,11 +109,3 @@ def run_cost(progress: Progress) -> str:
         known = f"; ${progress.spent_usd:.4f} for the priced ones" if progress.spent_usd else ""
         return f"unknown (no price for {_plural(progress.unpriced_calls, 'call')}{known})"
     return f"${progress.spent_usd:.4f}"
-
-
-def budget_message(experiment_id: str, progress: Progress) -> str:
-    """The error line of a run the budget stopped."""
-    cap = f"${progress.budget_usd:g}" if progress.budget_usd is not None else "the budget"
-    spent = progress.spent_before_usd + progress.spent_usd  # the budget is the experiment's: earlier runs count
-    return (f"budget of {cap} reached after {_plural(progress.done, 'item')} (${spent:.4f} spent); "
-            f"to go on: experiment-runner resume {experiment_id} --max-cost AMOUNT")

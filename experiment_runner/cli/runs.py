@@ -6,31 +6,26 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from pydantic import BaseModel
 
 from experiment_runner.cli import Context, cli, option_for
 from experiment_runner.cli.batching import batch_option, check_batch_models, detach_option, execute_batches, refuse_budget, uses_batches
 from experiment_runner.cli.caching import no_cache_option
 from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
-from experiment_runner.cli.progress import ProgressPrinter, budget_message, run_summary
-from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_conversations, dry_run_reevaluation
+from experiment_runner.cli.progress import ProgressPrinter, run_summary
+from experiment_runner.engine.estimate import check_priced, dry_run, dry_run_conversations, dry_run_reevaluation
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
-from experiment_runner.engine.experiments import (
-    EFFORTS,
-    ExperimentSpec,
-    SettingChanges,
-    change_settings,
-    create_experiment,
-    create_reevaluation,
-    get_experiment,
-)
+from experiment_runner.engine.experiments import SettingChanges, change_settings, create_experiment, create_reevaluation, get_experiment
+from experiment_runner.engine.outcome import RunOutcome
 from experiment_runner.engine.output_schema import check_fields
-from experiment_runner.engine.progress import Progress, RunOptions
+from experiment_runner.engine.progress import RunOptions
 from experiment_runner.engine.run import run_experiment
 from experiment_runner.engine.runstate import budget_left
+from experiment_runner.engine.spec import EFFORTS, ExperimentSpec, ReevaluationSpec
 from experiment_runner.engine.structured import SETTINGS
 from experiment_runner.engine.workplan import work_left
-from experiment_runner.errors import BadInputError, ExperimentRunnerError, RunStoppedError
+from experiment_runner.errors import BadInputError, ExperimentRunnerError
 from experiment_runner.evaluation.evaluator import load_labels
 from experiment_runner.evaluation.rules import load_rules
 from experiment_runner.files import read_json_file
@@ -132,24 +127,12 @@ def run_command(obj: Context, /, **opts: Any) -> None:
     in_memory = read_inputs(opts["inputs"]) if opts["dry_run"] and opts["inputs"] else None  # a dry run stores nothing
     store = None if in_memory is not None else obj.existing_store if opts["dry_run"] else obj.store  # a dry run creates no store
     ids = list(in_memory) if in_memory is not None else chosen_conversations(store, opts)
-    spec = ExperimentSpec(
-        name=opts["name"],
-        model=opts["model"],
-        conversation_ids=ids,
-        pass_through=opts["pass_through"],
-        system_prompt_override=opts["system_prompt"],
-        reasoning_config={"effort": opts["reasoning_effort"]} if opts["reasoning_effort"] else None,
-        output_schema=check_fields(read_json_file(opts["output_schema_file"], "output schema")) if opts["output_schema_file"] else None,
-        api_base=opts["api_base"],
-        evaluator_model=opts["evaluator_model"],
-        evaluator_api_base=opts["evaluator_api_base"],
-        labels=load_labels(opts["labels_file"]) if opts["labels_file"] else None,
-        response_format=opts["response_format"],
-        evaluator_response_format=opts["evaluator_response_format"],
-        evaluator_max_tokens=opts["evaluator_max_tokens"],
-        rules=load_rules(opts["rules_file"]) if opts["rules_file"] else None,
-        max_cost_usd=opts["max_cost"],
-    )
+    spec = ExperimentSpec.from_input(spec_values(ExperimentSpec, opts) | {
+        "conversation_ids": ids,
+        "system_prompt_override": opts["system_prompt"],
+        "reasoning_config": {"effort": opts["reasoning_effort"]} if opts["reasoning_effort"] else None,
+        "output_schema": check_fields(read_json_file(opts["output_schema_file"], "output schema")) if opts["output_schema_file"] else None,
+    })
     use_cache = not opts["no_cache"]
     if opts["batch"]:
         refuse_budget(opts["max_cost"])
@@ -160,11 +143,20 @@ def run_command(obj: Context, /, **opts: Any) -> None:
         assert store is not None
         return show_estimate(dry_run(store, spec, use_cache=use_cache, batch=opts["batch"]), opts["as_json"])
     assert store is not None
-    check_priced(called_models(spec), opts["max_cost"], opts["max_cost_unpriced_ok"])
+    check_priced(spec.called_models(), spec.max_cost_usd, opts["max_cost_unpriced_ok"])
     experiment_id = create_experiment(store, spec)
     if opts["batch"]:
         return execute_batches(obj, experiment_id, detach=opts["detach"], use_cache=use_cache)
     execute(obj, experiment_id, opts["concurrency"], retry_failed=False, use_cache=use_cache)
+
+
+def spec_values(spec: type[BaseModel], opts: dict[str, Any]) -> dict[str, Any]:
+    """The spec's fields that options give: those named as the field, then the files and the budget (an
+    option's name for a field is `cli.option_for`'s, which the errors use too)."""
+    values = {name: opts[name] for name in spec.model_fields if name in opts}
+    files = {"labels": ("labels_file", load_labels), "rules": ("rules_file", load_rules)}
+    values |= {name: load(opts[option]) if opts[option] else None for name, (option, load) in files.items()}
+    return values | {"max_cost_usd": opts["max_cost"]}
 
 
 def check_selection(opts: dict[str, Any]) -> None:
@@ -246,7 +238,7 @@ def resume_command(obj: Context, /, experiment_id: str, retry_failed: bool, conc
         refuse_budget(opts["max_cost"])
         change_settings(obj.store, experiment_id, SettingChanges(opts["api_base"], opts["evaluator_api_base"], None))
         return execute_batches(obj, experiment_id, detach=opts["detach"], retry_failed=retry_failed, use_cache=use_cache)
-    check_priced(called_models(experiment), opts["max_cost"], opts["max_cost_unpriced_ok"])
+    check_priced(ExperimentSpec.from_row(experiment).called_models(), opts["max_cost"], opts["max_cost_unpriced_ok"])
     budget = budget_left(obj.store, experiment)
     if opts["max_cost"] is None and budget.left_usd is not None and budget.left_usd <= 0:
         raise ExperimentRunnerError(
@@ -293,18 +285,7 @@ def reevaluate_command(obj: Context, /, experiment_id: str, name: str | None, co
         experiment-runner reevaluate 4f6c0e1a --evaluator-model openai/gpt-4o --labels labels.json
     """
     experiment_id = obj.experiment_id(experiment_id)
-    spec = ExperimentSpec(
-        name=name or "",
-        model="-",
-        conversation_ids=[],
-        evaluator_model=opts["evaluator_model"],
-        evaluator_api_base=opts["evaluator_api_base"],
-        labels=load_labels(opts["labels_file"]) if opts["labels_file"] else None,
-        evaluator_response_format=opts["evaluator_response_format"],
-        evaluator_max_tokens=opts["evaluator_max_tokens"],
-        rules=load_rules(opts["rules_file"]) if opts["rules_file"] else None,
-        max_cost_usd=opts["max_cost"],
-    )
+    spec = ReevaluationSpec.from_input(spec_values(ReevaluationSpec, opts) | {"name": name or None})
     use_cache = not opts["no_cache"]
     if opts["batch"]:
         refuse_budget(opts["max_cost"])
@@ -312,7 +293,7 @@ def reevaluate_command(obj: Context, /, experiment_id: str, name: str | None, co
     if opts["dry_run"]:
         estimate = dry_run_reevaluation(obj.store, experiment_id, spec, use_cache=use_cache, batch=opts["batch"])
         return show_estimate(estimate, opts["as_json"])
-    check_priced([opts["evaluator_model"]] if opts["evaluator_model"] else [], opts["max_cost"], opts["max_cost_unpriced_ok"])
+    check_priced([spec.evaluator_model] if spec.evaluator_model else [], spec.max_cost_usd, opts["max_cost_unpriced_ok"])
     new_id = create_reevaluation(obj.store, experiment_id, spec)
     if opts["batch"]:
         return execute_batches(obj, new_id, detach=opts["detach"], use_cache=use_cache)
@@ -320,7 +301,9 @@ def reevaluate_command(obj: Context, /, experiment_id: str, name: str | None, co
 
 
 def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, use_cache: bool = True) -> None:
-    """Run the experiment (within its stored budget), show its progress, print its id last, exit as the contract says."""
+    """Run the experiment (within its stored budget), show its progress, print its id last, then its outcome:
+    the error line of a run that stopped early or failed every item (exit 1), the Ctrl-C notice (exit 130),
+    or the failed items' line."""
     click.echo(f"Experiment {experiment_id}: running (if stopped, continue with: experiment-runner resume {experiment_id})", err=True)
     printer = ProgressPrinter(terminal=sys.stderr.isatty())
     progress = run_experiment(
@@ -331,30 +314,12 @@ def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed:
         printer,
     )
     printer.finish()
-    click.echo("\n".join(run_summary(experiment_id, progress, experiment_summary(obj.store, experiment_id))), err=True)
+    outcome = RunOutcome.of(experiment_id, progress)
+    click.echo("\n".join(run_summary(outcome, progress, experiment_summary(obj.store, experiment_id))), err=True)
     click.echo(experiment_id)
-    if progress.interrupted:
-        click.echo(f"Interrupted. Continue with: experiment-runner resume {experiment_id}", err=True)
-        sys.exit(130)
-    if progress.budget_reached:
-        raise ExperimentRunnerError(budget_message(experiment_id, progress))
-    if progress.stopped_by:
-        raise RunStoppedError(
-            f"stopped: {progress.stopped_by}; the items not run stay pending: fix it, then `experiment-runner resume {experiment_id}`"
-            " (with --api-base or --evaluator-api-base URL to change an endpoint)"
-        )
-    common = _most_common(progress)
-    if progress.total and progress.failed == progress.total:
-        raise ExperimentRunnerError(
-            f"every item failed{common}; see `experiment-runner show {experiment_id}`, then `experiment-runner resume {experiment_id} --retry-failed`"
-        )
-    if progress.failed:
-        click.echo(f"{progress.failed} item(s) failed{common}; see `experiment-runner show {experiment_id}`", err=True)
-
-
-def _most_common(progress: Progress) -> str:
-    """', most often: "REASON" (N)' for the failures of this run, or nothing."""
-    if not progress.failure_reasons:
-        return ""
-    reason, count = progress.failure_reasons.most_common(1)[0]
-    return f", most often: {reason} ({count}x)"
+    if (error := outcome.error()) is not None:
+        raise error
+    if (verdict := outcome.verdict()) is not None:  # interrupted, or some items failed
+        click.echo(verdict, err=True)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)

@@ -15,8 +15,8 @@ from experiment_runner.engine.experiments import reasoning_kwargs
 from experiment_runner.engine.llm import Completion
 from experiment_runner.engine.output_schema import check_reply, to_json_schema
 from experiment_runner.engine.replay import replay_request, result_messages, split_reply, target_call, with_system_prompt
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.engine.structured import FALLBACK
-from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store.queries.common import encode_json
 
@@ -43,7 +43,7 @@ class RequestBuilder:
     def __init__(self, experiment: Any, cache: ResponseCache):
         self.experiment = experiment
         self.cache = cache
-        self.evaluator = EvaluatorConfig.from_experiment(experiment)
+        self.evaluator = ExperimentSpec.from_row(experiment).evaluator()
         self.rules = rules_of(experiment)  # rule evaluators: applied as answers arrive, no request of their own
         self.evaluates = self.evaluator is not None or bool(self.rules)
         self.schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None

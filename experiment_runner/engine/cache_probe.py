@@ -12,8 +12,8 @@ from typing import Any
 from experiment_runner.engine.cache import cache_key
 from experiment_runner.engine.evaluate import evaluator_call
 from experiment_runner.engine.experiments import reasoning_kwargs
-from experiment_runner.engine.output_schema import to_json_schema
 from experiment_runner.engine.replay import replay_request, target_call
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.engine.structured import FALLBACK
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.store import Store
@@ -28,11 +28,11 @@ def modes(setting: str | None) -> tuple[str, ...]:
 class CacheProbe:
     """Looks up the cache for the requests a run of one experiment spec would send."""
 
-    def __init__(self, store: Store, spec: Any, evaluator: EvaluatorConfig | None):
+    def __init__(self, store: Store, spec: ExperimentSpec, evaluator: EvaluatorConfig | None):
         self.store = store
         self.spec = spec
         self.evaluator = evaluator
-        self.schema = to_json_schema(spec.output_schema) if getattr(spec, "output_schema", None) else None
+        self.schema = spec.target_schema()
 
     def _cached(self, model: str, api_base: str | None, calls: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> list[dict[str, Any]] | None:
         """The reply parts cached for the first of `calls` the cache holds, or None."""

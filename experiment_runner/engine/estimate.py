@@ -23,23 +23,15 @@ from typing import Any
 from experiment_runner.engine.batch import batch_cost
 from experiment_runner.engine.cache_probe import CacheProbe
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS as EVALUATOR_MAX_TOKENS
-from experiment_runner.engine.experiments import (
-    ExperimentSpec,
-    check_known,
-    check_spec,
-    completed_results,
-    preflight,
-    reevaluation_rules,
-    spec_view,
-)
-from experiment_runner.engine.llm import check_model, litellm_module
+from experiment_runner.engine.experiments import prepare, prepare_reevaluation
+from experiment_runner.engine.llm import litellm_module
 from experiment_runner.engine.replay import replay_request, split_reply, with_system_prompt
+from experiment_runner.engine.spec import ExperimentSpec, ReevaluationSpec
 from experiment_runner.engine.structured import with_instructions
 from experiment_runner.errors import BadInputError, Field
 from experiment_runner.evaluation.evaluator import EvaluatorConfig, build_request, reply_schema
 from experiment_runner.ingest.conversations import load_conversation
 from experiment_runner.store import Store
-from experiment_runner.store.queries.experiments import require_experiment
 
 log = logging.getLogger(__name__)
 
@@ -279,21 +271,14 @@ def check_priced(models: list[str], max_cost: float | None, unpriced_ok: bool) -
         )
 
 
-def called_models(experiment: Any) -> list[str]:
-    """The models a run of this experiment (or spec) calls: the target unless pass-through, and the evaluator."""
-    models = [] if experiment.pass_through else [experiment.model]
-    return models + ([experiment.evaluator_model] if experiment.evaluator_model else [])
-
-
 def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True, use_cache: bool = True, batch: bool = False) -> Estimate:
-    """Everything `run` checks (preflight included, unless `check_models=False`), then the estimate (requests
-    the response cache would answer at $0 unless `use_cache=False`); stores nothing, calls nothing."""
-    check_spec(spec)
-    ids = list(dict.fromkeys(spec.conversation_ids))
+    """Everything `run` checks (`experiments.prepare`, the same step as creating: the preflight included,
+    unless `check_models=False`), then the estimate (requests the response cache would answer at $0 unless
+    `use_cache=False`); stores nothing, calls nothing."""
+    prepare(store, spec, check_models=check_models)
     with store.read() as session:
-        check_known(session, ids)
-        conversations = {i: load_conversation(session, i) for i in ids}
-    return dry_run_conversations(spec, conversations, check_models=check_models, cache_store=store if use_cache else None, batch=batch)
+        conversations = {i: load_conversation(session, i) for i in spec.conversation_ids}
+    return _estimate_spec(spec, conversations, cache_store=store if use_cache else None, batch=batch)
 
 
 def dry_run_conversations(
@@ -301,14 +286,17 @@ def dry_run_conversations(
     cache_store: Store | None = None, batch: bool = False,
 ) -> Estimate:
     """The dry run over conversations held in memory (id -> `{"messages", "tools"}`; `run --input F --dry-run`
-    reads the file without storing it): the spec's checks and the preflight, then the estimate (the requests
-    `cache_store`'s response cache would answer at $0; `batch`: at batch prices). Nothing is stored."""
-    check_spec(spec)
-    if check_models:
-        preflight(spec)
-    evaluator = EvaluatorConfig.from_experiment(spec_view(spec)) if spec.evaluator_model else None
+    reads the file without storing it): the preflight (`experiments.prepare` without a store), then the
+    estimate (the requests `cache_store`'s response cache would answer at $0; `batch`: at batch prices).
+    Nothing is stored."""
+    prepare(None, spec, check_models=check_models)
+    return _estimate_spec(spec, conversations, cache_store=cache_store, batch=batch)
+
+
+def _estimate_spec(spec: ExperimentSpec, conversations: dict[str, dict[str, Any]], *, cache_store: Store | None, batch: bool) -> Estimate:
+    evaluator = spec.evaluator()
     probe = CacheProbe(cache_store, spec, evaluator) if cache_store is not None else None
-    chosen = [conversations[i] for i in dict.fromkeys(spec.conversation_ids)]
+    chosen = [conversations[i] for i in spec.conversation_ids]
     messages = [c["messages"] for c in chosen]
     result = estimate(messages, model=spec.model, pass_through=spec.pass_through, system_prompt=spec.system_prompt_override,
                       evaluator=evaluator, tools=[c.get("tools") for c in chosen], probe=probe, batch=batch)
@@ -323,20 +311,16 @@ def with_rules(result: Estimate, rules: list[dict[str, Any]] | None, replies: in
 
 
 def dry_run_reevaluation(
-    store: Store, source_id: str, spec: ExperimentSpec, *, use_cache: bool = True, batch: bool = False
+    store: Store, source_id: str, reevaluation: ReevaluationSpec, *, use_cache: bool = True, batch: bool = False
 ) -> Estimate:
-    """What `reevaluate` would cost: one evaluator call per completed item of `source_id`, no target call
-    (and its rules, the source's unless it has its own, for free; cached evaluator calls at $0)."""
+    """What `reevaluate` would cost (`experiments.prepare_reevaluation`, the same step as creating it, first):
+    one evaluator call per completed item of `source_id`, no target call (and its rules, the source's unless
+    it has its own, for free; cached evaluator calls at $0)."""
+    prepared = prepare_reevaluation(store, source_id, reevaluation)
     with store.read() as session:
-        rules = reevaluation_rules(require_experiment(session, source_id), spec)
-        results = completed_results(session, source_id)
-        if not results:
-            raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
-        conversations = [load_conversation(session, i)["messages"] for _, i in results]
-    evaluator = None
-    if spec.evaluator_model:
-        check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")
-        evaluator = EvaluatorConfig.from_experiment(spec_view(spec))
+        conversations = [load_conversation(session, i)["messages"] for _, i in prepared.results]
+    spec = prepared.spec
+    evaluator = spec.evaluator()
     probe = CacheProbe(store, spec, evaluator) if use_cache else None
     result = estimate(conversations, model=spec.model, pass_through=True, system_prompt=None, evaluator=evaluator, probe=probe, batch=batch)
-    return with_rules(result, rules, len(conversations))
+    return with_rules(result, spec.rules, len(conversations))

@@ -1,22 +1,21 @@
-"""Creating experiments: the settings (`ExperimentSpec`), their validation, and the rows they start as;
-and the settings `resume` may change (`SettingChanges`), preflighted and recorded.
+"""Creating experiments from a spec (`engine.spec`): the checks that need the store or litellm (`prepare`,
+shared by creating and the dry run), the rows an experiment starts as, re-evaluations, and the settings
+`resume` may change (`SettingChanges`), preflighted and recorded.
 
-Validation follows the hosted create-experiment API: name 1..255 characters, a non-empty model, at least
-one conversation, and every conversation id known, all checked before anything is stored.
+The spec is validated when it is made (`ExperimentSpec.from_input`, or the REST body); `prepare` then checks
+every conversation id known and the models' preflight, all before anything is stored.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session
 
 from experiment_runner.engine.lease import ensure_free
 from experiment_runner.engine.llm import check_model
-from experiment_runner.engine.output_schema import check_fields
-from experiment_runner.engine.structured import check_setting
-from experiment_runner.errors import BadInputError, Field
+from experiment_runner.engine.spec import ExperimentSpec, ReevaluationSpec
+from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.conversations import missing_conversations
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
@@ -24,48 +23,6 @@ from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries.experiments import require_experiment
 from experiment_runner.store.tables import Experiment
 from experiment_runner.store.timeutil import now
-
-EFFORTS = ("low", "medium", "high")
-
-
-@dataclass(frozen=True)
-class ExperimentSpec:
-    """Everything that defines an experiment (what the CLI's `run` options and the API body carry)."""
-
-    name: str
-    model: str
-    conversation_ids: list[str]
-    pass_through: bool = False
-    system_prompt_override: str | None = None
-    reasoning_config: dict[str, Any] | None = None
-    output_schema: list[dict[str, Any]] | None = None
-    api_base: str | None = None
-    evaluator_model: str | None = None
-    evaluator_api_base: str | None = None
-    labels: dict[str, Any] | None = field(default=None)
-    response_format: str = "auto"  # structured output for --output-schema: auto | json_schema | json_object | prompt
-    evaluator_response_format: str = "auto"
-    evaluator_max_tokens: int | None = None
-    max_cost_usd: float | None = None  # the budget of all the experiment's runs, stored with it
-    rules: list[dict[str, Any]] | None = None  # checked `--rules` (evaluation.rules); None: none (a re-evaluation: the source's)
-
-    @property
-    def evaluates(self) -> bool:
-        """Whether each reply gets an evaluation (by an evaluator model, by rules, or both)."""
-        return bool(self.evaluator_model or self.rules)
-
-    def stored_labels(self) -> dict[str, Any] | None:
-        """The experiment's `labels` settings: the labels document, with the rules under `rules`."""
-        if not self.rules:
-            return self.labels
-        return {**(self.labels or {}), "rules": self.rules}
-
-    def structured_output(self) -> dict[str, Any]:
-        """The settings stored on the experiment (the mode each model used is added by the run)."""
-        evaluator: dict[str, Any] = {"setting": self.evaluator_response_format}
-        if self.evaluator_max_tokens:
-            evaluator["max_tokens"] = self.evaluator_max_tokens
-        return {"target": {"setting": self.response_format}, "evaluator": evaluator}
 
 
 def reasoning_kwargs(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -80,38 +37,6 @@ def reasoning_kwargs(config: dict[str, Any] | None) -> dict[str, Any]:
     return kwargs
 
 
-def check_spec(spec: ExperimentSpec) -> ExperimentSpec:
-    """Raise `BadInputError` (with the field's `loc`) for settings the hosted API would refuse."""
-    if not isinstance(spec.name, str) or not 1 <= len(spec.name) <= 255:
-        raise BadInputError("name must be 1 to 255 characters", loc=("body", "name"))
-    if not isinstance(spec.model, str) or not spec.model.strip():
-        raise BadInputError("model must be a non-empty litellm model name", loc=("body", "model"))
-    if not spec.conversation_ids:
-        raise BadInputError("an experiment needs at least one conversation", loc=("body", "conversation_ids"))
-    config = spec.reasoning_config
-    if config is not None:
-        unknown = set(config) - {"effort", "budget_tokens"}
-        if unknown or ("effort" in config and config["effort"] not in EFFORTS):
-            raise BadInputError(
-                "reasoning_config takes {\"effort\": \"low\"|\"medium\"|\"high\"} and/or {\"budget_tokens\": N}",
-                loc=("body", "reasoning_config"),
-            )
-    if spec.output_schema is not None:
-        check_fields(spec.output_schema)
-    if spec.pass_through and (spec.reasoning_config or spec.output_schema):
-        raise BadInputError(
-            "pass-through copies the existing replies, so reasoning and output schema settings would have no effect",
-            loc=("body", "pass_through"),
-        )
-    if spec.evaluator_api_base and not spec.evaluator_model:
-        raise BadInputError("an evaluator API base needs an evaluator model", loc=("body", "evaluator_model"))
-    check_setting(spec.response_format, "response_format")
-    check_setting(spec.evaluator_response_format, "evaluator_response_format")
-    if spec.evaluator_max_tokens is not None and not (isinstance(spec.evaluator_max_tokens, int) and spec.evaluator_max_tokens >= 1):
-        raise BadInputError("evaluator_max_tokens must be a positive integer", loc=("body", "evaluator_max_tokens"))
-    return spec
-
-
 def preflight(spec: ExperimentSpec) -> None:
     """Before anything is stored: every model the run will call resolves to a provider litellm knows, with
     its credentials present (unless an endpoint is given). `BadInputError` names the model and the variable."""
@@ -121,21 +46,27 @@ def preflight(spec: ExperimentSpec) -> None:
         check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")
 
 
+def prepare(store: Store | None, spec: ExperimentSpec, *, check_models: bool = True) -> None:
+    """What creating an experiment and its dry run both check, in this order, before anything is stored or
+    estimated: every conversation known to `store` (None: they are held in memory, `run --input F --dry-run`),
+    then the preflight (skipped with `check_models=False`). The spec itself was validated when it was made."""
+    if store is not None:
+        with store.read() as session:
+            check_known(session, spec.conversation_ids)
+    if check_models:
+        preflight(spec)
+
+
 def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool = True, runner: str | None = None) -> str:
     """Store a new experiment with one pending item per conversation; return its id.
 
     `check_models=False` skips the preflight (rows built for tests, models that are never called).
     `runner="server"` marks it as the server's from the start, so a restart resumes it even if it never began."""
-    check_spec(spec)
-    ids = list(dict.fromkeys(spec.conversation_ids))  # a conversation listed twice is run once
-    with store.read() as session:
-        check_known(session, ids)
-    if check_models:
-        preflight(spec)
+    prepare(store, spec, check_models=check_models)
     with store.write() as session:
-        check_known(session, ids)  # again inside the write: one may have been deleted meanwhile
-        experiment_id = _insert_experiment(session, spec, ids, runner=runner)
-        _insert_items(session, experiment_id, [(cid, None) for cid in ids], 1 if spec.evaluates else 0)
+        check_known(session, spec.conversation_ids)  # again inside the write: one may have been deleted meanwhile
+        experiment_id = _insert_experiment(session, spec, runner=runner)
+        _insert_items(session, experiment_id, [(cid, None) for cid in spec.conversation_ids], 1 if spec.evaluates else 0)
     return experiment_id
 
 
@@ -153,78 +84,50 @@ def completed_results(session: Session, experiment_id: str) -> list[tuple[str, s
     return [(source, result) for source, result in q.completed_pairs(session.connection(), experiment_id) if result is not None]
 
 
-def spec_view(spec: ExperimentSpec) -> Any:
-    """The spec with the attributes of a stored experiment that settings readers look at (labels, structured output)."""
-    return SimpleNamespace(**{**spec.__dict__, "structured_output": spec.structured_output()})
+@dataclass(frozen=True)
+class Reevaluation:
+    """A re-evaluation ready to store or estimate: the new experiment's spec and the replies it evaluates."""
+
+    source_id: str
+    spec: ExperimentSpec
+    results: list[tuple[str, str]]  # (source conversation id, result conversation id) of the source's completed items
 
 
-def create_reevaluation(store: Store, source_id: str, spec: ExperimentSpec, *, check_models: bool = True) -> str:
+def _resolve(session: Session, source_id: str, reevaluation: ReevaluationSpec) -> Reevaluation:
+    source = ExperimentSpec.from_row(require_experiment(session, source_id))
+    rules = reevaluation.rules_for(source)  # refused first when it would evaluate nothing
+    rows = completed_results(session, source_id)
+    if not rows:
+        raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
+    return Reevaluation(source_id, reevaluation.resolve(source, [r[0] for r in rows], rules), rows)
+
+
+def prepare_reevaluation(store: Store, source_id: str, reevaluation: ReevaluationSpec, *, check_models: bool = True) -> Reevaluation:
+    """What `reevaluate` and its dry run both check, in this order: the source has completed items, the new
+    spec is valid (an evaluator model or rules, a name that fits), then the evaluator's preflight."""
+    with store.read() as session:
+        prepared = _resolve(session, source_id, reevaluation)
+    if check_models:
+        preflight(prepared.spec)  # pass-through: the evaluator only
+    return prepared
+
+
+def create_reevaluation(store: Store, source_id: str, reevaluation: ReevaluationSpec, *, check_models: bool = True) -> str:
     """A new experiment whose items reuse `source_id`'s completed result conversations, to evaluate anew.
 
-    Without rules of its own (`spec.rules` None) it keeps the source's rules; `[]` drops them."""
-    if check_models and spec.evaluator_model:
-        check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")  # before the write lock
+    Without rules of its own (`rules` None) it keeps the source's rules; `[]` drops them."""
+    prepare_reevaluation(store, source_id, reevaluation, check_models=check_models)
     with store.write() as session:
-        source = require_experiment(session, source_id)
-        rules = reevaluation_rules(source, spec)
-        rows = completed_results(session, source_id)
-        if not rows:
-            raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
-        spec = ExperimentSpec(
-            name=spec.name or f"{source.name} (re-evaluated)",
-            model=source.model,
-            conversation_ids=[r[0] for r in rows],
-            pass_through=True,
-            system_prompt_override=source.system_prompt_override,
-            evaluator_model=spec.evaluator_model,
-            evaluator_api_base=spec.evaluator_api_base,
-            labels=spec.labels,
-            evaluator_response_format=spec.evaluator_response_format,
-            evaluator_max_tokens=spec.evaluator_max_tokens,
-            rules=rules,
-            max_cost_usd=spec.max_cost_usd,
-        )
-        check_spec(spec)
-        experiment_id = _insert_experiment(session, spec, spec.conversation_ids, source_experiment_id=source_id)
-        _insert_items(session, experiment_id, list(rows), 1)
+        prepared = _resolve(session, source_id, reevaluation)  # again inside the write: the source may have changed
+        experiment_id = _insert_experiment(session, prepared.spec, source_experiment_id=source_id)
+        _insert_items(session, experiment_id, prepared.results, 1)
     return experiment_id
 
 
-def reevaluation_rules(source: Any, spec: ExperimentSpec) -> list[dict[str, Any]]:
-    """The rules of a re-evaluation: its own when given, else the source experiment's; refused when it
-    would evaluate nothing (no evaluator model and no rules)."""
-    rules = spec.rules if spec.rules is not None else list((source.labels or {}).get("rules") or [])
-    if not spec.evaluator_model and not rules:
-        raise BadInputError(["a re-evaluation needs an evaluator model or ", Field("rules")], field="evaluator_model")
-    return rules
-
-
-def _insert_experiment(
-    session: Session, spec: ExperimentSpec, ids: list[str], source_experiment_id: str | None = None, runner: str | None = None
-) -> str:
+def _insert_experiment(session: Session, spec: ExperimentSpec, source_experiment_id: str | None = None, runner: str | None = None) -> str:
     experiment_id = new_id()
-    q.add_experiment(
-        session,
-        Experiment(
-            id=experiment_id,
-            name=spec.name,
-            model=spec.model,
-            pass_through=spec.pass_through,
-            conversation_ids=ids,
-            reasoning_config=spec.reasoning_config,
-            system_prompt_override=spec.system_prompt_override,
-            output_schema=check_fields(spec.output_schema) if spec.output_schema else None,
-            created_at=now(),
-            api_base=spec.api_base,
-            evaluator_model=spec.evaluator_model,
-            evaluator_api_base=spec.evaluator_api_base,
-            labels=spec.stored_labels(),
-            source_experiment_id=source_experiment_id,
-            structured_output=spec.structured_output(),
-            max_cost_usd=spec.max_cost_usd,
-            runner=runner,
-        ),
-    )
+    row = spec.to_row(experiment_id=experiment_id, created_at=now(), source_experiment_id=source_experiment_id, runner=runner)
+    q.add_experiment(session, row)
     return experiment_id
 
 
@@ -279,15 +182,6 @@ class SettingChanges:
         return {k: (getattr(experiment, k), v) for k, v in new.items() if v is not None and v != getattr(experiment, k)}
 
 
-def as_spec(experiment: Experiment) -> ExperimentSpec:
-    """A stored experiment's settings as the spec `preflight` and the price check read."""
-    return ExperimentSpec(
-        name=experiment.name, model=experiment.model, conversation_ids=list(experiment.conversation_ids),
-        pass_through=experiment.pass_through, api_base=experiment.api_base, evaluator_model=experiment.evaluator_model,
-        evaluator_api_base=experiment.evaluator_api_base, max_cost_usd=experiment.max_cost_usd,
-    )
-
-
 def change_settings(store: Store, experiment_id: str, changes: SettingChanges, *, check_models: bool = True) -> Experiment:
     """Before a resume: preflight the experiment as it will run (the same checks as `run`), then store the
     changed settings with a record of each change (`setting_changes`), unless a live runner holds it."""
@@ -296,7 +190,7 @@ def change_settings(store: Store, experiment_id: str, changes: SettingChanges, *
         raise BadInputError("--evaluator-api-base: this experiment has no evaluator", loc=("body", "evaluator_api_base"))
     altered = changes.applied(experiment)
     if check_models:
-        preflight(replace(as_spec(experiment), **{k: new for k, (_, new) in altered.items()}))
+        preflight(ExperimentSpec.from_row(experiment).model_copy(update={k: new for k, (_, new) in altered.items()}))
     if not altered:
         return experiment
     stamp = now()

@@ -49,10 +49,10 @@ from experiment_runner.engine.replay import (
     with_system_prompt,
 )
 from experiment_runner.engine.runstate import budget_left, first_error, recorded_run, stop_of
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.engine.structured import FormatLearner
 from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
 from experiment_runner.errors import ModelCallError
-from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store import Store
 from experiment_runner.store.tables import Experiment
@@ -108,7 +108,7 @@ class _Run:
         self.options = options
         self.progress = progress
         self.on_progress = on_progress
-        self.evaluator = EvaluatorConfig.from_experiment(experiment)
+        self.evaluator = ExperimentSpec.from_row(experiment).evaluator()
         self.rules = rules_of(experiment)  # rule evaluators: no model call
         self.evaluates = self.evaluator is not None or bool(self.rules)
         self.limiter = anyio.CapacityLimiter(max(1, options.concurrency))

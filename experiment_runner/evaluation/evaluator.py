@@ -55,7 +55,7 @@ RESPONSE_SCHEMA_FILE = "evaluator-response.schema.json"
 
 @dataclass(frozen=True)
 class EvaluatorConfig:
-    """Which model evaluates, where, and with which labels."""
+    """Which model evaluates, where, and with which labels (an experiment's: `engine.spec.ExperimentSpec.evaluator`)."""
 
     model: str
     api_base: str | None = None
@@ -63,22 +63,6 @@ class EvaluatorConfig:
     domain_context: str | None = None
     max_tokens: int | None = None  # None: the engine's default
     response_format: str = "auto"  # auto | json_schema | json_object | prompt
-
-    @classmethod
-    def from_experiment(cls, experiment: Any) -> "EvaluatorConfig | None":
-        """The experiment's evaluator settings, or None when it has no evaluator."""
-        if not experiment.evaluator_model:
-            return None
-        labels = experiment.labels or {}
-        settings = (getattr(experiment, "structured_output", None) or {}).get("evaluator") or {}
-        return cls(
-            model=experiment.evaluator_model,
-            api_base=experiment.evaluator_api_base,
-            labels=tuple(labels.get("labels") or DEFAULT_LABELS),
-            domain_context=labels.get("domain_context"),
-            max_tokens=settings.get("max_tokens"),
-            response_format=settings.get("setting") or "auto",
-        )
 
 
 @dataclass(frozen=True)

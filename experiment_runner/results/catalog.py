@@ -13,6 +13,7 @@ from typing import Any
 
 from experiment_runner import jsonlimits
 from experiment_runner.engine.lease import ensure_free, holder_state
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
@@ -98,8 +99,6 @@ def list_items(
 
 def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
     """What `show` prints: the experiment object, evaluator settings and the latest item errors."""
-    from experiment_runner.evaluation.evaluator import EvaluatorConfig
-
     with store.read() as session:
         experiment = require_experiment(session, experiment_id)
         summary = experiment_object(session, experiment)
@@ -109,7 +108,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         cache = cache_summary(session.connection(), experiment_id)
         batches = batch_summary(session.connection(), experiment_id)
         spent = q.spent_usd(session.connection(), experiment_id, replayed=not experiment.pass_through)
-    evaluator = EvaluatorConfig.from_experiment(experiment)
+    evaluator = ExperimentSpec.from_row(experiment).evaluator()
     return {
         **summary,
         "api_base": experiment.api_base,

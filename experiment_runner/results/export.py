@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from sqlmodel import Session
 
 from experiment_runner import jsonlimits
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.files import write_text_atomic
 from experiment_runner.results.metrics import (
     AnnotationFacts,
@@ -88,13 +89,7 @@ def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any
     metrics = compute_metrics(coverage.watch(item_facts(session, experiment.id)))
     return {
         "id": experiment.id,
-        "name": experiment.name,
-        "model": experiment.model,
-        "pass_through": bool(experiment.pass_through),
-        "conversation_ids": experiment.conversation_ids,
-        "reasoning_config": experiment.reasoning_config,
-        "system_prompt_override": experiment.system_prompt_override,
-        "output_schema": experiment.output_schema,
+        **ExperimentSpec.from_row(experiment).hosted(),  # name, model, pass_through, ... output_schema
         "created_by_user_id": experiment.created_by_user_id,
         "created_by_user_name": experiment.created_by_user_name,
         "created_by_service_account_id": experiment.created_by_service_account_id,

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.errors import BadInputError
-from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.results.compare import NUMERIC_METRICS, ItemLabels, load_experiment, paired_metrics
 from experiment_runner.results.export import target_cost
@@ -197,7 +197,7 @@ def label_set(store: Store, experiment_id: str, found: ItemLabels) -> set[str]:
     """The labels an experiment can find: its evaluator's, its rules', and any its spans carry."""
     with store.read() as session:
         row = require_experiment(session, experiment_id)
-        evaluator = EvaluatorConfig.from_experiment(row)
+        evaluator = ExperimentSpec.from_row(row).evaluator()
         names = {label["name"] for label in evaluator.labels} if evaluator else set()
         names |= {rule.label for rule in rules_of(row)}
     return names | {label for spans in found.values() for label in spans or ()}

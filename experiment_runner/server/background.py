@@ -17,7 +17,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from experiment_runner.engine.lease import LeaseTimings, leased_experiments
-from experiment_runner.engine.progress import Progress, RunOptions
+from experiment_runner.engine.outcome import RunOutcome
+from experiment_runner.engine.progress import RunOptions
 from experiment_runner.engine.run import run_experiment_async
 from experiment_runner.engine.runstate import server_resumable
 from experiment_runner.errors import ExperimentBusyError
@@ -127,7 +128,7 @@ class Runs:
             if scope.cancelled_caught:
                 log.info("experiment %s: stopped", experiment_id)
             else:
-                log.info("experiment %s: %s", experiment_id, _outcome(experiment_id, progress))
+                log.info("experiment %s: %s", experiment_id, RunOutcome.of(experiment_id, progress).describe())
         except ExperimentBusyError as exc:
             log.info("experiment %s: skipped: being run by %s on %s (since %s); it starts here when that run ends",
                      experiment_id, exc.pid, exc.host, exc.since)
@@ -140,17 +141,3 @@ class Runs:
         finally:
             del self._running[experiment_id]
             done.set()
-
-
-def _outcome(experiment_id: str, progress: Progress) -> str:
-    resume = f"the rest stays pending until `experiment-runner resume {experiment_id}`"
-    if progress.total == 0:
-        return "nothing left to run"
-    if progress.stopped_by:
-        return f"stopped: {progress.stopped_by}; {resume}"
-    if progress.budget_reached:
-        spent = progress.spent_before_usd + progress.spent_usd
-        return f"budget of ${progress.budget_usd or 0:g} reached after {progress.done} item(s) (${spent:.4f} spent); {resume} --max-cost USD"
-    extra = f", {progress.evaluations_failed} evaluation(s) failed" if progress.evaluations_failed else ""
-    return f"{progress.total} item(s) run: {progress.completed} completed, {progress.failed} failed{extra}"
-

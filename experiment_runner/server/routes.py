@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from experiment_runner import jsonlimits
-from experiment_runner.engine.estimate import called_models, check_priced
+from experiment_runner.engine.estimate import check_priced
 from experiment_runner.engine.estimate import dry_run as run_dry
-from experiment_runner.engine.experiments import check_spec, create_experiment
+from experiment_runner.engine.experiments import create_experiment
 from experiment_runner.errors import BadInputError, InputLimitError
 from experiment_runner.ingest.importing import import_conversations
 from experiment_runner.results.catalog import delete_experiment, list_experiments, list_items
@@ -97,7 +97,7 @@ async def create(
     dry_run: Annotated[bool, Query(description="Validate and estimate calls, tokens and cost; store and call nothing")] = False,
 ) -> JSONResponse:
     """Run an issue-detection experiment on traced conversations."""
-    spec = check_spec(body.to_spec())
+    spec = body.spec()  # validated as the body was parsed; the dry run and creating share the rest of the checks
     for field in ("api_base", "evaluator_api_base"):
         check_api_base(getattr(spec, field), request.app.state.allow_api_bases, field)
     if dry_run:
@@ -105,7 +105,7 @@ async def create(
         return JSONResponse(estimate.as_dict())
     if not runs.active:
         raise HTTPException(503, "the server is starting or shutting down; try again")
-    await anyio.to_thread.run_sync(check_priced, called_models(spec), body.max_cost_usd, body.max_cost_unpriced_ok)
+    await anyio.to_thread.run_sync(check_priced, spec.called_models(), spec.max_cost_usd, body.max_cost_unpriced_ok)
     experiment_id = await anyio.to_thread.run_sync(lambda: create_experiment(store, spec, runner="server"))
     try:
         document = await anyio.to_thread.run_sync(experiment_document, store, experiment_id)

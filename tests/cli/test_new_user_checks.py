@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from factories import RAGTRUTH, build_finished, priced_and_unpriced_runs
 
 from experiment_runner.cli import cli
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.experiments import create_experiment
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
 

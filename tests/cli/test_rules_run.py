@@ -123,7 +123,8 @@ def test_resume_evaluates_with_the_stored_rules(run_cli, store, tmp_path: Path) 
     """An interrupted rules run: its items left pending are evaluated by the rules stored with it."""
     from factories import import_fixture
 
-    from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+    from experiment_runner.engine.experiments import create_experiment
+    from experiment_runner.engine.spec import ExperimentSpec
     from experiment_runner.evaluation.rules import load_rules
 
     import_fixture(store, NATIVE)

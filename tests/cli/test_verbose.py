@@ -10,7 +10,8 @@ from pathlib import Path
 
 from conftest import FIXTURES
 
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.experiments import create_experiment
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.logconfig import StderrHandler
 
@@ -63,7 +64,7 @@ def test_a_structured_output_fallback_is_logged(run_cli, fake_llm, tmp_path) -> 
 
 def test_a_lease_takeover_names_the_old_holder(run_cli, fake_llm, tmp_path, store) -> None:
     ids = import_files(store, [str(first_items(tmp_path, 2))]).ids
-    experiment_id = create_experiment(store, ExperimentSpec("l", "openai/target", ids, api_base=fake_llm.api_base))
+    experiment_id = create_experiment(store, ExperimentSpec(name="l", model="openai/target", conversation_ids=ids, api_base=fake_llm.api_base))
     with store.write() as session:  # a runner on another host that died a minute ago, before running anything
         session.connection().exec_driver_sql(
             "INSERT INTO run_lease VALUES (?, 'other', 'elsewhere', 4242, '2026-01-01T00:00:00.000000Z', ?)", (experiment_id, time.time() - 60)

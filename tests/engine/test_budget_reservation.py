@@ -9,10 +9,10 @@ from conftest import query as rows
 
 from experiment_runner.engine.budget import Budget
 from experiment_runner.engine.estimate import FALLBACK_OUTPUT_BOUND, ItemPlan, item_bound, output_bound, price
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment, spec_view
+from experiment_runner.engine.experiments import create_experiment
 from experiment_runner.engine.progress import RunOptions
 from experiment_runner.engine.run import run_experiment
-from experiment_runner.evaluation.evaluator import EvaluatorConfig
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.ingest.conversations import load_conversation
 from experiment_runner.ingest.importing import import_files
 
@@ -61,7 +61,7 @@ def test_the_mixed_cost_case_stops_within_the_cap_plus_one_reservation(store, fa
 def test_a_reservation_bounds_the_item_it_prices(store, fake_llm, tmp_path) -> None:
     """Each item's reservation is at least what its calls then cost, and counts its own prompt."""
     ids = import_files(store, [str(mixed_cost_file(tmp_path, cheap=3, dear=2, dear_words=3000))]).ids
-    evaluator = EvaluatorConfig.from_experiment(spec_view(ExperimentSpec(name="x", model="m", conversation_ids=[], evaluator_model="openai/gpt-4o")))
+    evaluator = ExperimentSpec(name="x", model="m", conversation_ids=["c"], evaluator_model="openai/gpt-4o").evaluator()
     assert evaluator is not None
     plan = ItemPlan("openai/gpt-4o-mini", False, None, None, evaluator)
     with store.read() as session:

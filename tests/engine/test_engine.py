@@ -14,9 +14,10 @@ import pytest
 from conftest import FIXTURES, dump
 from conftest import query as rows
 
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.experiments import create_experiment
 from experiment_runner.engine.progress import RunOptions
 from experiment_runner.engine.run import run_experiment
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
@@ -138,7 +139,7 @@ def test_retry_after_is_honoured_and_attempts_are_bounded(store: Store, fake_llm
     import_files(store, [str(TOOLS)])
     fake_llm.configure(scripts=[{"match": "umbrella", "reply": {"status": 429}}], retry_after=1)
     monkeypatch.setenv("EXPERIMENT_RUNNER_MAX_ATTEMPTS", "3")
-    experiment_id = create_experiment(store, ExperimentSpec("t", "openai/x", ["hw-weather-tools"], api_base=fake_llm.api_base))
+    experiment_id = create_experiment(store, ExperimentSpec(name="t", model="openai/x", conversation_ids=["hw-weather-tools"], api_base=fake_llm.api_base))
     started = time.monotonic()
     progress = run_experiment(store, experiment_id)
     assert progress.failed == 1 and fake_llm.request_count == 3
@@ -149,7 +150,7 @@ def test_timeouts_are_retried(store: Store, fake_llm: FakeLLM, monkeypatch) -> N
     import_files(store, [str(TOOLS)])
     monkeypatch.setenv("EXPERIMENT_RUNNER_TIMEOUT", "0.5")
     fake_llm.configure(fail_rate=0.5, fail_mode="timeout", hang_ms=3000)
-    experiment_id = create_experiment(store, ExperimentSpec("t", "openai/x", ["hw-weather-tools", "hw-refusal"], api_base=fake_llm.api_base))
+    experiment_id = create_experiment(store, ExperimentSpec(name="t", model="openai/x", conversation_ids=["hw-weather-tools", "hw-refusal"], api_base=fake_llm.api_base))
     progress = run_experiment(store, experiment_id, RunOptions(concurrency=1))
     assert (progress.completed, progress.failed) == (2, 0)
     assert fake_llm.stats()["failed_injected"] >= 1

@@ -16,8 +16,9 @@ from conftest import FIXTURES
 from conftest import query as rows
 
 from experiment_runner.engine import writer as w
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.experiments import create_experiment
 from experiment_runner.engine.lease import LeaseTimings, acquire, leased_experiments
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.errors import ExperimentBusyError, LeaseLostError
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
@@ -30,7 +31,7 @@ FAST = {"EXPERIMENT_RUNNER_LEASE_HEARTBEAT": "0.2", "EXPERIMENT_RUNNER_LEASE_TIM
 def _experiment(store: Store, fake_llm: FakeLLM, evaluator: bool = False, runner: str | None = None) -> str:
     ids = import_files(store, [str(SAMPLE)]).ids
     judge = {"evaluator_model": "openai/judge", "evaluator_api_base": fake_llm.api_base} if evaluator else {}
-    return create_experiment(store, ExperimentSpec("t", "openai/target", ids, api_base=fake_llm.api_base, **judge), runner=runner)
+    return create_experiment(store, ExperimentSpec(name="t", model="openai/target", conversation_ids=ids, api_base=fake_llm.api_base, **judge), runner=runner)
 
 
 def _plant(store: Store, experiment_id: str, *, host: str, pid: int, age: float) -> None:

@@ -14,7 +14,8 @@ from conftest import FIXTURES, dump
 from conftest import query as rows
 from fastapi.testclient import TestClient
 
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.experiments import create_experiment
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.server.app import create_app
@@ -161,7 +162,7 @@ def test_a_budget_is_stored_with_the_experiment_and_every_resume_keeps_it_until_
 
 def test_a_server_restart_keeps_the_stored_budget_of_an_api_experiment(store, fake_llm, db_path) -> None:
     ids = import_files(store, [str(SAMPLE)]).ids
-    spec = ExperimentSpec("api", "openai/gpt-4o-mini", ids, api_base=fake_llm.api_base, max_cost_usd=0.000001)
+    spec = ExperimentSpec(name="api", model="openai/gpt-4o-mini", conversation_ids=ids, api_base=fake_llm.api_base, max_cost_usd=0.000001)
     experiment_id = create_experiment(store, spec, runner="server")  # created through a server that then went down
     with TestClient(create_app(store, concurrency=1)):
         deadline = time.monotonic() + 30

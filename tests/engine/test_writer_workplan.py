@@ -4,7 +4,8 @@ from conftest import FIXTURES
 from conftest import query as rows
 
 from experiment_runner.engine import writer as w
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment, get_experiment
+from experiment_runner.engine.experiments import create_experiment, get_experiment
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.engine.workplan import plan_work
 from experiment_runner.evaluation.evaluator import EvaluationOutcome
 from experiment_runner.ingest.importing import import_files
@@ -19,7 +20,7 @@ def _setup(store: Store, evaluator: bool = True) -> tuple[str, list[str]]:
     ids = import_files(store, [str(TOOLS)]).ids
     local = "http://127.0.0.1:9/v1"  # never called: these tests write the events themselves
     judge = {"evaluator_model": "openai/judge", "evaluator_api_base": local} if evaluator else {}
-    experiment_id = create_experiment(store, ExperimentSpec("t", "openai/target", ids, api_base=local, **judge))
+    experiment_id = create_experiment(store, ExperimentSpec(name="t", model="openai/target", conversation_ids=ids, api_base=local, **judge))
     items = [r[0] for r in rows(store.path, "SELECT id FROM item WHERE experiment_id = ? ORDER BY position", experiment_id)]
     return experiment_id, items
 

@@ -11,8 +11,9 @@ import pytest
 from conftest import FIXTURES
 from factories import RAGTRUTH, RAGTRUTH_GOLD, SpanSpec, finish_experiment, import_fixture, new_experiment
 
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.experiments import create_experiment
 from experiment_runner.engine.run import run_experiment
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.errors import NotFoundError
 from experiment_runner.evaluation.evaluator import DEFAULT_LABELS
 from experiment_runner.ingest.importing import import_conversations, import_files

@@ -16,7 +16,8 @@ from factories import (
 )
 from sqlalchemy import text
 
-from experiment_runner.engine.experiments import ExperimentSpec, create_reevaluation
+from experiment_runner.engine.experiments import create_reevaluation
+from experiment_runner.engine.spec import ReevaluationSpec
 from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.results.catalog import (
     delete_experiment,
@@ -164,7 +165,7 @@ def test_delete_removes_everything_of_the_experiment_but_its_sources(store) -> N
 def test_delete_keeps_result_conversations_a_reevaluation_shares(store) -> None:
     source_id = build_finished(store)
     reevaluation = create_reevaluation(
-        store, source_id, ExperimentSpec(name="", model="x", conversation_ids=[], evaluator_model="judge-2"), check_models=False
+        store, source_id, ReevaluationSpec(evaluator_model="judge-2"), check_models=False
     )
     finish_experiment(store, reevaluation, spans={"hw-refusal": [SpanSpec("Incorrect Refusal", 0, 9)]})
     shared = [i["result_conversation"] for i in export_document(store, reevaluation)["items"]]

@@ -9,7 +9,8 @@ import jsonschema
 import pytest
 from factories import RAGTRUTH, SpanSpec, build_finished, finish_experiment, import_fixture, new_experiment
 
-from experiment_runner.engine.experiments import ExperimentSpec, create_reevaluation
+from experiment_runner.engine.experiments import create_reevaluation
+from experiment_runner.engine.spec import ReevaluationSpec
 from experiment_runner.errors import NotFoundError
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.results.export import export_chunks, export_document, item_facts, load_export_schema, write_export
@@ -151,7 +152,7 @@ def test_round_trip_keeps_conversation_and_message_ids(store, tmp_path: Path) ->
 def test_reevaluation_exports_the_shared_result_conversations(store) -> None:
     source_id = build_finished(store)
     reevaluation = create_reevaluation(
-        store, source_id, ExperimentSpec(name="again", model="x", conversation_ids=[], evaluator_model="judge-2"), check_models=False
+        store, source_id, ReevaluationSpec(name="again", evaluator_model="judge-2"), check_models=False
     )
     finish_experiment(store, reevaluation)
     original = export_document(store, source_id)

@@ -20,7 +20,8 @@ from factories import wait_until_serving
 from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator, FormatChecker
 
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+from experiment_runner.engine.experiments import create_experiment
+from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.results.export import load_export_schema
@@ -235,7 +236,7 @@ def test_create_with_bad_input_is_422_naming_the_field(client, ids, fake_llm, db
 )
 def test_bad_paging_is_422(client, store, ids, path, params, loc) -> None:
     if "items" in path:  # an existing experiment, so the cursor is what is wrong
-        experiment_id = create_experiment(store, ExperimentSpec("x", "m", ids[:1]), check_models=False)
+        experiment_id = create_experiment(store, ExperimentSpec(name="x", model="m", conversation_ids=ids[:1]), check_models=False)
         path = path.replace(UNKNOWN, experiment_id)
     response = client.get(path, params=params)
     assert response.status_code == 422
@@ -383,7 +384,7 @@ def test_a_real_uvicorn_server(tmp_path, fake_llm) -> None:
             server.kill()
             raise
     assert server.returncode == 0, stderr
-    assert f"experiment {experiment_id}: 3 item(s) run: 3 completed, 0 failed" in stderr
+    assert f"experiment {experiment_id}: 3 items run: 3 completed, 0 failed" in stderr  # the CLI's words (RunOutcome)
     assert len(re.findall(r"^INFO: +openai/\S+: HTTP 429\b.*; retry 1 of 5 in [\d.]+ s$", stderr, re.M)) == 6, stderr  # target and judge
     assert "Traceback" not in stderr
 

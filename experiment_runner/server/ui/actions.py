@@ -14,18 +14,18 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from experiment_runner.engine.experiments import EFFORTS, get_experiment
+from experiment_runner.engine.experiments import get_experiment
+from experiment_runner.engine.spec import EFFORTS
 from experiment_runner.engine.structured import SETTINGS
 from experiment_runner.errors import BadInputError, ExperimentRunnerError
 from experiment_runner.results import browse
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.server import routes
-from experiment_runner.server.schemas import CreateExperiment
+from experiment_runner.server.schemas import MAX_CONVERSATIONS, CreateExperiment
 from experiment_runner.server.ui.pages import running_ids, ui_errors
 from experiment_runner.server.ui.rendering import page
 from experiment_runner.server.ui.session import form_fields, same_origin
 
-MAX_CONVERSATIONS = 100  # what POST /v1/experiments takes (the hosted API's limit)
 TEXT_FIELDS = ("name", "model", "api_base", "evaluator_model", "evaluator_api_base", "system_prompt_override",
                "response_format", "evaluator_response_format", "reasoning_effort", "max_cost_usd",
                "evaluator_max_tokens", "output_schema", "labels", "conversations")
