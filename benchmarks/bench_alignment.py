@@ -53,7 +53,7 @@ def measure(prefix: Path, variant: Callable[[str], str]) -> tuple[int, int, int,
         store = open_store(Path(tmp) / "align.db")
         ids = import_files(store, [str(conversations)]).ids
         spec = ExperimentSpec(
-            "alignment", "recorded", ids, pass_through=True, evaluator_model="openai/judge", evaluator_api_base=server.api_base,
+            name="alignment", model="recorded", conversation_ids=ids, pass_through=True, evaluator_model="openai/judge", evaluator_api_base=server.api_base,
             labels={"labels": [{"name": name, "description": name} for name in labels]},
         )
         experiment_id = create_experiment(store, spec)

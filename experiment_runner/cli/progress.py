@@ -15,17 +15,12 @@ from typing import Any
 import click
 
 from experiment_runner.cli.caching import usage_line
-from experiment_runner.engine.outcome import Ending, RunOutcome
+from experiment_runner.engine.outcome import Ending, RunOutcome, plural
 from experiment_runner.engine.progress import Progress
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 10.0
-
-
-def _plural(count: int, word: str, words: str | None = None) -> str:
-    """`1 item`, `2 items`; `words` for an irregular plural."""
-    return f"{count} {word}" if count == 1 else f"{count} {words or word + 's'}"
 
 
 def interval_seconds() -> float:
@@ -41,7 +36,7 @@ def progress_line(progress: Progress) -> str:
     """`12/40 done, 1 failed · 3.2 items/s, ETA 9s · 2 retries`."""
     eta = f", ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else ""
     return (f"{progress.done}/{progress.total} done, {progress.failed} failed · {progress.rate:.1f} items/s{eta}"
-            f" · {_plural(progress.retries, 'retry', 'retries')}")
+            f" · {plural(progress.retries, 'retry', 'retries')}")
 
 
 class ProgressPrinter:
@@ -63,7 +58,7 @@ class ProgressPrinter:
         if progress.stop_requested and not self.told_stopping:
             self.told_stopping = True
             self._end_line()
-            click.echo(f"stopping: finishing {_plural(progress.in_flight, 'call')} (Ctrl-C again to stop now)", err=True)
+            click.echo(f"stopping: finishing {plural(progress.in_flight, 'call')} (Ctrl-C again to stop now)", err=True)
             return
         if self.terminal:
             click.echo(f"\r{progress_line(progress)}   ", err=True, nl=False)
@@ -93,9 +88,9 @@ def run_summary(outcome: RunOutcome, progress: Progress, experiment: dict[str, A
     facts = []
     if experiment is not None and experiment.get("evaluations_received"):
         rate, evaluated = experiment["metrics"]["issue_rate"], experiment["evaluations_received"]
-        facts.append(f"issue rate {rate * 100:.1f}% of {_plural(evaluated, 'evaluated reply', 'evaluated replies')}")
+        facts.append(f"issue rate {rate * 100:.1f}% of {plural(evaluated, 'evaluated reply', 'evaluated replies')}")
     facts.append(f"this run cost {run_cost(progress)}")
-    facts.append(_plural(progress.retries, "retry", "retries"))
+    facts.append(plural(progress.retries, "retry", "retries"))
     lines.append("  " + "; ".join(facts))
     if cached := usage_line(progress.cache.hits, progress.cache.saved_usd):
         lines.append("  " + cached)
@@ -107,5 +102,5 @@ def run_cost(progress: Progress) -> str:
     """This run's cost, or `unknown` when a call had no price (never a $0 that is not one)."""
     if progress.unpriced_calls:
         known = f"; ${progress.spent_usd:.4f} for the priced ones" if progress.spent_usd else ""
-        return f"unknown (no price for {_plural(progress.unpriced_calls, 'call')}{known})"
+        return f"unknown (no price for {plural(progress.unpriced_calls, 'call')}{known})"
     return f"${progress.spent_usd:.4f}"

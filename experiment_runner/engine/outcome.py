@@ -25,7 +25,8 @@ class Ending(StrEnum):
     SYSTEMATIC = "systematic"  # an endpoint that cannot work stopped it: the rest stay pending
 
 
-def _plural(count: int, word: str, words: str | None = None) -> str:
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """`1 item`, `2 items`; `words` for an irregular plural."""
     return f"{count} {word}" if count == 1 else f"{count} {words or word + 's'}"
 
 
@@ -79,7 +80,7 @@ class RunOutcome:
             parts.append(f"{self.evaluations_failed} evaluation(s) failed")
         if self.total > self.done:
             parts.append(f"{self.total - self.done} not finished")
-        return f"{_plural(self.total, 'item')} run: " + ", ".join(parts)
+        return f"{plural(self.total, 'item')} run: " + ", ".join(parts)
 
     def next_command(self) -> str | None:
         """What to run next when the run left something to do or to look at."""
@@ -98,7 +99,7 @@ class RunOutcome:
         show = f"`experiment-runner show {self.experiment_id}`"
         if self.ending is Ending.BUDGET:
             cap = f"${self.budget_usd:g}" if self.budget_usd is not None else "the budget"
-            return f"budget of {cap} reached after {_plural(self.done, 'item')} (${self.spent_usd:.4f} spent); to go on: {self.next_command()}"
+            return f"budget of {cap} reached after {plural(self.done, 'item')} (${self.spent_usd:.4f} spent); to go on: {self.next_command()}"
         if self.ending is Ending.INTERRUPTED:
             return f"Interrupted. Continue with: {self.next_command()}"
         if self.ending is Ending.SYSTEMATIC:

@@ -53,7 +53,7 @@ def run(store, fake_llm, ids: list[str], scripts: list[dict], name: str, **spec)
     fake_llm.configure(scripts=scripts)
     spec.setdefault("pass_through", True)
     experiment_id = create_experiment(store, ExperimentSpec(
-        name, "openai/target", ids, evaluator_model="openai/judge", evaluator_api_base=fake_llm.api_base, **spec))
+        name=name, model="openai/target", conversation_ids=ids, evaluator_model="openai/judge", evaluator_api_base=fake_llm.api_base, **spec))
     run_experiment(store, experiment_id)
     return experiment_id
 
