@@ -13,6 +13,7 @@ from experiment_runner.errors import BadInputError
 from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
 from experiment_runner.results.export import target_cost, write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
+from experiment_runner.results.vocabulary import metric
 
 
 def _status(experiment: dict[str, Any]) -> str:
@@ -75,20 +76,21 @@ def _average(total: float, count: int) -> str:
 
 
 def _metrics_lines(e: dict[str, Any]) -> list[str]:
+    """The metrics block: one line per shown metric, named by its `label` in the vocabulary."""
     m, evaluated, completed = e["metrics"], e["evaluations_received"], e["completed_items_count"]
     with_issues = evaluated - m["issue_free_message_count"]
     tokens_in, tokens_out = m["total_input_tokens"], m["total_output_tokens"]
-    latency = f"avg {m['avg_response_latency_ms']:,.0f} ms, max {m['max_response_latency_ms']:,.0f} ms"
-    return [
-        f"  issue rate           {_percent(m['issue_rate'])} ({with_issues} of {evaluated} evaluated messages)",
-        f"  issues               {m['total_issues']} ({m['avg_issues_per_evaluated_message']:.2f} per evaluated msg.)",
-        f"  issue-free messages  {m['issue_free_message_count']}",
-        f"  tokens in            {tokens_in:,} ({_average(tokens_in, completed)} per item)",
-        f"  tokens out           {tokens_out:,} ({_average(tokens_out, completed)} per item)",
-        f"  latency              {latency}",
-        f"  generation time      {m['total_generation_time_ms'] / 1000:,.1f} s",
-        f"  cost                 {_cost(e)}",
-    ]
+    shown = {
+        "issue_rate": f"{_percent(m['issue_rate'])} ({with_issues} of {evaluated} evaluated messages)",
+        "total_issues": f"{m['total_issues']} ({m['avg_issues_per_evaluated_message']:.2f} per evaluated msg.)",
+        "issue_free_message_count": f"{m['issue_free_message_count']}",
+        "total_input_tokens": f"{tokens_in:,} ({_average(tokens_in, completed)} per item)",
+        "total_output_tokens": f"{tokens_out:,} ({_average(tokens_out, completed)} per item)",
+        "avg_response_latency_ms": f"avg {m['avg_response_latency_ms']:,.0f} ms, max {m['max_response_latency_ms']:,.0f} ms",
+        "total_generation_time_ms": f"{m['total_generation_time_ms'] / 1000:,.1f} s",
+        "cost_per_1k": _cost(e),
+    }
+    return [f"  {metric(key).label:<21}{text}" for key, text in shown.items()]
 
 
 def _cost(e: dict[str, Any]) -> str:

@@ -26,30 +26,15 @@ from experiment_runner.report.highlight import annotation_location, label_class,
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.results.compare import ItemLabels, compare_summaries
 from experiment_runner.results.export import export_chunks, target_cost
+from experiment_runner.results.vocabulary import COUNTS, METRICS
 from experiment_runner.store import Store
 
 PER_PAGE = 50
 HISTOGRAM_BINS = 20
 TEMPLATE = "report.html.j2"
 SETTINGS_KEYS = ("evaluator_model", "labels", "api_base", "source_experiment_id", "evaluation_summary", "structured_output", "cache")
-# metric (or count) key -> (title, format used by the template's `fmt` macro)
-METRIC_NAMES: dict[str, tuple[str, str]] = {
-    "total_items_count": ("Items", "int"),
-    "completed_items_count": ("Completed items", "int"),
-    "evaluations_received": ("Evaluations received", "int"),
-    "issue_rate": ("Issue rate", "pct"),
-    "total_issues": ("Issues", "int"),
-    "avg_issues_per_evaluated_message": ("Issues per evaluated message", "f2"),
-    "issue_free_message_count": ("Issue-free messages", "int"),
-    "avg_response_latency_ms": ("Average latency", "ms"),
-    "max_response_latency_ms": ("Max latency", "ms"),
-    "total_generation_time_ms": ("Total generation time", "s"),
-    "total_input_tokens": ("Input tokens", "int"),
-    "total_output_tokens": ("Output tokens", "int"),
-    "avg_input_tokens": ("Input tokens per item", "f1"),
-    "avg_output_tokens": ("Output tokens per item", "f1"),
-    "cost_per_1k": ("Cost per 1k items", "usd"),
-}
+# metric (or count) key -> (title, format used by the template's `fmt` macro), from the one vocabulary
+METRIC_NAMES: dict[str, tuple[str, str]] = {m.key: (m.title, m.format) for m in (*COUNTS, *METRICS) if m.numeric}
 METRIC_CARDS = (  # tokens are in their own panel
     "issue_rate", "total_issues", "avg_issues_per_evaluated_message", "issue_free_message_count",
     "avg_response_latency_ms", "max_response_latency_ms", "total_generation_time_ms", "cost_per_1k",

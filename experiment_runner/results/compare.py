@@ -11,15 +11,14 @@ The `paired` section tests each issue metric on the items evaluated in both
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from experiment_runner.results.export import METRIC_KEYS, experiment_object, target_cost
+from experiment_runner.results.export import experiment_object, target_cost
 from experiment_runner.results.stats import RESAMPLES, SEED, paired_binary, paired_bootstrap
+from experiment_runner.results.vocabulary import COUNT_KEYS, NUMERIC_METRICS
 from experiment_runner.store import Store
 from experiment_runner.store.queries import results as q
 from experiment_runner.store.queries.experiments import require_experiment
 
 TOP_CHANGED = 10
-COUNT_KEYS = ("total_items_count", "completed_items_count", "evaluations_received")
-NUMERIC_METRICS = tuple(key for key in METRIC_KEYS if key not in ("issue_labels", "parameter_issues"))
 
 IssueCounts = Mapping[str, int | None]
 """Issues per source conversation id; None when the item's reply has no completed evaluation."""

@@ -39,14 +39,6 @@ PAGE = 200  # items (or evaluations) per query page
 FACTS_PAGE = 1000  # items per page when only metrics facts are read
 SCHEMA_FILE = "export.schema.json"
 
-# fmt: off
-METRIC_KEYS: tuple[str, ...] = (
-    "issue_rate", "total_issues", "cost_per_1k", "issue_labels", "total_input_tokens", "total_output_tokens",
-    "avg_input_tokens", "avg_output_tokens", "avg_issues_per_evaluated_message", "issue_free_message_count",
-    "total_generation_time_ms", "avg_response_latency_ms", "max_response_latency_ms", "parameter_issues",
-)
-# fmt: on
-
 
 def _dumps(value: Any) -> str:
     return jsonlimits.dumps(value, ensure_ascii=False)  # strict JSON: never a bare NaN or Infinity
@@ -106,7 +98,7 @@ def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any
         "evaluations_expected": sum(r.expected for r in counts),
         "evaluations_received": received,
         "status_summary": summary,
-        "metrics": {key: metrics[key] for key in METRIC_KEYS},
+        "metrics": metrics,  # in the schema's order (`vocabulary.METRIC_KEYS`)
         # Beyond the hosted API's fields: what the evaluator calls cost (litellm's price; None when none was priced),
         # beside the target's metrics.cost_per_1k, and how many completed replies have no known cost (counted
         # as $0 in cost_per_1k, which the schema requires to be a number: all of them means the cost is unknown).

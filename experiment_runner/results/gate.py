@@ -20,13 +20,12 @@ from typing import Any
 from experiment_runner.errors import BadInputError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.evaluation.rules import rules_of
-from experiment_runner.results.compare import NUMERIC_METRICS, ItemLabels, load_experiment, paired_metrics
+from experiment_runner.results.compare import ItemLabels, load_experiment, paired_metrics
 from experiment_runner.results.export import target_cost
+from experiment_runner.results.vocabulary import ISSUE_METRICS, NUMERIC_METRICS, SHARE_METRICS
 from experiment_runner.store import Store
 from experiment_runner.store.queries.experiments import require_experiment
 
-SHARE_METRICS = ("issue_free_share",)
-ISSUE_METRICS = ("issue_rate", "avg_issues_per_evaluated_message", "issue_free_share", "total_issues", "issue_free_message_count")
 COST_METRICS = ("cost_per_1k",)
 
 

@@ -20,8 +20,8 @@ Decisions (the public contract of the returned keys is listed on `compute_metric
 * Every ratio is 0.0 when its denominator is 0 (no ZeroDivisionError). Counts and token totals
   are ``int``; rates and averages are ``float``; latency total and maximum keep the type the
   generations reported (``int`` when all are ints, 0 when none report).
-* Dictionaries in the result have alphabetically sorted keys and the top-level keys come in a
-  fixed order, so equal input gives equal, identically ordered output.
+* Dictionaries in the result have alphabetically sorted keys and the top-level keys come in the
+  export's order, so equal input gives equal, identically ordered output.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from experiment_runner.results.vocabulary import METRIC_KEYS
 
 ITEM_STATUSES: tuple[str, ...] = ("pending", "in_progress", "completed", "failed")
 """The statuses an experiment item can have, in lifecycle order."""
@@ -82,7 +84,7 @@ def _ratio(numerator: Number, denominator: Number) -> float:
 def compute_metrics(items: Iterable[ItemFacts]) -> dict[str, Any]:
     """Aggregate the metrics of an experiment from its items, reading `items` once.
 
-    Returned keys, in this order:
+    Returned keys (they come in the export's order, `vocabulary.METRIC_KEYS`):
 
     * ``total_issues``: annotations over evaluated messages (completed evaluations).
     * ``issue_labels``: ``{label: count}`` over those annotations, sorted by label.
@@ -106,14 +108,7 @@ def compute_metrics(items: Iterable[ItemFacts]) -> dict[str, Any]:
         if item.status == "completed":
             generations.add(item.generation or {})
     found = {**issues.metrics(), **generations.metrics()}
-    return {key: found[key] for key in METRIC_ORDER}
-
-
-METRIC_ORDER = (
-    "total_issues", "issue_labels", "issue_rate", "issue_free_message_count", "avg_issues_per_evaluated_message",
-    "total_input_tokens", "total_output_tokens", "avg_input_tokens", "avg_output_tokens", "total_generation_time_ms",
-    "avg_response_latency_ms", "max_response_latency_ms", "cost_per_1k", "parameter_issues",
-)
+    return {key: found[key] for key in METRIC_KEYS}
 
 
 @dataclass
