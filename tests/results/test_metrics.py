@@ -328,4 +328,4 @@ def test_status_summary() -> None:
 
 def test_status_summary_empty_and_generator() -> None:
     empty = {"pending": 0, "in_progress": 0, "completed": 0, "failed": 0, "total": 0}
-    assert status_summary(s for s in []) == empty
+    assert status_summary(s for s in list[str]()) == empty

@@ -42,7 +42,7 @@ def test_an_unknown_key_reads_as_itself() -> None:
 
 
 def test_compare_rows_are_the_counts_then_the_numeric_metrics() -> None:
-    metrics = {key: ({} if key in ("issue_labels", "parameter_issues") else 0) for key in vocabulary.METRIC_KEYS}
+    metrics: dict[str, object] = {key: ({} if key in ("issue_labels", "parameter_issues") else 0) for key in vocabulary.METRIC_KEYS}
     doc = {"id": "a", "name": "a", "model": "m", "pass_through": False, "total_items_count": 1,
            "completed_items_count": 1, "evaluations_received": 0, "unpriced_items_count": 0, "metrics": metrics}
     rows = compare_summaries(doc, doc, {}, {})["metrics"]
