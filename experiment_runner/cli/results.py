@@ -10,15 +10,22 @@ from experiment_runner.cli.batching import show_lines as batch_lines
 from experiment_runner.cli.caching import show_lines as cache_lines
 from experiment_runner.cli.output import echo_json, output_option, table, usd
 from experiment_runner.errors import BadInputError
-from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
+from experiment_runner.results.catalog import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ExperimentLine,
+    delete_experiment,
+    experiment_summary,
+    list_experiments,
+    list_overview,
+)
 from experiment_runner.results.export import target_cost, write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
 from experiment_runner.results.vocabulary import metric
 
 
-def _status(experiment: dict[str, Any]) -> str:
+def _status(summary: dict[str, int]) -> str:
     """`38/40 done, 2 failed, 1 open`."""
-    summary = experiment["status_summary"]
     text = f"{summary['completed']}/{summary['total']} done"
     if summary["failed"]:
         text += f", {summary['failed']} failed"
@@ -32,13 +39,10 @@ def _percent(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
-def _issue_rate(experiment: dict[str, Any]) -> str:
-    return _percent(experiment["metrics"]["issue_rate"]) if experiment["evaluations_received"] else "-"
-
-
-def _total_cost(experiment: dict[str, Any]) -> str:
-    cost = target_cost(experiment)
-    return usd(cost.total_usd, cost.known)
+def _line_row(e: ExperimentLine) -> tuple[str, ...]:
+    """One row of `list`'s table: the issue rate `-` until an evaluation is received."""
+    rate = _percent(e.issue_rate) if e.evaluations_received else "-"
+    return (e.id, e.name, e.model, _status(e.status_summary), rate, usd(e.cost.total_usd, e.cost.known), _when(e.created_at))
 
 
 def _when(stamp: str | None) -> str:
@@ -61,12 +65,11 @@ def list_command(obj: Context, limit: int, cursor: str | None, as_json: bool) ->
     \b
         experiment-runner list --limit 20
     """
-    page = list_experiments(obj.store, limit=limit, cursor=cursor)
     if as_json:
-        echo_json(page)
+        echo_json(list_experiments(obj.store, limit=limit, cursor=cursor))
         return
-    rows = [(e["id"], e["name"], e["model"], _status(e), _issue_rate(e), _total_cost(e), _when(e["created_at"])) for e in page["items"]]
-    click.echo(table(("id", "name", "model", "status", "issue rate", "cost", "created"), rows))
+    page = list_overview(obj.store, limit=limit, cursor=cursor)
+    click.echo(table(("id", "name", "model", "status", "issue rate", "cost", "created"), [_line_row(e) for e in page["items"]]))
     if page["has_more"]:
         click.echo(f"More: experiment-runner list --cursor {page['next_page_cursor']}", err=True)
 

@@ -8,13 +8,18 @@ items), so a walk through the pages sees every row once even while new experimen
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any
+
+from sqlmodel import Session
 
 from experiment_runner import jsonlimits
 from experiment_runner.engine.lease import ensure_free, holder_state
 from experiment_runner.errors import BadInputError, NotFoundError
-from experiment_runner.results.export import experiment_object, item_page
+from experiment_runner.results.export import TargetCost, experiment_object, item_page, priced
+from experiment_runner.results.metrics import per_1k, ratio, status_summary
 from experiment_runner.store import Store
 from experiment_runner.store.queries import batches as batches_q
 from experiment_runner.store.queries import cache as cache_q
@@ -22,6 +27,7 @@ from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries import results as results_q
 from experiment_runner.store.queries.experiments import require_experiment
 from experiment_runner.store.tables import Experiment
+from experiment_runner.store.timeutil import to_rfc3339
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -67,8 +73,10 @@ def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] 
     }
 
 
-def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict[str, Any]:
-    """One page of experiments, newest first (by created_at, then id), each as the export's experiment object."""
+def _experiments_page(
+    store: Store, limit: int, cursor: str | None, read: Callable[[Session, list[Experiment]], list[Any]]
+) -> dict[str, Any]:
+    """One page of experiments, newest first (by created_at, then id), each as `read` gives it."""
     _check_limit(limit)
     before: tuple[str, str] | None = None
     if cursor is not None:
@@ -77,9 +85,55 @@ def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | 
     with store.read() as session:
         rows = q.experiment_page(session, limit + 1, before)
         shown = rows[:limit]
-        items = [experiment_object(session, row) for row in shown]
+        items = read(session, shown)
     next_key = [shown[-1].created_at, shown[-1].id] if len(rows) > limit else None
     return _page(items, limit, cursor, next_key)
+
+
+def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict[str, Any]:
+    """One page of experiments, newest first (by created_at, then id), each as the export's experiment object."""
+    return _experiments_page(store, limit, cursor, lambda session, shown: [experiment_object(session, row) for row in shown])
+
+
+@dataclass(frozen=True)
+class ExperimentLine:
+    """What `list` shows of an experiment: the figures of its export object that the table prints, no more."""
+
+    id: str
+    name: str
+    model: str
+    created_at: str | None
+    status_summary: dict[str, int]
+    evaluations_received: int
+    issue_rate: float
+    cost: TargetCost
+
+
+def _lines(session: Session, shown: list[Experiment]) -> list[ExperimentLine]:
+    """`ExperimentLine`s from one aggregate query over the page's items (no item is read into Python)."""
+    by_experiment: dict[str, list[Any]] = {}
+    for row in results_q.overview_rows(session.connection(), [e.id for e in shown]):
+        by_experiment.setdefault(row.experiment_id, []).append(row)
+    lines = []
+    for experiment in shown:
+        rows = by_experiment.get(experiment.id, [])
+        summary = status_summary(chain.from_iterable(repeat(r.status, r.n) for r in rows))
+        done = next((r for r in rows if r.status == "completed"), None)
+        evaluated, with_issues = sum(r.evaluated for r in rows), sum(r.with_issues for r in rows)
+        completed = summary["completed"]
+        cost = priced(per_1k(done.cost_usd if done else 0, completed), completed, done.unpriced if done else 0)
+        lines.append(ExperimentLine(
+            id=experiment.id, name=experiment.name, model=experiment.model, created_at=to_rfc3339(experiment.created_at),
+            status_summary=summary, evaluations_received=sum(r.received for r in rows),
+            issue_rate=ratio(with_issues, evaluated), cost=cost,
+        ))
+    return lines
+
+
+def list_overview(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict[str, Any]:
+    """`list_experiments`' page (same order, cursors and limits) with each experiment as an `ExperimentLine`:
+    what `list` prints, read with one aggregate query per page instead of every item's metrics."""
+    return _experiments_page(store, limit, cursor, _lines)
 
 
 def list_items(

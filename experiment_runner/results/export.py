@@ -119,8 +119,12 @@ class TargetCost:
 
 def target_cost(experiment: Mapping[str, Any]) -> TargetCost:
     """The target cost of an experiment object (the export's shape)."""
-    per_1k, completed = experiment["metrics"]["cost_per_1k"], experiment["completed_items_count"]
-    return TargetCost(per_1k * completed / 1000, per_1k, cost_known(completed, experiment.get("unpriced_items_count", 0)))
+    return priced(experiment["metrics"]["cost_per_1k"], experiment["completed_items_count"], experiment.get("unpriced_items_count", 0))
+
+
+def priced(per_1k_usd: float, completed: int, unpriced: int) -> TargetCost:
+    """The target cost from `cost_per_1k`, the completed items and how many of their replies had no price."""
+    return TargetCost(per_1k_usd * completed / 1000, per_1k_usd, cost_known(completed, unpriced))
 
 
 def evaluator_cost(conn: Any, experiment_id: str) -> float | None:

@@ -76,9 +76,14 @@ def _number(value: Any) -> Number | None:
     return value
 
 
-def _ratio(numerator: Number, denominator: Number) -> float:
+def ratio(numerator: Number, denominator: Number) -> float:
     """numerator / denominator as a float, or 0.0 when the denominator is 0."""
     return float(numerator) / denominator if denominator else 0.0
+
+
+def per_1k(cost_usd: Number, completed: int) -> float:
+    """`cost_per_1k`: the summed cost of the completed items' replies per 1,000 completed items."""
+    return ratio(cost_usd * 1000, completed)
 
 
 def compute_metrics(items: Iterable[ItemFacts]) -> dict[str, Any]:
@@ -134,9 +139,9 @@ class _IssueTally:
         return {
             "total_issues": self.total,
             "issue_labels": dict(sorted(self.labels.items())),
-            "issue_rate": _ratio(self.with_issues, self.evaluated),
+            "issue_rate": ratio(self.with_issues, self.evaluated),
             "issue_free_message_count": self.evaluated - self.with_issues,
-            "avg_issues_per_evaluated_message": _ratio(self.total, self.evaluated),
+            "avg_issues_per_evaluated_message": ratio(self.total, self.evaluated),
             "parameter_issues": {tool: dict(sorted(counts.items())) for tool, counts in sorted(self.parameters.items())},
         }
 
@@ -168,12 +173,12 @@ class _GenerationTally:
         return {
             "total_input_tokens": self.input_tokens,
             "total_output_tokens": self.output_tokens,
-            "avg_input_tokens": _ratio(self.input_tokens, self.completed),
-            "avg_output_tokens": _ratio(self.output_tokens, self.completed),
+            "avg_input_tokens": ratio(self.input_tokens, self.completed),
+            "avg_output_tokens": ratio(self.output_tokens, self.completed),
             "total_generation_time_ms": self.latency_total,
-            "avg_response_latency_ms": _ratio(self.latency_total, self.latency_count),
+            "avg_response_latency_ms": ratio(self.latency_total, self.latency_count),
             "max_response_latency_ms": self.latency_max,
-            "cost_per_1k": _ratio(self.cost_usd * 1000, self.completed),
+            "cost_per_1k": per_1k(self.cost_usd, self.completed),
         }
 
 
