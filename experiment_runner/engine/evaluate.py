@@ -62,8 +62,9 @@ class _Tally:
                                  cached_calls=self.cached_calls, cost_saved_usd=self.cost_saved_usd)
 
 
-async def evaluate_message(
-    config: EvaluatorConfig,
+async def evaluate_reply(
+    config: EvaluatorConfig | None,
+    rules: Sequence[Rule],
     messages: list[dict[str, Any]],
     *,
     policy: RetryPolicy,
@@ -72,10 +73,14 @@ async def evaluate_message(
     reachability: Reachability | None = None,
     cache: ResponseCache | None = None,
 ) -> EvaluationOutcome:
-    """Evaluate the final message of `messages`; never raises for model or reply problems (but see below).
+    """The evaluation of the final message: the evaluator model's spans (when one is configured), then the
+    rules' spans (no model call). Rules alone give an evaluation whose model is `rules`. When the model's
+    evaluation fails, the evaluation is failed (the rules run again with it on `resume --retry-failed`).
 
-    A systematic failure (the endpoint is down, the key is wrong) is raised as `ModelCallError`, so the
-    run can stop instead of recording the same failure for every item."""
+    Never raises for model or reply problems, but a systematic failure (the endpoint is down, the key is
+    wrong) is raised as `ModelCallError`, so the run can stop instead of recording it for every item."""
+    if config is None:
+        return rules_evaluation(rules, messages)
     tally = _Tally()
     learner = learner or FormatLearner()
 
@@ -115,7 +120,7 @@ async def evaluate_message(
                 cache.forget(reply)  # asking again must sample again, not read this reply back
     else:
         return failed(f"evaluator reply unusable after 2 attempts: {problem}", reply.duration_ms)
-    return completed(config, messages, reply, quotes, unknown, tally, learner.mode)
+    return with_rule_spans(completed(config, messages, reply, quotes, unknown, tally, learner.mode), rules, messages)
 
 
 def outcome_of_reply(config: EvaluatorConfig, messages: list[dict[str, Any]], reply: Completion | None, mode: str,
@@ -158,28 +163,6 @@ def completed(
         tally.elapsed_ms(), dropped_note(reasons), spans, dict(sorted(reasons.items())), tally.cost_usd, mode,
         tally.cached_calls, tally.cost_saved_usd,
     )
-
-
-async def evaluate_reply(
-    config: EvaluatorConfig | None,
-    rules: Sequence[Rule],
-    messages: list[dict[str, Any]],
-    *,
-    policy: RetryPolicy,
-    limiter: Any = None,
-    learner: FormatLearner | None = None,
-    reachability: Reachability | None = None,
-    cache: ResponseCache | None = None,
-) -> EvaluationOutcome:
-    """The evaluation of the final message: the evaluator model's spans (when one is configured), then the
-    rules' spans (no model call). Rules alone give an evaluation whose model is `rules`. When the model's
-    evaluation fails, the evaluation is failed (the rules run again with it on `resume --retry-failed`)."""
-    if config is None:
-        return rules_evaluation(rules, messages)
-    outcome = await evaluate_message(
-        config, messages, policy=policy, limiter=limiter, learner=learner, reachability=reachability, cache=cache
-    )
-    return with_rule_spans(outcome, rules, messages)
 
 
 def with_rule_spans(outcome: EvaluationOutcome, rules: Sequence[Rule], messages: list[dict[str, Any]]) -> EvaluationOutcome:

@@ -12,7 +12,7 @@ Pure functions; errors are `ValueError`s that start with "FILE:LINE: span SPAN_I
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,16 +159,22 @@ def _hex_id(value: Any, size: int, label: str, key: str) -> str:
     raise ValueError(f"{label}: '{key}' must be {2 * size} hex digits, got {short(value)}")
 
 
+def _int64(value: Any, where: str, bad: Callable[[], str]) -> int:
+    """An OTLP 64-bit integer (JSON writes them as strings): past the limits a `JSONLimitError` led by `where`,
+    anything else not an integer a `ValueError` saying `bad()`."""
+    try:
+        return to_int64(value)
+    except JSONLimitError as exc:
+        raise prefixed(exc, where) from None
+    except (TypeError, ValueError):
+        raise ValueError(bad()) from None
+
+
 def _nanos(raw: dict[str, Any], key: str, label: str) -> int | None:
     value = raw.get(key)
     if value is None:
         return None
-    try:
-        return to_int64(value)
-    except JSONLimitError as exc:
-        raise prefixed(exc, f"{label}: '{key}'") from None
-    except (TypeError, ValueError):
-        raise ValueError(f"{label}: '{key}' must be an integer, got {short(value)}") from None
+    return _int64(value, f"{label}: '{key}'", lambda: f"{label}: '{key}' must be an integer, got {short(value)}")
 
 
 def decode_attributes(raw: Any) -> dict[str, Any]:
@@ -193,12 +199,7 @@ def any_value(value: Any, key: str = "value") -> Any:
     if kind in ("stringValue", "boolValue", "doubleValue", "bytesValue"):
         return inner
     if kind == "intValue":
-        try:
-            return to_int64(inner)
-        except JSONLimitError as exc:
-            raise prefixed(exc, f"attribute {key!r}: intValue") from None
-        except (TypeError, ValueError):
-            raise ValueError(f"attribute {key!r}: intValue {short(inner)} is not an integer") from None
+        return _int64(inner, f"attribute {key!r}: intValue", lambda: f"attribute {key!r}: intValue {short(inner)} is not an integer")
     if kind == "arrayValue":
         return [any_value(v, key) for v in (inner or {}).get("values", [])]
     if kind == "kvlistValue":
