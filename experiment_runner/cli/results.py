@@ -9,6 +9,7 @@ from experiment_runner.cli import Context, cli
 from experiment_runner.cli.batching import show_lines as batch_lines
 from experiment_runner.cli.caching import show_lines as cache_lines
 from experiment_runner.cli.output import echo_json, output_option, table, usd
+from experiment_runner.conversation import drop_words
 from experiment_runner.errors import BadInputError
 from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
 from experiment_runner.results.export import target_cost, write_export
@@ -148,13 +149,6 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
     return lines
 
 
-DROP_NAMES = {
-    "unknown_label": "label outside the configured set", "quote_not_found": "quote not found in the reply",
-    "part_index_out_of_range": "part index out of range", "empty_quote": "empty quote",
-    "no_such_parameter": "no such tool parameter", "duplicate": "duplicate",
-}
-
-
 def _evaluation_lines(e: dict[str, Any]) -> list[str]:
     """Evaluations: how many completed and failed, the evaluator's tokens and cost, what was dropped and why."""
     ev = e.get("evaluation_summary") or {}
@@ -171,7 +165,7 @@ def _evaluation_lines(e: dict[str, Any]) -> list[str]:
         lines.append(f"  structured output    {used} (setting {modes.get('setting', 'auto')})")
     dropped = ev.get("dropped") or {}
     if dropped:
-        detail = ", ".join(f"{DROP_NAMES.get(k, k)} {n}" for k, n in dropped.items())
+        detail = ", ".join(f"{drop_words(k).name} {n}" for k, n in dropped.items())
         lines.append(f"  annotations dropped  {sum(dropped.values())} ({detail})")
     if e["evaluations_received"] and not e["metrics"]["total_issues"] and dropped:
         lines.append("  note: every annotation the evaluator returned was dropped; the issue rate below judges nothing")

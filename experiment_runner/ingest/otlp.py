@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiment_runner.ingest.formats import finish_reason
+from experiment_runner.conversation import finish_reason
 from experiment_runner.ingest.otlp_messages import legacy_messages, semconv_messages
 from experiment_runner.jsonlimits import JSONLimitError, prefixed, short, to_int64
 

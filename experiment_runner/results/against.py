@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from experiment_runner.conversation import Part
 from experiment_runner.evaluation.spans import part_target
 from experiment_runner.results.agreement import Reply, char_kappa
 from experiment_runner.results.gold import item_spans
@@ -21,7 +22,7 @@ from experiment_runner.store.queries import results as q
 from experiment_runner.store.queries.experiments import require_experiment
 
 
-def part_lengths(parts: list[dict[str, Any]]) -> list[int]:
+def part_lengths(parts: list[Part]) -> list[int]:
     """The number of characters a span can cover in each part."""
     return [len(part_target(p, None) or "") if p.get("type") in ("text", "reasoning", "tool_call") else 0 for p in parts]
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from experiment_runner.conversation import Conversation
 from experiment_runner.errors import BadInputError, NotFoundError
 from experiment_runner.results.export import experiment_object, export_evaluations, export_items, target_cost
 from experiment_runner.store import Store
@@ -175,7 +176,7 @@ def search_conversations(store: Store, words: str = "", *, limit: int = 50, offs
     return ConversationPage(listed, total, offset, limit)
 
 
-def conversation_detail(store: Store, conversation_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def conversation_detail(store: Store, conversation_id: str) -> tuple[Conversation, list[dict[str, Any]]]:
     """A conversation (export shape; `NotFoundError` if unknown) and the experiments with an item on it."""
     with store.read() as session:
         conversation = conversation_queries.conversation(session.connection(), conversation_id)
