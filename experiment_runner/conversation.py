@@ -10,9 +10,16 @@ file's conversations stays in `ingest/formats.py`.
 
 import hashlib
 import json
-from typing import Any, Literal, NamedTuple, cast, get_args
+from typing import (
+    Any,
+    Literal,
+    NamedTuple,
+    NotRequired,  # pydantic (sqlmodel's tables, request bodies) needs these on Python < 3.12
+    cast,
+    get_args,
+)
 
-from typing_extensions import NotRequired, TypedDict  # pydantic (sqlmodel's tables, request bodies) needs these on Python < 3.12
+from typing_extensions import TypedDict
 
 from experiment_runner import jsonlimits
 

@@ -12,11 +12,12 @@ from experiment_runner.cli.output import echo_json, output_option, table, usd
 from experiment_runner.conversation import drop_words
 from experiment_runner.errors import BadInputError
 from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
+from experiment_runner.results.documents import ExperimentObject, ExperimentSummary, RunState
 from experiment_runner.results.export import target_cost, write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
 
 
-def _status(experiment: dict[str, Any]) -> str:
+def _status(experiment: ExperimentObject) -> str:
     """`38/40 done, 2 failed, 1 open`."""
     summary = experiment["status_summary"]
     text = f"{summary['completed']}/{summary['total']} done"
@@ -32,11 +33,11 @@ def _percent(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
-def _issue_rate(experiment: dict[str, Any]) -> str:
+def _issue_rate(experiment: ExperimentObject) -> str:
     return _percent(experiment["metrics"]["issue_rate"]) if experiment["evaluations_received"] else "-"
 
 
-def _total_cost(experiment: dict[str, Any]) -> str:
+def _total_cost(experiment: ExperimentObject) -> str:
     cost = target_cost(experiment)
     return usd(cost.total_usd, cost.known)
 
@@ -75,7 +76,7 @@ def _average(total: float, count: int) -> str:
     return f"{total / count:,.1f}" if count else "0"
 
 
-def _metrics_lines(e: dict[str, Any]) -> list[str]:
+def _metrics_lines(e: ExperimentSummary) -> list[str]:
     m, evaluated, completed = e["metrics"], e["evaluations_received"], e["completed_items_count"]
     with_issues = evaluated - m["issue_free_message_count"]
     tokens_in, tokens_out = m["total_input_tokens"], m["total_output_tokens"]
@@ -92,7 +93,7 @@ def _metrics_lines(e: dict[str, Any]) -> list[str]:
     ]
 
 
-def _cost(e: dict[str, Any]) -> str:
+def _cost(e: ExperimentSummary) -> str:
     """`$0.0123 ($0.3075 per 1k items)`, or `unknown` (saying why) when no completed reply has a known price."""
     cost = target_cost(e)
     if cost.known == "unknown":
@@ -103,7 +104,7 @@ def _cost(e: dict[str, Any]) -> str:
     return text
 
 
-def _settings_lines(e: dict[str, Any]) -> list[str]:
+def _settings_lines(e: ExperimentSummary) -> list[str]:
     reasoning = ", ".join(f"{k}={v}" for k, v in (e["reasoning_config"] or {}).items()) or "none"
     prompt = e["system_prompt_override"]
     if prompt is not None and len(prompt) > 100:
@@ -132,12 +133,12 @@ STOP_NAMES = {
 }
 
 
-def _run_lines(run: dict[str, Any]) -> list[str]:
+def _run_lines(run: RunState) -> list[str]:
     """The run state: running, stopped (why, when), crashed; the budget; what `resume` changed."""
     state = run.get("state")
     lines = []
     if state == "stopped":
-        lines.append(f"  state            {STOP_NAMES.get(run['stop_reason'], run['stop_reason'])} at {_when(run['stopped_at'])}: "
+        lines.append(f"  state            {STOP_NAMES.get(run['stop_reason'] or '', run['stop_reason'])} at {_when(run['stopped_at'])}: "
                      f"{run['stop_detail']}")
     elif state == "crashed":
         lines.append("  state            crashed: its runner died holding the lease (`resume` continues it)")
@@ -149,7 +150,7 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _evaluation_lines(e: dict[str, Any]) -> list[str]:
+def _evaluation_lines(e: ExperimentSummary) -> list[str]:
     """Evaluations: how many completed and failed, the evaluator's tokens and cost, what was dropped and why."""
     ev = e.get("evaluation_summary") or {}
     by_status = ev.get("by_status", {})
@@ -175,7 +176,7 @@ def _evaluation_lines(e: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_summary(e: dict[str, Any]) -> str:
+def render_summary(e: ExperimentSummary) -> str:
     """The text `show` prints for an `experiment_summary`."""
     s = e["status_summary"]
     lines = _settings_lines(e) + [

@@ -11,6 +11,7 @@ from typing import Any
 
 from experiment_runner.conversation import Conversation
 from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.results.documents import ExperimentObject, ExportEvaluation, ExportItem
 from experiment_runner.results.export import experiment_object, export_evaluations, export_items, target_cost
 from experiment_runner.store import Store
 from experiment_runner.store.queries import browse as q
@@ -38,7 +39,7 @@ ITEM_FILTERS: dict[str, q.ItemConditions] = {
 class ExperimentEntry:
     """One experiment for a listing: the export's experiment object and the evaluator it names."""
 
-    experiment: dict[str, Any]
+    experiment: ExperimentObject
     evaluator_model: str | None
 
 
@@ -46,8 +47,8 @@ class ExperimentEntry:
 class ItemPage:
     """A page of matching items (`(position, export item)`), their latest evaluations by message id, the match count."""
 
-    items: list[tuple[int, dict[str, Any]]]
-    evaluations: dict[str, dict[str, Any]]
+    items: list[tuple[int, ExportItem]]
+    evaluations: dict[str, ExportEvaluation]
     matched: int
     next_after: int | None  # the position to continue after, when more items match
 

@@ -9,11 +9,22 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from experiment_runner import jsonlimits
 from experiment_runner.engine.lease import ensure_free, holder_state
 from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.results.documents import (
+    BatchView,
+    CacheSummary,
+    EvaluationSummary,
+    ExperimentObject,
+    ExperimentSummary,
+    ExportItem,
+    Page,
+    RecentError,
+    RunState,
+)
 from experiment_runner.results.export import experiment_object, item_page
 from experiment_runner.store import Store
 from experiment_runner.store.queries import batches as batches_q
@@ -26,6 +37,8 @@ from experiment_runner.store.tables import Experiment
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 RECENT_ERRORS = 5
+
+T = TypeVar("T")
 
 
 def _check_limit(limit: Any) -> int:
@@ -57,7 +70,7 @@ def decode_cursor(cursor: str, types: tuple[type, ...]) -> list[Any]:
     return checked
 
 
-def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] | None) -> dict[str, Any]:
+def _page(items: list[T], limit: int, cursor: str | None, next_key: list[Any] | None) -> Page[T]:
     """The page shape of the hosted API's list-experiments page; `next_key` is the keyset of the next page, if any."""
     return {
         "next_page_cursor": encode_cursor(next_key) if next_key is not None else None,
@@ -67,7 +80,7 @@ def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] 
     }
 
 
-def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict[str, Any]:
+def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[ExperimentObject]:
     """One page of experiments, newest first (by created_at, then id), each as the export's experiment object."""
     _check_limit(limit)
     before: tuple[str, str] | None = None
@@ -84,7 +97,7 @@ def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | 
 
 def list_items(
     store: Store, experiment_id: str, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
-) -> dict[str, Any]:
+) -> Page[ExportItem]:
     """One page of an experiment's items in position order, each as in the export."""
     _check_limit(limit)
     after = decode_cursor(cursor, (int,))[0] if cursor is not None else -1
@@ -96,7 +109,7 @@ def list_items(
     return _page([item for _, item in shown], limit, cursor, next_key)
 
 
-def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
+def experiment_summary(store: Store, experiment_id: str) -> ExperimentSummary:
     """What `show` prints: the experiment object, evaluator settings and the latest item errors."""
     from experiment_runner.evaluation.evaluator import EvaluatorConfig
 
@@ -104,7 +117,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         experiment = require_experiment(session, experiment_id)
         summary = experiment_object(session, experiment)
         errors = q.recent_errors(session.connection(), experiment_id, RECENT_ERRORS)
-        recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
+        recent: list[RecentError] = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
         evaluations = evaluation_summary(session.connection(), experiment_id)
         cache = cache_summary(session.connection(), experiment_id)
         batches = batch_summary(session.connection(), experiment_id)
@@ -127,7 +140,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
     }
 
 
-def run_state(store: Store, experiment: Experiment, spent_usd: float) -> dict[str, Any]:
+def run_state(store: Store, experiment: Experiment, spent_usd: float) -> RunState:
     """Where the experiment's runs stand: `state` (running, complete, stopped, crashed, not running), who
     ran it last, why it stopped, its budget and what its results cost, and the settings `resume` changed."""
     holder = holder_state(store, experiment.id)
@@ -151,7 +164,7 @@ def run_state(store: Store, experiment: Experiment, spent_usd: float) -> dict[st
     }
 
 
-def batch_summary(conn: Any, experiment_id: str) -> list[dict[str, Any]]:
+def batch_summary(conn: Any, experiment_id: str) -> list[BatchView]:
     """The experiment's provider batch jobs: role, provider id, state, requests, when submitted and its age."""
     from datetime import UTC, datetime
 
@@ -166,7 +179,7 @@ def batch_summary(conn: Any, experiment_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def cache_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
+def cache_summary(conn: Any, experiment_id: str) -> CacheSummary:
     """Calls of this experiment the response cache answered (replies and evaluator calls), and what they saved."""
     usage = cache_q.experiment_usage(conn, experiment_id)
     (target, target_saved), (evaluator, evaluator_saved) = usage["target"], usage["evaluator"]
@@ -174,7 +187,7 @@ def cache_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
             "saved_usd": round(target_saved + evaluator_saved, 8)}
 
 
-def evaluation_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
+def evaluation_summary(conn: Any, experiment_id: str) -> EvaluationSummary:
     """What the evaluator did: evaluations by status, its tokens and cost, annotations dropped and why,
     the modes it answered in, and the latest errors of failed evaluations."""
     totals = results_q.evaluation_totals(conn, experiment_id)

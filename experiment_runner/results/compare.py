@@ -11,6 +11,7 @@ The `paired` section tests each issue metric on the items evaluated in both
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from experiment_runner.results.documents import ExperimentObject
 from experiment_runner.results.export import METRIC_KEYS, experiment_object, target_cost
 from experiment_runner.results.stats import RESAMPLES, SEED, paired_binary, paired_bootstrap
 from experiment_runner.store import Store
@@ -137,7 +138,7 @@ def span_labels(rows: Sequence[Any]) -> dict[str, list[str] | None]:
     return found
 
 
-def load_experiment(store: Store, experiment_id: str) -> tuple[dict[str, Any], dict[str, list[str] | None]]:
+def load_experiment(store: Store, experiment_id: str) -> tuple[ExperimentObject, dict[str, list[str] | None]]:
     """The experiment object and its span labels per source conversation (`NotFoundError` for an unknown id)."""
     with store.read() as session:
         summary = experiment_object(session, require_experiment(session, experiment_id))
