@@ -1,7 +1,7 @@
 """`list`, `show`, `export`, `delete` and `score`: reading experiments back."""
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,11 @@ from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_e
 from experiment_runner.results.documents import ExperimentObject, ExperimentSummary, RunState
 from experiment_runner.results.export import target_cost, write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
+from experiment_runner.results.span_scores import GoldScores, SpanScore
+
+if TYPE_CHECKING:
+    from experiment_runner.results.against import AgainstScores
+    from experiment_runner.results.agreement import Kappa
 
 
 def _status(experiment: ExperimentObject) -> str:
@@ -253,7 +258,7 @@ def delete_command(obj: Context, experiment_id: str) -> None:
     )
 
 
-def _score_cells(s: dict[str, Any]) -> list[str]:
+def _score_cells(s: SpanScore) -> list[str]:
     """P, R, F1 as `0.812`, or `-` where undefined: precision with no prediction, recall and F1 with no gold span."""
     cells = [f"{s[k]:.3f}" for k in ("precision", "recall", "f1")]
     if not s["predicted"]:
@@ -263,12 +268,12 @@ def _score_cells(s: dict[str, Any]) -> list[str]:
     return cells
 
 
-def _score_row(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
+def _score_row(name: str, row: dict[str, SpanScore]) -> tuple[Any, ...]:
     exact, overlap = row["exact"], row["overlap"]
     return (name, *_score_cells(exact), *_score_cells(overlap), exact["predicted"], exact["gold"])
 
 
-def render_score(result: dict[str, Any]) -> str:
+def render_score(result: GoldScores) -> str:
     """The text `score` prints: the P/R/F1 table and what was scored or skipped."""
     rows = [_score_row("overall", result["overall"]), _score_row("any label", result["overall_any_label"])]
     rows += [_score_row(label, row) for label, row in result["per_label"].items()]
@@ -285,11 +290,11 @@ def render_score(result: dict[str, Any]) -> str:
     )
 
 
-def render_agreement(result: dict[str, Any]) -> str:
+def render_agreement(result: "AgainstScores") -> str:
     """The text `score --against` prints: `render_score`'s table (B as gold) and character-level kappa."""
     k = result["kappa"]
 
-    def cells(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    def cells(name: str, row: "Kappa") -> tuple[Any, ...]:
         value = "-" if row["kappa"] is None else f"{row['kappa']:.3f}"
         agreement = "-" if row["observed_agreement"] is None else f"{row['observed_agreement']:.3f}"
         return (name, value, agreement, f"{row['characters']:,}")

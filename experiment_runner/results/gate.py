@@ -15,7 +15,7 @@ limit must be a finite number, and `label:NAME` a label the experiment (or its b
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from experiment_runner.errors import BadInputError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
@@ -58,8 +58,33 @@ class Check:
     p_value: float | None = None
     significant: bool | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self) -> "CheckDict":
+        return cast(CheckDict, asdict(self))
+
+
+class CheckDict(TypedDict):
+    """`Check.as_dict`: a condition and what it found, as JSON."""
+
+    name: str
+    metric: str | None
+    value: float | None
+    limit: float | None
+    passed: bool
+    reason: str
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    significant: bool | None
+
+
+class GateResult(TypedDict):
+    """`gate`: the experiment, its baseline, whether every condition held, and each check."""
+
+    experiment_id: str
+    baseline_id: str | None
+    significant: bool
+    passed: bool
+    checks: list[CheckDict]
 
 
 def parse_condition(kind: str, text: str) -> Condition:
@@ -216,7 +241,7 @@ def check_labels(conditions: Iterable[Condition], known: set[str], whose: str) -
 
 def run_gate(
     store: Store, experiment_id: str, conditions: Sequence[Condition], *, baseline_id: str | None = None, significant: bool = False
-) -> dict[str, Any]:
+) -> "GateResult":
     """Check the conditions on a stored experiment: `{"experiment_id", "baseline_id", "passed", "checks"}`."""
     if not conditions:
         raise BadInputError("give at least one condition: --max METRIC=VALUE or --max-increase METRIC=VALUE")
