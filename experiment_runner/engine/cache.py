@@ -22,7 +22,7 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import anyio
 from sqlalchemy import Connection
@@ -179,17 +179,37 @@ def entry_row(key: str, completion: Completion, model: str, api_base: str | None
     }
 
 
+class ModelCacheStats(TypedDict):
+    model: str
+    entries: int
+    hits: int
+    saved_usd: float
+    size_bytes: int
+    oldest: str
+    newest: str
+
+
+class CacheStatsDict(TypedDict):
+    """`cache stats --json`: the totals, and per model."""
+
+    entries: int
+    hits: int
+    saved_usd: float
+    size_bytes: int
+    per_model: list[ModelCacheStats]
+
+
 @dataclass(frozen=True)
 class CacheStats:
     """`cache stats`: per model and in total."""
 
-    per_model: list[dict[str, Any]]
+    per_model: list["ModelCacheStats"]
 
     @property
     def entries(self) -> int:
         return sum(m["entries"] for m in self.per_model)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> "CacheStatsDict":
         return {
             "entries": self.entries,
             "hits": sum(m["hits"] for m in self.per_model),

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from experiment_runner.conversation import Conversation, JSONObject, Message, OpenAIMessage, ToolDefinition
 from experiment_runner.engine.batch import batch_cost
@@ -51,6 +51,38 @@ FALLBACK_OUTPUT_BOUND = 16384  # a target reply's bound for a model litellm know
 EVALUATOR_ATTEMPTS = 2  # evaluate.py asks once more when a reply is unusable or cut off
 
 
+class ModelEstimateDict(TypedDict):
+    role: str
+    calls: int
+    cached_calls: int
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    estimated_cost_usd: float | None
+
+
+class RulesEstimate(TypedDict):
+    count: int
+    evaluations: int
+    estimated_cost_usd: float
+
+
+class EstimateDict(TypedDict):
+    """`run --dry-run --json`: the totals, per model, the models with no known price, the rules."""
+
+    items: int
+    target_calls: int
+    evaluator_calls: int
+    cached_calls: int
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    estimated_cost_usd: float | None
+    estimated_priced_cost_usd: float
+    per_model: dict[str, ModelEstimateDict]
+    unpriced_models: list[str]
+    batch: bool
+    rules: RulesEstimate
+
+
 @dataclass(frozen=True)
 class ItemPlan:
     """What a run sends for each item, as far as its price depends on it."""
@@ -74,7 +106,7 @@ class ModelEstimate:
     cost_usd: float | None = 0.0
     cached_calls: int = 0  # of `calls`: answered by the response cache (no tokens, $0)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> "ModelEstimateDict":
         return {"role": self.role, "calls": self.calls, "cached_calls": self.cached_calls, "estimated_input_tokens": self.input_tokens,
                 "estimated_output_tokens": self.output_tokens, "estimated_cost_usd": self.cost_usd}
 
@@ -91,7 +123,7 @@ class Estimate:
     rules: int = 0  # rule evaluators (no model call, free)
     rule_evaluations: int = 0  # replies the rules check
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> "EstimateDict":
         """The `--json` shape: totals, per model, and which models have no known price."""
         models = list(self.per_model.values())
         unpriced = sorted({m.model for m in models if m.cost_usd is None})

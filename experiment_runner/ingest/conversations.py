@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from typing import Any
+from typing import TypedDict
 
 from sqlmodel import Session
 
@@ -28,11 +28,21 @@ def source_conversation_ids(session: Session) -> list[str]:
     return q.source_conversation_ids(session.connection())
 
 
-def list_conversations(store: Store, limit: int | None = None, text_width: int = 80) -> list[dict[str, Any]]:
+class ConversationListing(TypedDict):
+    """One line of `conversations`: id, message count, messages per role, the first user text (trimmed)."""
+
+    id: str
+    messages: int
+    roles: dict[str, int]
+    first_user_text: str
+    created_at: str
+
+
+def list_conversations(store: Store, limit: int | None = None, text_width: int = 80) -> list["ConversationListing"]:
     """Imported conversations in import order: id, message count, role counts, first user text (trimmed)."""
     with store.read() as session:
         rows = q.conversation_listing(session.connection(), limit)
-    listing = []
+    listing: list[ConversationListing] = []
     for row in rows:
         roles: dict[str, int] = {}
         for role in (row.roles or "").split():
