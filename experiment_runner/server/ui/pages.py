@@ -6,7 +6,7 @@ values shaped by `views` (pure). The live endpoints return the same `ExperimentR
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 import anyio
 from fastapi import APIRouter, Query, Request
@@ -131,7 +131,15 @@ def _metric_cards(experiment: ExperimentObject, latency_known: bool, per_1k: str
     return cards
 
 
-def _live_view(summary: ExperimentSummary, running: bool) -> dict[str, Any]:
+class LiveView(TypedDict):
+    """The parts of an experiment's page that its live script refreshes: its row, metric cards and costs."""
+
+    row: views.ExperimentRow
+    metrics: list[dict[str, str]]
+    cost: dict[str, str]
+
+
+def _live_view(summary: ExperimentSummary, running: bool) -> LiveView:
     row = views.experiment_row(browse.ExperimentEntry(summary, summary.get("evaluator_model")), running)
     latency_known = bool(summary["metrics"]["avg_response_latency_ms"])
     cost = views.cost_texts(summary)
