@@ -9,14 +9,14 @@ import click
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json
 from experiment_runner.files import write_text_atomic
-from experiment_runner.results.gate import CheckDict, GateResult, parse_condition, run_gate
+from experiment_runner.results.gate import Check, GateResult, parse_condition, run_gate
 
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def _interval(check: CheckDict) -> str:
+def _interval(check: Check) -> str:
     if check["ci_low"] is None:
         return "-"
     return f"[{check['ci_low']:+.4g}, {check['ci_high']:+.4g}]"

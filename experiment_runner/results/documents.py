@@ -8,7 +8,8 @@ from typing import Any, Generic, TypeVar
 
 from typing_extensions import TypedDict  # a generic TypedDict on Python 3.11
 
-from experiment_runner.conversation import Annotation, Conversation, EvaluationStatus, ItemStatus, JSONObject
+from experiment_runner.conversation import Annotation, Conversation, ItemStatus, JSONObject
+from experiment_runner.store.queries.rows import EvaluationColumns
 
 T = TypeVar("T")
 
@@ -66,16 +67,7 @@ class ExportItem(TypedDict):
     result_conversation: Conversation | None
 
 
-class ExportEvaluation(TypedDict):
-    id: str
-    message_id: str
-    status: EvaluationStatus
-    model: str
-    input_tokens: int | None
-    output_tokens: int | None
-    detection_duration_ms: float | None
-    total_duration_ms: float | None
-    error_message: str | None
+class ExportEvaluation(EvaluationColumns):
     annotations: list[Annotation]
 
 

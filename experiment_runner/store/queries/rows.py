@@ -6,7 +6,7 @@ usually as one `executemany`. JSON columns are values here unless a field says i
 
 from typing import NotRequired, TypedDict
 
-from experiment_runner.conversation import EvaluationStatus, Generation, ItemStatus, JSONObject, Part, Role, ToolDefinition
+from experiment_runner.conversation import Annotation, EvaluationStatus, Generation, ItemStatus, JSONObject, Part, Role, ToolDefinition
 
 
 class StartRow(TypedDict):
@@ -55,9 +55,10 @@ class MessageRow(TypedDict):
     generation: Generation | None
 
 
-class EvaluationRow(TypedDict):
+class EvaluationColumns(TypedDict):
+    """An evaluation's columns that the export shows (`results.documents.ExportEvaluation` adds its annotations)."""
+
     id: str
-    item_id: str
     message_id: str
     status: EvaluationStatus
     model: str
@@ -66,6 +67,10 @@ class EvaluationRow(TypedDict):
     detection_duration_ms: float | None
     total_duration_ms: float | None
     error_message: str | None
+
+
+class EvaluationRow(EvaluationColumns):
+    item_id: str
     created_at: str
     dropped: str | None  # encoded JSON: {drop reason: count}
     cost_usd: float | None
@@ -74,18 +79,9 @@ class EvaluationRow(TypedDict):
     cost_saved_usd: float | None
 
 
-class AnnotationRow(TypedDict):
-    id: str
+class AnnotationRow(Annotation):
     evaluation_id: str
     position: int
-    label: str
-    text: str
-    explanation: str | None
-    message_part_index: int
-    start_offset: int
-    end_offset: int
-    tool_name: str | None
-    parameter_name: str | None
 
 
 class CacheEntryRow(TypedDict):
