@@ -203,13 +203,13 @@ class CacheStatsDict(TypedDict):
 class CacheStats:
     """`cache stats`: per model and in total."""
 
-    per_model: list["ModelCacheStats"]
+    per_model: list[ModelCacheStats]
 
     @property
     def entries(self) -> int:
         return sum(m["entries"] for m in self.per_model)
 
-    def as_dict(self) -> "CacheStatsDict":
+    def as_dict(self) -> CacheStatsDict:
         return {
             "entries": self.entries,
             "hits": sum(m["hits"] for m in self.per_model),

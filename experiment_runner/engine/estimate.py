@@ -106,7 +106,7 @@ class ModelEstimate:
     cost_usd: float | None = 0.0
     cached_calls: int = 0  # of `calls`: answered by the response cache (no tokens, $0)
 
-    def as_dict(self) -> "ModelEstimateDict":
+    def as_dict(self) -> ModelEstimateDict:
         return {"role": self.role, "calls": self.calls, "cached_calls": self.cached_calls, "estimated_input_tokens": self.input_tokens,
                 "estimated_output_tokens": self.output_tokens, "estimated_cost_usd": self.cost_usd}
 
@@ -123,7 +123,7 @@ class Estimate:
     rules: int = 0  # rule evaluators (no model call, free)
     rule_evaluations: int = 0  # replies the rules check
 
-    def as_dict(self) -> "EstimateDict":
+    def as_dict(self) -> EstimateDict:
         """The `--json` shape: totals, per model, and which models have no known price."""
         models = list(self.per_model.values())
         unpriced = sorted({m.model for m in models if m.cost_usd is None})

@@ -65,7 +65,7 @@ def declared_tools(history: list[Message], stored: list[ToolDefinition] | None) 
     return [*(stored or []), *(t for t in tool_definitions(history) if t["function"]["name"] not in defined)]
 
 
-def replay_request(history: list[Message], tools: list[ToolDefinition] | None = None) -> "Request":
+def replay_request(history: list[Message], tools: list[ToolDefinition] | None = None) -> Request:
     """The `messages` (and `tools`: the conversation's stored `tools`, else rebuilt from the history's calls)."""
     request: Request = {"messages": to_openai_messages(history)}
     tools = declared_tools(history, tools)
@@ -75,7 +75,7 @@ def replay_request(history: list[Message], tools: list[ToolDefinition] | None = 
 
 
 def target_call(
-    request: "Request", mode: str, schema: JSONObject | None, settings: JSONObject
+    request: Request, mode: str, schema: JSONObject | None, settings: JSONObject
 ) -> tuple[list[OpenAIMessage], JSONObject]:
     """The messages and litellm arguments of a target call: the replay `request`, the reasoning `settings`,
     and, with an output `schema`, the structured-output `mode`'s format and instructions.
