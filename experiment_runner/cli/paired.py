@@ -1,9 +1,9 @@
 """Printing `compare`'s paired statistics: B - A per issue metric with its 95% interval, p-value and a mark."""
 
-from typing import Any
 
 from experiment_runner.cli.output import table
 from experiment_runner.results import vocabulary
+from experiment_runner.results.compare import Comparison
 
 SHOWN_IDS = 10
 
@@ -27,7 +27,7 @@ def _ids(ids: list[str]) -> str:
     return ", ".join(ids[:SHOWN_IDS]) + more
 
 
-def paired_lines(result: dict[str, Any]) -> list[str]:
+def paired_lines(result: Comparison) -> list[str]:
     """The paired table (`*` marks a difference whose interval excludes 0) and the items in only one experiment."""
     paired, conversations = result["paired"], result["conversations"]
     rows = []

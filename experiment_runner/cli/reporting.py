@@ -8,7 +8,7 @@ from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json, output_option, table
 from experiment_runner.cli.paired import paired_lines
 from experiment_runner.report.html import render_page, write_report
-from experiment_runner.results.compare import compare_experiments
+from experiment_runner.results.compare import Comparison, compare_experiments
 from experiment_runner.results.vocabulary import metric
 
 
@@ -49,7 +49,7 @@ def _value(value: Any, kind: str, signed: bool = False) -> str:
     return ("+" + text) if signed and value > 0 else text
 
 
-def render_comparison(result: dict[str, Any]) -> str:
+def render_comparison(result: Comparison) -> str:
     """The text `compare` prints: who is A and B, the metrics table, issues per label, most changed items."""
     a, b, shared = result["a"], result["b"], result["conversations"]
     rows = []

@@ -19,12 +19,14 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from experiment_runner.conversation import Annotation, JSONObject, Message
 from experiment_runner.files import check_output_path, write_text_atomic
 from experiment_runner.report.highlight import annotation_location, label_class, label_colour, parts_view
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.results.compare import ItemLabels, compare_summaries
+from experiment_runner.results.documents import ExportDocument, ExportEvaluation
 from experiment_runner.results.export import export_chunks, target_cost
 from experiment_runner.results.vocabulary import COUNTS, METRICS
 from experiment_runner.store import Store
@@ -43,11 +45,11 @@ METRIC_CARDS = (  # tokens are in their own panel
 Doc = Mapping[str, Any]
 
 
-def load_document(store: Store, experiment_id: str) -> dict[str, Any]:
+def load_document(store: Store, experiment_id: str) -> ExportDocument:
     """The export of an experiment, its `experiment` object completed with the evaluator settings."""
-    document: dict[str, Any] = json.loads("".join(export_chunks(store, experiment_id)))
+    document: ExportDocument = json.loads("".join(export_chunks(store, experiment_id)))
     summary = experiment_summary(store, experiment_id)
-    document["experiment"].update({key: summary.get(key) for key in SETTINGS_KEYS})
+    cast(JSONObject, document["experiment"]).update({key: summary.get(key) for key in SETTINGS_KEYS})
     return document
 
 
@@ -70,12 +72,12 @@ def write_report(store: Store, experiment_id: str, path: str | Path, *, compare_
 # --- items -----------------------------------------------------------------------------------------
 
 
-def _reply(item: Doc) -> dict[str, Any] | None:
+def _reply(item: Doc) -> Message | None:
     result = item.get("result_conversation")
     return result["messages"][-1] if result and result["messages"] else None
 
 
-def _evaluated(item: Doc, evaluations: Doc) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[Any] | None]:
+def _evaluated(item: Doc, evaluations: Doc) -> tuple[Message | None, ExportEvaluation | None, list[Annotation] | None]:
     """(final message, its evaluation, the evaluation's annotations if it completed, else None)."""
     reply = _reply(item)
     evaluation = evaluations.get(reply["id"]) if reply else None

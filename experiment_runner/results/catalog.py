@@ -11,13 +11,24 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel import Session
 
 from experiment_runner import jsonlimits
 from experiment_runner.engine.lease import ensure_free, holder_state
 from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.results.documents import (
+    BatchView,
+    CacheSummary,
+    EvaluationSummary,
+    ExperimentObject,
+    ExperimentSummary,
+    ExportItem,
+    Page,
+    RecentError,
+    RunState,
+)
 from experiment_runner.results.export import TargetCost, experiment_object, item_page, priced
 from experiment_runner.results.metrics import per_1k, ratio, status_summary
 from experiment_runner.store import Store
@@ -32,6 +43,8 @@ from experiment_runner.store.timeutil import to_rfc3339
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 RECENT_ERRORS = 5
+
+T = TypeVar("T")
 
 
 def _check_limit(limit: Any) -> int:
@@ -63,7 +76,7 @@ def decode_cursor(cursor: str, types: tuple[type, ...]) -> list[Any]:
     return checked
 
 
-def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] | None) -> dict[str, Any]:
+def _page(items: list[T], limit: int, cursor: str | None, next_key: list[Any] | None) -> Page[T]:
     """The page shape of the hosted API's list-experiments page; `next_key` is the keyset of the next page, if any."""
     return {
         "next_page_cursor": encode_cursor(next_key) if next_key is not None else None,
@@ -74,8 +87,8 @@ def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] 
 
 
 def _experiments_page(
-    store: Store, limit: int, cursor: str | None, read: Callable[[Session, list[Experiment]], list[Any]]
-) -> dict[str, Any]:
+    store: Store, limit: int, cursor: str | None, read: Callable[[Session, list[Experiment]], list[T]]
+) -> Page[T]:
     """One page of experiments, newest first (by created_at, then id), each as `read` gives it."""
     _check_limit(limit)
     before: tuple[str, str] | None = None
@@ -90,7 +103,7 @@ def _experiments_page(
     return _page(items, limit, cursor, next_key)
 
 
-def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict[str, Any]:
+def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[ExperimentObject]:
     """One page of experiments, newest first (by created_at, then id), each as the export's experiment object."""
     return _experiments_page(store, limit, cursor, lambda session, shown: [experiment_object(session, row) for row in shown])
 
@@ -130,7 +143,7 @@ def _lines(session: Session, shown: list[Experiment]) -> list[ExperimentLine]:
     return lines
 
 
-def list_overview(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict[str, Any]:
+def list_overview(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[ExperimentLine]:
     """`list_experiments`' page (same order, cursors and limits) with each experiment as an `ExperimentLine`:
     what `list` prints, read with one aggregate query per page instead of every item's metrics."""
     return _experiments_page(store, limit, cursor, _lines)
@@ -138,7 +151,7 @@ def list_overview(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | Non
 
 def list_items(
     store: Store, experiment_id: str, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
-) -> dict[str, Any]:
+) -> Page[ExportItem]:
     """One page of an experiment's items in position order, each as in the export."""
     _check_limit(limit)
     after = decode_cursor(cursor, (int,))[0] if cursor is not None else -1
@@ -150,7 +163,7 @@ def list_items(
     return _page([item for _, item in shown], limit, cursor, next_key)
 
 
-def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
+def experiment_summary(store: Store, experiment_id: str) -> ExperimentSummary:
     """What `show` prints: the experiment object, evaluator settings and the latest item errors."""
     from experiment_runner.evaluation.evaluator import EvaluatorConfig
 
@@ -158,7 +171,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         experiment = require_experiment(session, experiment_id)
         summary = experiment_object(session, experiment)
         errors = q.recent_errors(session.connection(), experiment_id, RECENT_ERRORS)
-        recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
+        recent: list[RecentError] = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
         evaluations = evaluation_summary(session.connection(), experiment_id)
         cache = cache_summary(session.connection(), experiment_id)
         batches = batch_summary(session.connection(), experiment_id)
@@ -181,7 +194,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
     }
 
 
-def run_state(store: Store, experiment: Experiment, spent_usd: float) -> dict[str, Any]:
+def run_state(store: Store, experiment: Experiment, spent_usd: float) -> RunState:
     """Where the experiment's runs stand: `state` (running, complete, stopped, crashed, not running), who
     ran it last, why it stopped, its budget and what its results cost, and the settings `resume` changed."""
     holder = holder_state(store, experiment.id)
@@ -205,7 +218,7 @@ def run_state(store: Store, experiment: Experiment, spent_usd: float) -> dict[st
     }
 
 
-def batch_summary(conn: Any, experiment_id: str) -> list[dict[str, Any]]:
+def batch_summary(conn: Any, experiment_id: str) -> list[BatchView]:
     """The experiment's provider batch jobs: role, provider id, state, requests, when submitted and its age."""
     from datetime import UTC, datetime
 
@@ -220,7 +233,7 @@ def batch_summary(conn: Any, experiment_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def cache_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
+def cache_summary(conn: Any, experiment_id: str) -> CacheSummary:
     """Calls of this experiment the response cache answered (replies and evaluator calls), and what they saved."""
     usage = cache_q.experiment_usage(conn, experiment_id)
     (target, target_saved), (evaluator, evaluator_saved) = usage["target"], usage["evaluator"]
@@ -228,7 +241,7 @@ def cache_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
             "saved_usd": round(target_saved + evaluator_saved, 8)}
 
 
-def evaluation_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
+def evaluation_summary(conn: Any, experiment_id: str) -> EvaluationSummary:
     """What the evaluator did: evaluations by status, its tokens and cost, annotations dropped and why,
     the modes it answered in, and the latest errors of failed evaluations."""
     totals = results_q.evaluation_totals(conn, experiment_id)

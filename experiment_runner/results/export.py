@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from importlib import resources
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from sqlmodel import Session
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import Annotation, Conversation, JSONObject
 from experiment_runner.files import write_text_atomic
+from experiment_runner.results.documents import ExperimentObject, ExportDocument, ExportEvaluation, ExportItem
 from experiment_runner.results.metrics import (
     AnnotationFacts,
     EvaluationFacts,
@@ -70,7 +72,7 @@ def item_facts(session: Session, experiment_id: str) -> Iterator[ItemFacts]:
 # --- the experiment object ---------------------------------------------------------------------
 
 
-def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any]:
+def experiment_object(session: Session, experiment: Experiment) -> ExperimentObject:
     """The export's `experiment` object: settings, counts, status summary and metrics, in the schema's order."""
     conn = session.connection()
     counts = q.status_counts(conn, experiment.id)
@@ -138,13 +140,13 @@ def evaluator_cost(conn: Any, experiment_id: str) -> float | None:
 
 def item_page(
     session: Session, experiment_id: str, *, after: int = -1, limit: int = PAGE
-) -> list[tuple[int, dict[str, Any]]]:
+) -> list[tuple[int, ExportItem]]:
     """Up to `limit` items after position `after`, as `(position, export item)` pairs, with their conversations."""
     conn = session.connection()
     return export_items(conn, q.item_rows(conn, experiment_id, after, limit))
 
 
-def export_items(conn: Any, rows: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+def export_items(conn: Any, rows: list[Any]) -> list[tuple[int, ExportItem]]:
     """Item rows (the columns of `item_rows`) as `(position, export item)` pairs, their conversations loaded."""
     ids = {r.source_conversation_id for r in rows} | {
         r.result_conversation_id for r in rows if r.result_conversation_id
@@ -152,12 +154,12 @@ def export_items(conn: Any, rows: list[Any]) -> list[tuple[int, dict[str, Any]]]
     conversations = conversation_queries.conversations(conn, sorted(ids))
     page = []
     for r in rows:
-        source = conversations.get(r.source_conversation_id) or {
+        source: Conversation = conversations.get(r.source_conversation_id) or {
             "id": r.source_conversation_id,
             "type": "source",
             "messages": [],
         }
-        item = {
+        item: ExportItem = {
             "id": r.id,
             "status": r.status,
             "error_message": r.error_message,
@@ -172,7 +174,7 @@ def export_items(conn: Any, rows: list[Any]) -> list[tuple[int, dict[str, Any]]]
     return page
 
 
-def _items(session: Session, experiment_id: str) -> Iterator[dict[str, Any]]:
+def _items(session: Session, experiment_id: str) -> Iterator[ExportItem]:
     after = -1
     while page := item_page(session, experiment_id, after=after):
         for _, item in page:
@@ -194,7 +196,7 @@ _EVALUATION_KEYS = (
 # fmt: on
 
 
-def _evaluations(session: Session, experiment_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _evaluations(session: Session, experiment_id: str) -> Iterator[tuple[str, ExportEvaluation]]:
     """`(message_id, evaluation)` in item order; a message evaluated twice keeps its first evaluation."""
     conn = session.connection()
     after, after_id = -1, ""
@@ -210,13 +212,13 @@ def _evaluations(session: Session, experiment_id: str) -> Iterator[tuple[str, di
         after, after_id = rows[-1].position, rows[-1].id
 
 
-def export_evaluations(conn: Any, rows: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+def export_evaluations(conn: Any, rows: list[Any]) -> list[tuple[str, ExportEvaluation]]:
     """Evaluation rows (the export's evaluation columns) as `(message_id, export evaluation)`, annotations loaded."""
-    annotations: dict[str, list[dict[str, Any]]] = {}
+    annotations: dict[str, list[Annotation]] = {}
     for a in q.annotation_rows(conn, [r.id for r in rows]):
-        annotations.setdefault(a.evaluation_id, []).append({key: getattr(a, key) for key in _ANNOTATION_KEYS})
+        annotations.setdefault(a.evaluation_id, []).append(cast(Annotation, {key: getattr(a, key) for key in _ANNOTATION_KEYS}))
     return [
-        (r.message_id, {**{key: getattr(r, key) for key in _EVALUATION_KEYS}, "annotations": annotations.get(r.id, [])})
+        (r.message_id, cast(ExportEvaluation, {**{key: getattr(r, key) for key in _EVALUATION_KEYS}, "annotations": annotations.get(r.id, [])}))
         for r in rows
     ]
 
@@ -256,9 +258,9 @@ def export_chunks(store: Store, experiment_id: str) -> Iterator[str]:
     return _chunks(store, experiment_id, ExportStats())
 
 
-def export_document(store: Store, experiment_id: str) -> dict[str, Any]:
+def export_document(store: Store, experiment_id: str) -> ExportDocument:
     """The whole export as a dict (for small experiments and tests; `export_chunks` streams)."""
-    document: dict[str, Any] = json.loads("".join(export_chunks(store, experiment_id)))
+    document: ExportDocument = json.loads("".join(export_chunks(store, experiment_id)))
     return document
 
 
@@ -277,7 +279,7 @@ def write_export(store: Store, experiment_id: str, target: str | Path | TextIO) 
     return stats
 
 
-def load_export_schema() -> dict[str, Any]:
+def load_export_schema() -> JSONObject:
     """The JSON Schema of the export, as shipped in the package."""
-    schema: dict[str, Any] = json.loads(resources.files("experiment_runner.results").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    schema: JSONObject = json.loads(resources.files("experiment_runner.results").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
     return schema

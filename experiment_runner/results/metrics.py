@@ -31,10 +31,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiment_runner.conversation import ITEM_STATUSES
 from experiment_runner.results.vocabulary import METRIC_KEYS
-
-ITEM_STATUSES: tuple[str, ...] = ("pending", "in_progress", "completed", "failed")
-"""The statuses an experiment item can have, in lifecycle order."""
 
 Number = int | float
 
@@ -209,7 +207,7 @@ def status_summary(statuses: Iterable[str]) -> dict[str, int]:
 
     Unknown statuses are counted only in ``total``.
     """
-    counts = dict.fromkeys(ITEM_STATUSES, 0)
+    counts: dict[str, int] = dict.fromkeys(ITEM_STATUSES, 0)
     total = 0
     for status in statuses:
         total += 1

@@ -6,7 +6,7 @@ values shaped by `views` (pure). The live endpoints return the same `ExperimentR
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 import anyio
 from fastapi import APIRouter, Query, Request
@@ -19,6 +19,7 @@ from experiment_runner.report.html import METRIC_CARDS, history_view, item_side,
 from experiment_runner.results import browse
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.results.compare import compare_experiments
+from experiment_runner.results.documents import ExperimentObject, ExperimentSummary
 from experiment_runner.results.vocabulary import ISSUE_METRICS, known
 from experiment_runner.server.ui import comparing, views
 from experiment_runner.server.ui.rendering import SECURITY_HEADERS, page
@@ -112,7 +113,7 @@ async def live_experiments(
     return JSONResponse({"rows": [row.as_dict() for row in rows]}, headers=SECURITY_HEADERS)
 
 
-def _metric_cards(experiment: dict[str, Any], latency_known: bool, per_1k: str) -> list[dict[str, str]]:
+def _metric_cards(experiment: ExperimentObject, latency_known: bool, per_1k: str) -> list[dict[str, str]]:
     """The metric cards, issue rate first; metrics the UI has no title for yet come last, as they are.
 
     Issue figures show `–` until an evaluation is received, latencies until a reply reports one; the cost
@@ -130,7 +131,15 @@ def _metric_cards(experiment: dict[str, Any], latency_known: bool, per_1k: str) 
     return cards
 
 
-def _live_view(summary: dict[str, Any], running: bool) -> dict[str, Any]:
+class LiveView(TypedDict):
+    """The parts of an experiment's page that its live script refreshes: its row, metric cards and costs."""
+
+    row: views.ExperimentRow
+    metrics: list[dict[str, str]]
+    cost: dict[str, str]
+
+
+def _live_view(summary: ExperimentSummary, running: bool) -> LiveView:
     row = views.experiment_row(browse.ExperimentEntry(summary, summary.get("evaluator_model")), running)
     latency_known = bool(summary["metrics"]["avg_response_latency_ms"])
     cost = views.cost_texts(summary)
