@@ -21,8 +21,9 @@ from pathlib import Path
 
 import experiment_runner  # noqa: F401
 from experiment_runner.engine.experiments import create_experiment
-from experiment_runner.engine.run import RunOptions, run_experiment
-from experiment_runner.engine.spec import ExperimentSpec
+from experiment_runner.engine.progress import RunOptions
+from experiment_runner.engine.run import run_experiment
+from experiment_runner.engine.spec import ExperimentSpec, Labels
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.results.export import export_chunks
@@ -54,7 +55,7 @@ def measure(prefix: Path, variant: Callable[[str], str]) -> tuple[int, int, int,
         ids = import_files(store, [str(conversations)]).ids
         spec = ExperimentSpec(
             name="alignment", model="recorded", conversation_ids=ids, pass_through=True, evaluator_model="openai/judge", evaluator_api_base=server.api_base,
-            labels={"labels": [{"name": name, "description": name} for name in labels]},
+            labels=Labels.model_validate({"labels": [{"name": name, "description": name} for name in labels]}),
         )
         experiment_id = create_experiment(store, spec)
         started = time.perf_counter()

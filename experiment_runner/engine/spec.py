@@ -16,10 +16,12 @@ Checks that need a store or litellm (known conversation ids, the model preflight
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing_extensions import TypedDict  # pydantic refuses typing.TypedDict before Python 3.12
 
+from experiment_runner.conversation import JSONObject
 from experiment_runner.engine.output_schema import check_fields, to_json_schema
 from experiment_runner.errors import BadInputError
 from experiment_runner.errors import Field as Named
@@ -36,10 +38,20 @@ WORDING = {
     "model": "model must be a non-empty litellm model name",
     "conversation_ids": "an experiment needs at least one conversation",
 }
-# The hosted API's experiment settings, in its order: the export's `experiment` object carries these.
-HOSTED_FIELDS = ("name", "model", "pass_through", "conversation_ids", "reasoning_config", "system_prompt_override", "output_schema")
 # Settings stored inside a JSON column rather than in a column of their own name (`to_row`, `from_row`).
 PACKED = frozenset({"labels", "rules", "response_format", "evaluator_response_format", "evaluator_max_tokens"})
+
+
+class HostedSettings(TypedDict):
+    """The hosted API's experiment settings, in its order: what the export's `experiment` object carries of them."""
+
+    name: str
+    model: str
+    pass_through: bool
+    conversation_ids: list[str]
+    reasoning_config: JSONObject | None
+    system_prompt_override: str | None
+    output_schema: list[JSONObject] | None
 
 
 class _Frozen(BaseModel):
@@ -249,9 +261,9 @@ class ExperimentSpec(ExperimentSettings):
         """The JSON schema the target's reply must match (`--output-schema`), or None."""
         return to_json_schema([f.model_dump() for f in self.output_schema]) if self.output_schema else None
 
-    def hosted(self) -> dict[str, Any]:
+    def hosted(self) -> HostedSettings:
         """The hosted API's settings, in its order (the export's `experiment` object)."""
-        return self.model_dump(include=set(HOSTED_FIELDS))
+        return cast(HostedSettings, self.model_dump(include=set(HostedSettings.__annotations__)))
 
     def to_row(
         self, *, experiment_id: str, created_at: str, source_experiment_id: str | None = None, runner: str | None = None

@@ -191,8 +191,9 @@ def test_the_server_skips_a_leased_experiment_and_runs_it_once_the_lease_goes_st
     monkeypatch.setenv("EXPERIMENT_RUNNER_LEASE_TIMEOUT", "1")
     experiment_id = _experiment(store, fake_llm, runner="server")  # created through the API of a server that went down
     _plant(store, experiment_id, host="elsewhere", pid=4242, age=0)  # a live runner elsewhere; it stops renewing now
-    with TestClient(create_app(store)) as client:
-        runs = client.app.state.runs
+    app = create_app(store)
+    with TestClient(app) as client:
+        runs = app.state.runs
         deadline = time.monotonic() + 30
         while runs.deferred() != [experiment_id]:
             assert time.monotonic() < deadline

@@ -16,6 +16,7 @@ from experiment_runner.engine.spec import (
     PACKED,
     ExperimentSettings,
     ExperimentSpec,
+    HostedSettings,
     ReevaluationSpec,
     ResponseFormat,
 )
@@ -68,7 +69,7 @@ def test_every_setting_is_stored_in_a_column_of_its_name_or_packed() -> None:
 
 
 def test_a_stored_experiment_reads_back_as_the_spec_it_was_created_from(store) -> None:
-    ids = import_files(store, [SAMPLE]).ids[:3]
+    ids = import_files(store, [str(SAMPLE)]).ids[:3]
     spec = full_spec([ids[0], ids[1], ids[0]])  # listed twice: run once
     assert spec.conversation_ids == ids[:2]
     experiment_id = create_experiment(store, spec, check_models=False)
@@ -97,6 +98,7 @@ def test_the_rest_body_is_the_spec_plus_its_own_flag() -> None:
     body = CreateExperiment.model_validate({"name": "n", "model": "m", "conversation_ids": ["a", "a", "b"], "max_cost_usd": 1})
     assert body.spec() == ExperimentSpec(name="n", model="m", conversation_ids=["a", "b"], max_cost_usd=1)
     assert get_args(ResponseFormat) == SETTINGS
+    assert list(body.spec().hosted()) == list(HostedSettings.__annotations__)  # the export's order
 
 
 @pytest.mark.parametrize(
@@ -131,7 +133,7 @@ def test_an_invalid_setting_is_our_error_naming_its_field(change: dict[str, Any]
     ],
 )
 def test_the_api_names_the_same_fields(store, fake_llm, db_path: Path, change: dict[str, Any], loc: list[str], needle: str) -> None:
-    ids = import_files(store, [SAMPLE]).ids[:2]
+    ids = import_files(store, [str(SAMPLE)]).ids[:2]
     before = dump(db_path)
     with TestClient(create_app(store)) as client:
         for dry_run in ("false", "true"):
@@ -164,7 +166,7 @@ def test_a_dry_run_and_creating_give_the_same_error(run_cli, db_path: Path, monk
 def test_the_api_dry_run_and_create_give_the_same_error(store, fake_llm, monkeypatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("EXPERIMENT_RUNNER_API_KEY", raising=False)
-    ids = import_files(store, [SAMPLE]).ids[:2]
+    ids = import_files(store, [str(SAMPLE)]).ids[:2]
     with TestClient(create_app(store)) as client:
         for body in (seed_body(fake_llm, [*ids, "nope"]), seed_body(fake_llm, ids, model="openai/gpt-4o-mini", api_base=None)):
             dry = client.post("/v1/experiments?dry_run=true", json=body)
@@ -183,7 +185,7 @@ def test_reevaluate_and_its_dry_run_give_the_same_error(run_cli, experiment_id: 
 
 
 def test_a_reevaluation_spec_resolves_against_its_source(store) -> None:
-    ids = import_files(store, [SAMPLE]).ids[:2]
+    ids = import_files(store, [str(SAMPLE)]).ids[:2]
     source = ExperimentSpec(name="src", model="openai/target", conversation_ids=ids, system_prompt_override="S", rules=RULES)
     kept = ReevaluationSpec(evaluator_model="openai/judge").resolve(source, ids, ReevaluationSpec().rules_for(source))
     assert (kept.name, kept.model, kept.pass_through, kept.system_prompt_override, kept.rules) == (

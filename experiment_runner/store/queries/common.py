@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, TextClause, bindparam, text
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import Message
 
 IN_CHUNK = 500  # values per IN (...) statement: far below SQLite's bound-variable limit (999 before 3.32)
 
@@ -53,7 +54,7 @@ def decode_json(value: str | None) -> Any:
     return None if value is None else jsonlimits.loads_stored(value)
 
 
-def message_dict(row: Any) -> dict[str, Any]:
+def message_dict(row: Any) -> Message:
     """A message row (`id, role, parts, sequence_number, generation`) in the export's (native) shape."""
     return {
         "id": row.id,
