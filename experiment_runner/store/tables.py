@@ -1,14 +1,20 @@
-"""The store's tables, as SQLModel classes.
+"""The store's tables, as SQLModel classes: the schema, defined once.
 
-These classes mirror the schema that `migrations.py` builds step by step; a test checks that the two
-agree. Conversation parts, generation metadata and experiment settings are JSON columns because the
+The Alembic revisions (`alembic/versions/`, see `migrations.py`) build these tables step by step on SQLite and
+PostgreSQL; a test has Alembic compare a migrated store with these classes. A column's `server_default` is
+the database's own default (what a row inserted without it, or an existing row when the column is added, gets). Conversation parts, generation metadata and experiment settings are JSON columns because the
 export carries them as JSON objects verbatim. Times are ISO 8601 UTC strings (see `timeutil`).
 """
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
+
+
+def _default(value: Any) -> Any:
+    """A field whose column has a server default too (`value` as the database writes it)."""
+    return Field(default=value, sa_column_kwargs={"server_default": false() if value is False else str(value)})
 
 
 def _fk(target: str, on_delete: str | None = None) -> Any:
@@ -19,7 +25,7 @@ class Conversation(SQLModel, table=True):
     """A chat conversation: imported (`type="source"`) or produced by an experiment (`"result"`)."""
 
     id: str = Field(primary_key=True)
-    type: str = Field(default="source", index=True)
+    type: str = Field(default="source", index=True, sa_column_kwargs={"server_default": "source"})
     content_hash: str
     created_at: str
     # Added by migration 4: the experiment whose run created a result conversation (NULL for sources).
@@ -48,7 +54,7 @@ class Experiment(SQLModel, table=True):
     id: str = Field(primary_key=True)
     name: str
     model: str
-    pass_through: bool = False
+    pass_through: bool = _default(False)
     conversation_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
     reasoning_config: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     system_prompt_override: str | None = None
@@ -94,9 +100,9 @@ class Item(SQLModel, table=True):
     result_conversation_id: str | None = Field(
         default=None, sa_column=Column(String, ForeignKey("conversation.id"), index=True)
     )
-    status: str = "pending"
+    status: str = _default("pending")
     error_message: str | None = None
-    evaluations_expected: int = 0
+    evaluations_expected: int = _default(0)
     created_at: str
     updated_at: str
 
@@ -121,7 +127,7 @@ class Evaluation(SQLModel, table=True):
     cost_usd: float | None = None
     response_format: str | None = None
     # Added by migration 7: how many of its calls the response cache answered, and what they cost when first made.
-    cached_calls: int = 0
+    cached_calls: int = _default(0)
     cost_saved_usd: float | None = None
 
 
@@ -167,8 +173,8 @@ class ResponseCache(SQLModel, table=True):
     duration_ms: float
     cost_usd: float | None = None  # what the call cost when it was made (None: litellm had no price)
     created_at: str = Field(index=True)
-    hits: int = 0
-    saved_usd: float = 0.0  # summed cost of the calls its hits replaced
+    hits: int = _default(0)
+    saved_usd: float = _default(0)  # summed cost of the calls its hits replaced
     last_hit_at: str | None = None
 
 
@@ -204,4 +210,4 @@ class BatchRequest(SQLModel, table=True):
     mode: str  # the structured-output mode of the body
     cache_key: str
     body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    status: str = "submitted"  # submitted | done | failed | resubmitted
+    status: str = _default("submitted")  # submitted | done | failed | resubmitted
