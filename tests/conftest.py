@@ -67,13 +67,46 @@ def run_cli(db_path: Path) -> Callable[..., Result]:
     return invoke
 
 
-def query(db_path: Path | str, sql: str, *args: object) -> list[tuple]:
+def location(db: Path | str | Store) -> Path | str:
+    """A store's file path or URL (password included: the tests' own server)."""
+    if isinstance(db, Store):
+        if db.url is not None:
+            return db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        assert db.path is not None
+        return db.path
+    return db
+
+
+def is_postgres(db: Path | str | Store) -> bool:
+    found = location(db)
+    return isinstance(found, str) and found.startswith("postgresql://")
+
+
+def store_exists(db: Path | str | Store) -> bool:
+    """Whether a store was created there: the file exists (SQLite), the schema does (PostgreSQL)."""
+    if is_postgres(db):
+        return bool(query(db, "SELECT 1 FROM information_schema.tables WHERE table_name = 'alembic_version'"))
+    return Path(location(db)).exists()
+
+
+def has_table(db: Path | str | Store, name: str) -> bool:
+    """Whether the store has the table `name` (on either backend)."""
+    if is_postgres(db):
+        return bool(query(db, "SELECT 1 FROM information_schema.tables WHERE table_name = ?", name))
+    return store_exists(db) and bool(query(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name))
+
+
+def query(db_path: Path | str | Store, sql: str, *args: object) -> list[tuple]:
     """Rows of one SQL query (`?` placeholders) against the store, read with the plain driver (sqlite3 or psycopg)."""
+    db_path = location(db_path)
     if isinstance(db_path, str) and db_path.startswith("postgresql://"):
         import psycopg
+        from psycopg.types.string import TextLoader
 
         with psycopg.connect(db_path, autocommit=True) as pg:
-            cursor = pg.execute(sql.replace("?", "%s"), args)  # type: ignore[arg-type]
+            for name in ("json", "jsonb"):  # JSON columns as text, as sqlite3 gives them
+                pg.adapters.register_loader(name, TextLoader)
+            cursor = pg.execute(sql.replace("%", "%%").replace("?", "%s"), args) if args else pg.execute(sql)  # type: ignore[arg-type]
             return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     conn = sqlite3.connect(db_path)
     try:
@@ -82,8 +115,9 @@ def query(db_path: Path | str, sql: str, *args: object) -> list[tuple]:
         conn.close()
 
 
-def dump(db_path: Path | str) -> list[str]:
+def dump(db_path: Path | str | Store) -> list[str]:
     """Every row of every table (schema included on SQLite), to show a store did not change."""
+    db_path = location(db_path)
     if isinstance(db_path, str) and db_path.startswith("postgresql://"):
         tables = [row[0] for row in query(db_path, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")]
         return [f"{table}: {row!r}" for table in tables for row in sorted(map(repr, query(db_path, f'SELECT * FROM "{table}"')))]

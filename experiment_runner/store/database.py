@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session
@@ -32,7 +32,6 @@ from sqlmodel import Session
 from experiment_runner import jsonlimits
 from experiment_runner.errors import StoreError, StoreFaultError
 from experiment_runner.store import migrations, postgres
-from experiment_runner.store.timeutil import now
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ named by `display(url)`, and an error by what it means (`cannot reach PostgreSQL
 """
 
 import re
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -51,15 +52,27 @@ def server(url: URL) -> str:
 
 
 def make_engine(url: URL, *, reader: bool, lock_timeout_s: float) -> Engine:
-    """An engine on the database; the reader's transactions are REPEATABLE READ snapshots."""
-    return create_engine(
+    """An engine on the database; the reader's transactions are REPEATABLE READ snapshots.
+
+    JSON columns come back as their text, as SQLite gives them, so every query's caller decodes the same way
+    on both (`queries.common.decode_json`); the ORM's JSON columns decode it (`tables.StoredJSON`).
+    """
+    engine = create_engine(
         url,
         isolation_level="REPEATABLE READ" if reader else "READ COMMITTED",
         connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "options": f"-c lock_timeout={int(lock_timeout_s * 1000)}"},
         pool_pre_ping=True,
         json_serializer=jsonlimits.dumps,
-        json_deserializer=jsonlimits.loads_stored,
     )
+
+    @event.listens_for(engine, "connect")
+    def _json_as_text(dbapi_conn: Any, _record: object) -> None:
+        from psycopg.types.string import TextLoader
+
+        for name in ("json", "jsonb"):
+            dbapi_conn.adapters.register_loader(name, TextLoader)
+
+    return engine
 
 
 # (what PostgreSQL or libpq says, what the user reads), first match wins; {server}, {database}, {user} filled in.
