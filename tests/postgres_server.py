@@ -115,15 +115,25 @@ def _admin(cluster: _Cluster, sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
+def create_database(cluster: _Cluster, name: str) -> str:
+    """A new, empty database on the cluster: its URL."""
+    _admin(cluster, f"CREATE DATABASE {name}")
+    return cluster.url(name)
+
+
+def drop_database(cluster: _Cluster, name: str) -> None:
+    _admin(cluster, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def pg_database(pg_server: _Cluster) -> Iterator[str]:
     """A new, empty database of its own for this test: its URL (dropped after the test)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    _admin(pg_server, f"CREATE DATABASE {name}")
+    url = create_database(pg_server, name)
     try:
-        yield pg_server.url(name)
+        yield url
     finally:
-        _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop_database(pg_server, name)
 
 
 @pytest.fixture
