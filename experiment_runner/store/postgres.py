@@ -57,6 +57,10 @@ def make_engine(url: URL, *, reader: bool, lock_timeout_s: float) -> Engine:
     JSON columns come back as their text, as SQLite gives them, so every query's caller decodes the same way
     on both (`queries.common.decode_json`); the ORM's JSON columns decode it (`tables.StoredJSON`).
     """
+    try:
+        import psycopg  # noqa: F401  (the driver: an optional dependency)
+    except ImportError:
+        raise StoreError("a PostgreSQL store needs psycopg: pip install 'experiment-runner[postgres]'") from None
     engine = create_engine(
         url,
         isolation_level="REPEATABLE READ" if reader else "READ COMMITTED",

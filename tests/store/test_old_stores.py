@@ -139,3 +139,22 @@ def test_two_processes_opening_an_old_store_at_once_migrate_it_once(tmp_path: Pa
     assert rows(path, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (migrations.LEGACY_FENCE,)]
     assert rows(path, "SELECT version_num FROM alembic_version") == [(migrations.head(),)]
     assert old_sqlite_differences(path) == []
+
+
+def test_a_batch_mode_table_rebuild_inside_a_migration_keeps_the_rows_that_refer_to_it(tmp_path: Path) -> None:
+    """What a later revision may do on SQLite (`op.batch_alter_table`, which copies the table and drops the old
+    one) does not cascade into the evaluations and annotations of the items: foreign keys are off inside."""
+    from alembic.operations import Operations
+    from sqlalchemy import Column
+
+    path = load(7, tmp_path / "v7.db")
+    store = open_store(path)
+    with migrations.migration_transaction(store.writer) as conn, Operations.context(MigrationContext.configure(conn)):
+        from alembic import op
+
+        with op.batch_alter_table("item", recreate="always") as batch:
+            batch.add_column(Column("claimed_by", String()))
+    store.close()
+    assert rows(path, "SELECT count(*) FROM evaluation") == [(1,)] and rows(path, "SELECT count(*) FROM annotation") == [(1,)]
+    assert rows(path, "SELECT id, claimed_by FROM item ORDER BY position") == [("it-1", None), ("it-2", None)]
+    assert rows(path, "PRAGMA foreign_key_check") == []

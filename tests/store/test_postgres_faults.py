@@ -2,8 +2,10 @@
 scheme we do not speak; one `Error:` line, the right exit code, never SQL text or the password."""
 
 import socket
+import sys
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 from conftest import query
 
@@ -18,7 +20,7 @@ def _one_line(result: Result, exit_code: int, line: str) -> None:
     print(result.stderr.strip())
     assert result.exit_code == exit_code, result.output
     assert result.stderr == f"Error: {line}\n"
-    for leak in ("secret", "SELECT", "psycopg", "sqlalche.me", "Traceback"):
+    for leak in ("secret", "SELECT", "psycopg.", "sqlalche.me", "Traceback"):
         assert leak not in result.output
 
 
@@ -55,3 +57,9 @@ def test_other_url_schemes_are_refused() -> None:
 def test_a_store_url_shows_without_its_password(pg_database: str) -> None:
     with_password = pg_database.replace("postgres@", "postgres:secret@")  # trust auth: the password is not checked
     assert _cli("--db", with_password, "list").stderr == f"Error: no store at {pg_database.replace('postgres@', 'postgres:***@')}\n"
+
+
+def test_without_psycopg_the_error_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the [postgres] extra were not installed
+    _one_line(_cli("--db", "postgresql://me:secret@127.0.0.1:5432/runs", "list"), 2,
+              "a PostgreSQL store needs psycopg: pip install 'experiment-runner[postgres]'")

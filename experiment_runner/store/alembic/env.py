@@ -3,7 +3,7 @@
 `store.migrations.upgrade` passes an open connection, already inside its locked transaction, as
 `config.attributes["connection"]`; every revision then runs in that one transaction. The target metadata
 is the SQLModel tables (`store.tables`): they are the schema, and autogenerate (`python -m
-experiment_runner.store.migrations new MESSAGE`) writes a new revision from what they add.
+experiment_runner.store.alembic new MESSAGE`) writes a new revision from what they add.
 """
 
 from alembic import context
