@@ -18,7 +18,7 @@ import click
 
 from experiment_runner import __version__, logconfig
 from experiment_runner.errors import BadInputError, ExperimentRunnerError, NotFoundError
-from experiment_runner.store import DEFAULT_DB, Store, open_store
+from experiment_runner.store import DEFAULT_DB, Store, open_store, shown_location
 
 # The commands that may create the store file; every other one needs it to exist.
 CREATES_STORE = frozenset({"import", "run", "serve", "view", "demo"})
@@ -124,7 +124,7 @@ class Group(click.Group):
             return super().invoke(ctx)
         except ExperimentRunnerError as exc:
             obj = ctx.obj if isinstance(ctx.obj, Context) else None
-            where = f" in store {obj.db}" if isinstance(exc, NotFoundError) and obj else ""
+            where = f" in store {shown_location(obj.db)}" if isinstance(exc, NotFoundError) and obj else ""
             click.echo(f"{error_line(exc, obj.field_names if obj else option_for)}{where}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:

@@ -46,6 +46,16 @@ def display(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=True)
 
 
+def shown(location: str) -> str:
+    """How a `--db` value is shown: a URL with its password masked (whatever its scheme), a path as it is."""
+    if not is_url(location):
+        return location
+    try:
+        return make_url(location).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return location.split("://", 1)[0] + "://..."
+
+
 def server(url: URL) -> str:
     """`host:port` of the server."""
     return f"{url.host or 'localhost'}:{url.port or 5432}"

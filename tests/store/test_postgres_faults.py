@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from conftest import query
+from factories import RAGTRUTH
 
 from experiment_runner.cli import cli
 
@@ -56,7 +57,10 @@ def test_other_url_schemes_are_refused() -> None:
 
 def test_a_store_url_shows_without_its_password(pg_database: str) -> None:
     with_password = pg_database.replace("postgres@", "postgres:secret@")  # trust auth: the password is not checked
-    assert _cli("--db", with_password, "list").stderr == f"Error: no store at {pg_database.replace('postgres@', 'postgres:***@')}\n"
+    shown = pg_database.replace("postgres@", "postgres:***@")
+    assert _cli("--db", with_password, "list").stderr == f"Error: no store at {shown}\n"
+    assert _cli("--db", with_password, "import", str(RAGTRUTH)).exit_code == 0
+    _one_line(_cli("--db", with_password, "show", "ffffffff"), 2, f"no experiment with id 'ffffffff' in store {shown}")
 
 
 def test_without_psycopg_the_error_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

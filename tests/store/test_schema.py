@@ -68,3 +68,21 @@ def test_target_version_builds_an_older_schema_that_later_opens_at_head(db_path:
     assert "api_base" in columns and "stop_reason" not in columns
     old.close()
     assert differences(db_path) == []
+
+
+def test_three_processes_creating_one_store_at_once_build_it_once(db_path: Path | str) -> None:
+    """The migration runs under a lock (BEGIN IMMEDIATE; an advisory lock on PostgreSQL): the others find it done."""
+    import subprocess
+    import sys
+
+    script = "import sys; from experiment_runner.store import open_store; open_store(sys.argv[1]).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(db_path)], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], errors
+    assert differences(db_path) == []
+    store = open_store(db_path)
+    with store.read() as session:
+        conn = session.connection()
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [migrations.head()]
+        assert conn.execute(text("SELECT version FROM schema_migrations")).scalars().all() == [migrations.LEGACY_FENCE]
+    store.close()
