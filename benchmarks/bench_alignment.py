@@ -21,7 +21,8 @@ from pathlib import Path
 
 import experiment_runner  # noqa: F401
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
-from experiment_runner.engine.run import RunOptions, run_experiment
+from experiment_runner.engine.progress import RunOptions
+from experiment_runner.engine.run import run_experiment
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.results.export import export_chunks

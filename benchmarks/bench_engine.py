@@ -30,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from _table import print_grid  # benchmarks/ is on sys.path when a script here runs
 
@@ -121,7 +122,7 @@ def run_one(sc: Scenario, args: argparse.Namespace, folder: Path, rep: int) -> R
         server.terminate()
         _, server_cpu, _ = wait_rusage(server)
         server.stdout.close()
-    report = next((json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"tool"')), {})
+    report: dict[str, Any] = next((json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"tool"')), {})
     complete = rc == 0 and stats["requests"] == sc.n * sc.calls and (sc.tool == "cli" or report.get("ok") == sc.n)
     if db is not None and args.keep is None:
         db.unlink()

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
+from experiment_runner.conversation import JSONObject
 from experiment_runner.engine.estimate import Estimate, dry_run
 from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
 from experiment_runner.engine.progress import Progress, RunOptions
@@ -31,6 +31,7 @@ from experiment_runner.ingest.importing import import_files
 from experiment_runner.report.html import write_report
 from experiment_runner.results.export import load_export_schema, write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
+from experiment_runner.results.span_scores import GoldScores
 from experiment_runner.store import Store
 
 SAMPLE = "ragtruth-sample.conversations.jsonl"
@@ -48,7 +49,7 @@ class DemoResult:
     export_bytes: int
     export_problem: str | None  # None when the export validates against the schema
     report_path: Path
-    score: dict[str, Any]
+    score: GoldScores
     seconds: float
     real_model_estimate: Estimate  # the dry run of the suggested real-model command
 
@@ -58,9 +59,9 @@ def _drift(text: str) -> str:
     return " ".join(text.split()).swapcase() if text.strip() else text
 
 
-def simulated_models(conversations: list[dict[str, Any]], gold: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def simulated_models(conversations: list[JSONObject], gold: dict[str, list[JSONObject]]) -> list[JSONObject]:
     """Scripts for the bundled server: recorded replies for the target, human labels for the evaluator."""
-    scripts: list[dict[str, Any]] = []
+    scripts: list[JSONObject] = []
     for conversation in conversations:
         prompt = conversation["messages"][0]["parts"][0]["content"]
         reply = conversation["messages"][-1]["parts"][0]["content"]

@@ -106,7 +106,7 @@ def query(db_path: Path | str | Store, sql: str, *args: object) -> list[tuple]:
         with psycopg.connect(db_path, autocommit=True) as pg:
             for name in ("json", "jsonb"):  # JSON columns as text, as sqlite3 gives them
                 pg.adapters.register_loader(name, TextLoader)
-            cursor = pg.execute(sql.replace("%", "%%").replace("?", "%s"), args) if args else pg.execute(sql)  # type: ignore[arg-type]
+            cursor = pg.execute(sql.replace("%", "%%").replace("?", "%s"), args) if args else pg.execute(sql)
             return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     conn = sqlite3.connect(db_path)
     try:

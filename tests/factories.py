@@ -12,13 +12,14 @@ import httpx
 from sqlalchemy import text
 
 from experiment_runner.engine import writer
-from experiment_runner.engine.experiments import ExperimentSpec, create_experiment, require_experiment
+from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
 from experiment_runner.evaluation.evaluator import EvaluationOutcome
 from experiment_runner.evaluation.spans import Span
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
 from experiment_runner.store.queries import conversations, experiments
+from experiment_runner.store.queries.experiments import require_experiment
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RAGTRUTH = FIXTURES / "ragtruth-sample.conversations.jsonl"

@@ -112,7 +112,7 @@ def _admin(cluster: _Cluster, sql: str) -> None:
     import psycopg
 
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 def create_database(cluster: _Cluster, name: str) -> str:

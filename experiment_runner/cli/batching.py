@@ -7,6 +7,7 @@ import click
 
 from experiment_runner.cli import Context
 from experiment_runner.cli.caching import usage_line
+from experiment_runner.results.documents import ExperimentSummary
 
 batch_option = click.option(
     "--batch", is_flag=True,
@@ -84,7 +85,7 @@ def summary_lines(experiment_id: str, progress: Any) -> list[str]:
     return lines
 
 
-def show_lines(summary: dict[str, Any]) -> list[str]:
+def show_lines(summary: ExperimentSummary) -> list[str]:
     """`show`'s lines on the experiment's batch jobs: each job's role, id, state and age."""
     jobs = summary.get("batches") or []
     if not jobs:

@@ -1,11 +1,11 @@
 """`cache stats|clear`, the `--no-cache` option, and how the run summary and `show` word what the cache did."""
 
-from typing import Any
 
 import click
 
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json, table
+from experiment_runner.results.documents import ExperimentSummary
 
 no_cache_option = click.option(
     "--no-cache", is_flag=True, envvar="EXPERIMENT_RUNNER_NO_CACHE",
@@ -23,7 +23,7 @@ def usage_line(calls: int, saved_usd: float, target_calls: int | None = None, ev
     return f"{calls} call(s) came from the response cache{split}, saving {saving} (they cost $0 in this run)."
 
 
-def show_lines(summary: dict[str, Any]) -> list[str]:
+def show_lines(summary: ExperimentSummary) -> list[str]:
     """`show`'s line on the cache (nothing when no call of the experiment came from it)."""
     c = summary.get("cache") or {}
     line = usage_line(c.get("calls", 0), c.get("saved_usd", 0.0), c.get("target_calls"), c.get("evaluator_calls"))

@@ -36,8 +36,8 @@ def show_estimate(estimate: Estimate, as_json: bool) -> None:
     if rules["count"]:
         click.echo(f"Rules: {rules['count']} rule(s) check {rules['evaluations']} reply(ies) with no model call, for free.")
     if data["unpriced_models"]:
-        priced = data["estimated_priced_cost_usd"]
-        click.echo(f"No price known for {', '.join(data['unpriced_models'])}: cost unknown (priced calls alone: {_usd(priced)}).")
+        priced_usd = data["estimated_priced_cost_usd"]
+        click.echo(f"No price known for {', '.join(data['unpriced_models'])}: cost unknown (priced calls alone: {_usd(priced_usd)}).")
     click.echo(
         f"Estimated: input tokens counted with litellm's tokenizer; output tokens are the recorded reply's length "
         f"(else {DEFAULT_TARGET_OUTPUT_TOKENS}) for the target and {DEFAULT_EVALUATOR_OUTPUT_TOKENS} per evaluation. Nothing was stored or called."

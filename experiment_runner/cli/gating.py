@@ -2,7 +2,6 @@
 
 import sys
 from pathlib import Path
-from typing import Any
 from xml.etree import ElementTree
 
 import click
@@ -10,32 +9,32 @@ import click
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json
 from experiment_runner.files import write_text_atomic
-from experiment_runner.results.gate import parse_condition, run_gate
+from experiment_runner.results.gate import Check, GateResult, parse_condition, run_gate
 
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def _interval(check: dict[str, Any]) -> str:
+def _interval(check: Check) -> str:
     if check["ci_low"] is None:
         return "-"
     return f"[{check['ci_low']:+.4g}, {check['ci_high']:+.4g}]"
 
 
-def _verdict(result: dict[str, Any]) -> str:
+def _verdict(result: GateResult) -> str:
     failed = sum(not c["passed"] for c in result["checks"])
     total = len(result["checks"])
     return f"gate passed ({total} check(s))" if not failed else f"gate failed: {failed} of {total} check(s)"
 
 
-def render_text(result: dict[str, Any]) -> str:
+def render_text(result: GateResult) -> str:
     """One line per check (`PASS`/`FAIL`, metric, value, limit and why), then the verdict."""
     lines = [f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {c['reason']}" for c in result["checks"]]
     return "\n".join([*lines, _verdict(result)])
 
 
-def render_markdown(result: dict[str, Any]) -> str:
+def render_markdown(result: GateResult) -> str:
     """A table for a CI job summary (`>> $GITHUB_STEP_SUMMARY`)."""
     head = f"### experiment-runner gate: {'passed' if result['passed'] else 'failed'}\n\nExperiment `{result['experiment_id']}`"
     if result["baseline_id"]:
@@ -49,7 +48,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join([head, "", *rows, "", _verdict(result)])
 
 
-def junit_xml(result: dict[str, Any]) -> str:
+def junit_xml(result: GateResult) -> str:
     """JUnit XML: one test case per check, a `<failure>` for each failed one."""
     failures = sum(not c["passed"] for c in result["checks"])
     suite = ElementTree.Element(

@@ -1,14 +1,10 @@
 """Printing `compare`'s paired statistics: B - A per issue metric with its 95% interval, p-value and a mark."""
 
-from typing import Any
 
 from experiment_runner.cli.output import table
+from experiment_runner.results import vocabulary
+from experiment_runner.results.compare import Comparison
 
-NAMES = {
-    "issue_rate": "issue rate (%)",
-    "avg_issues_per_evaluated_message": "issues per evaluated msg.",
-    "issue_free_share": "issue-free share (%)",
-}
 SHOWN_IDS = 10
 
 
@@ -18,18 +14,26 @@ def _scaled(metric: str, value: float, signed: bool = False) -> str:
     return f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
 
 
+def _name(metric: str) -> str:
+    """`issue rate (%)`: the metric's short name and unit; `label:NAME (%)` (a share) for a label."""
+    shown = vocabulary.metric(metric)
+    if not shown.label:
+        return f"{metric} (%)"
+    return shown.label + (f" ({shown.unit})" if shown.unit else "")
+
+
 def _ids(ids: list[str]) -> str:
     more = f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
     return ", ".join(ids[:SHOWN_IDS]) + more
 
 
-def paired_lines(result: dict[str, Any]) -> list[str]:
+def paired_lines(result: Comparison) -> list[str]:
     """The paired table (`*` marks a difference whose interval excludes 0) and the items in only one experiment."""
     paired, conversations = result["paired"], result["conversations"]
     rows = []
     for row in paired["metrics"]:
         metric = row["metric"]
-        name = NAMES.get(metric) or f"{metric} (%)"
+        name = _name(metric)
         interval = f"[{_scaled(metric, row['ci_low'], True)}, {_scaled(metric, row['ci_high'], True)}]"
         rows.append((name, _scaled(metric, row["a"]), _scaled(metric, row["b"]), _scaled(metric, row["difference"], True),
                      interval, f"{row['p_value']:.4f}", "*" if row["significant"] else ""))

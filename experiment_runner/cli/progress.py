@@ -9,12 +9,12 @@ import logging
 import math
 import os
 import time
-from typing import Any
 
 import click
 
 from experiment_runner.cli.caching import usage_line
 from experiment_runner.engine.progress import Progress
+from experiment_runner.results.documents import ExperimentSummary
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class ProgressPrinter:
         self._end_line()
 
 
-def run_summary(experiment_id: str, progress: Progress, experiment: dict[str, Any] | None) -> list[str]:
+def run_summary(experiment_id: str, progress: Progress, experiment: ExperimentSummary | None) -> list[str]:
     """The closing lines: what ran, the experiment's issue rate, this run's cost and retries, what to run next.
 
     `experiment` is the experiment's summary (`results.catalog.experiment_summary`) after the run."""

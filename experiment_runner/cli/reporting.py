@@ -7,8 +7,9 @@ import click
 from experiment_runner.cli import Context, cli
 from experiment_runner.cli.output import echo_json, output_option, table
 from experiment_runner.cli.paired import paired_lines
-from experiment_runner.report.html import METRIC_NAMES, render_page, write_report
-from experiment_runner.results.compare import compare_experiments
+from experiment_runner.report.html import render_page, write_report
+from experiment_runner.results.compare import Comparison, compare_experiments
+from experiment_runner.results.vocabulary import metric
 
 
 @cli.command("report")
@@ -48,13 +49,13 @@ def _value(value: Any, kind: str, signed: bool = False) -> str:
     return ("+" + text) if signed and value > 0 else text
 
 
-def render_comparison(result: dict[str, Any]) -> str:
+def render_comparison(result: Comparison) -> str:
     """The text `compare` prints: who is A and B, the metrics table, issues per label, most changed items."""
     a, b, shared = result["a"], result["b"], result["conversations"]
     rows = []
     for row in result["metrics"]:
-        title, kind = METRIC_NAMES[row["metric"]]
-        title += " (%)" if kind == "pct" else " (ms)" if kind in ("ms", "s") else ""
+        shown = metric(row["metric"])
+        title, kind = shown.title + (f" ({shown.unit})" if shown.unit else ""), shown.format
         rows.append((title, _value(row["a"], kind), _value(row["b"], kind), _value(row["delta"], kind, signed=True)))
     lines = [
         f"A  {a['id']}  {a['name']}  ({a['model']})",

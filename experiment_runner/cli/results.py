@@ -1,7 +1,8 @@
 """`list`, `show`, `export`, `delete` and `score`: reading experiments back."""
 
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -9,15 +10,30 @@ from experiment_runner.cli import Context, cli
 from experiment_runner.cli.batching import show_lines as batch_lines
 from experiment_runner.cli.caching import show_lines as cache_lines
 from experiment_runner.cli.output import echo_json, output_option, table, usd
+from experiment_runner.conversation import drop_words
 from experiment_runner.errors import BadInputError
-from experiment_runner.results.catalog import DEFAULT_LIMIT, MAX_LIMIT, delete_experiment, experiment_summary, list_experiments
+from experiment_runner.results.catalog import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ExperimentLine,
+    delete_experiment,
+    experiment_summary,
+    list_experiments,
+    list_overview,
+)
+from experiment_runner.results.documents import ExperimentSummary, RunState
 from experiment_runner.results.export import target_cost, write_export
 from experiment_runner.results.gold import read_gold_file, score_experiment
+from experiment_runner.results.span_scores import GoldScores, SpanScore
+from experiment_runner.results.vocabulary import metric
+
+if TYPE_CHECKING:
+    from experiment_runner.results.against import AgainstScores
+    from experiment_runner.results.agreement import Kappa
 
 
-def _status(experiment: dict[str, Any]) -> str:
+def _status(summary: Mapping[str, int]) -> str:
     """`38/40 done, 2 failed, 1 open`."""
-    summary = experiment["status_summary"]
     text = f"{summary['completed']}/{summary['total']} done"
     if summary["failed"]:
         text += f", {summary['failed']} failed"
@@ -31,13 +47,10 @@ def _percent(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
-def _issue_rate(experiment: dict[str, Any]) -> str:
-    return _percent(experiment["metrics"]["issue_rate"]) if experiment["evaluations_received"] else "-"
-
-
-def _total_cost(experiment: dict[str, Any]) -> str:
-    cost = target_cost(experiment)
-    return usd(cost.total_usd, cost.known)
+def _line_row(e: ExperimentLine) -> tuple[str, ...]:
+    """One row of `list`'s table: the issue rate `-` until an evaluation is received."""
+    rate = _percent(e.issue_rate) if e.evaluations_received else "-"
+    return (e.id, e.name, e.model, _status(e.status_summary), rate, usd(e.cost.total_usd, e.cost.known), _when(e.created_at))
 
 
 def _when(stamp: str | None) -> str:
@@ -60,12 +73,11 @@ def list_command(obj: Context, limit: int, cursor: str | None, as_json: bool) ->
     \b
         experiment-runner list --limit 20
     """
-    page = list_experiments(obj.store, limit=limit, cursor=cursor)
     if as_json:
-        echo_json(page)
+        echo_json(list_experiments(obj.store, limit=limit, cursor=cursor))
         return
-    rows = [(e["id"], e["name"], e["model"], _status(e), _issue_rate(e), _total_cost(e), _when(e["created_at"])) for e in page["items"]]
-    click.echo(table(("id", "name", "model", "status", "issue rate", "cost", "created"), rows))
+    page = list_overview(obj.store, limit=limit, cursor=cursor)
+    click.echo(table(("id", "name", "model", "status", "issue rate", "cost", "created"), [_line_row(e) for e in page["items"]]))
     if page["has_more"]:
         click.echo(f"More: experiment-runner list --cursor {page['next_page_cursor']}", err=True)
 
@@ -74,24 +86,24 @@ def _average(total: float, count: int) -> str:
     return f"{total / count:,.1f}" if count else "0"
 
 
-def _metrics_lines(e: dict[str, Any]) -> list[str]:
+def _metrics_lines(e: ExperimentSummary) -> list[str]:
     m, evaluated, completed = e["metrics"], e["evaluations_received"], e["completed_items_count"]
     with_issues = evaluated - m["issue_free_message_count"]
     tokens_in, tokens_out = m["total_input_tokens"], m["total_output_tokens"]
-    latency = f"avg {m['avg_response_latency_ms']:,.0f} ms, max {m['max_response_latency_ms']:,.0f} ms"
-    return [
-        f"  issue rate           {_percent(m['issue_rate'])} ({with_issues} of {evaluated} evaluated messages)",
-        f"  issues               {m['total_issues']} ({m['avg_issues_per_evaluated_message']:.2f} per evaluated msg.)",
-        f"  issue-free messages  {m['issue_free_message_count']}",
-        f"  tokens in            {tokens_in:,} ({_average(tokens_in, completed)} per item)",
-        f"  tokens out           {tokens_out:,} ({_average(tokens_out, completed)} per item)",
-        f"  latency              {latency}",
-        f"  generation time      {m['total_generation_time_ms'] / 1000:,.1f} s",
-        f"  cost                 {_cost(e)}",
-    ]
+    shown = {
+        "issue_rate": f"{_percent(m['issue_rate'])} ({with_issues} of {evaluated} evaluated messages)",
+        "total_issues": f"{m['total_issues']} ({m['avg_issues_per_evaluated_message']:.2f} per evaluated msg.)",
+        "issue_free_message_count": f"{m['issue_free_message_count']}",
+        "total_input_tokens": f"{tokens_in:,} ({_average(tokens_in, completed)} per item)",
+        "total_output_tokens": f"{tokens_out:,} ({_average(tokens_out, completed)} per item)",
+        "avg_response_latency_ms": f"avg {m['avg_response_latency_ms']:,.0f} ms, max {m['max_response_latency_ms']:,.0f} ms",
+        "total_generation_time_ms": f"{m['total_generation_time_ms'] / 1000:,.1f} s",
+        "cost_per_1k": _cost(e),
+    }
+    return [f"  {metric(key).label:<21}{text}" for key, text in shown.items()]
 
 
-def _cost(e: dict[str, Any]) -> str:
+def _cost(e: ExperimentSummary) -> str:
     """`$0.0123 ($0.3075 per 1k items)`, or `unknown` (saying why) when no completed reply has a known price."""
     cost = target_cost(e)
     if cost.known == "unknown":
@@ -102,7 +114,7 @@ def _cost(e: dict[str, Any]) -> str:
     return text
 
 
-def _settings_lines(e: dict[str, Any]) -> list[str]:
+def _settings_lines(e: ExperimentSummary) -> list[str]:
     reasoning = ", ".join(f"{k}={v}" for k, v in (e["reasoning_config"] or {}).items()) or "none"
     prompt = e["system_prompt_override"]
     if prompt is not None and len(prompt) > 100:
@@ -131,12 +143,12 @@ STOP_NAMES = {
 }
 
 
-def _run_lines(run: dict[str, Any]) -> list[str]:
+def _run_lines(run: RunState) -> list[str]:
     """The run state: running, stopped (why, when), crashed; the budget; what `resume` changed."""
     state = run.get("state")
     lines = []
     if state == "stopped":
-        lines.append(f"  state            {STOP_NAMES.get(run['stop_reason'], run['stop_reason'])} at {_when(run['stopped_at'])}: "
+        lines.append(f"  state            {STOP_NAMES.get(run['stop_reason'] or '', run['stop_reason'])} at {_when(run['stopped_at'])}: "
                      f"{run['stop_detail']}")
     elif state == "crashed":
         lines.append("  state            crashed: its runner died holding the lease (`resume` continues it)")
@@ -148,14 +160,7 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
     return lines
 
 
-DROP_NAMES = {
-    "unknown_label": "label outside the configured set", "quote_not_found": "quote not found in the reply",
-    "part_index_out_of_range": "part index out of range", "empty_quote": "empty quote",
-    "no_such_parameter": "no such tool parameter", "duplicate": "duplicate",
-}
-
-
-def _evaluation_lines(e: dict[str, Any]) -> list[str]:
+def _evaluation_lines(e: ExperimentSummary) -> list[str]:
     """Evaluations: how many completed and failed, the evaluator's tokens and cost, what was dropped and why."""
     ev = e.get("evaluation_summary") or {}
     by_status = ev.get("by_status", {})
@@ -171,7 +176,7 @@ def _evaluation_lines(e: dict[str, Any]) -> list[str]:
         lines.append(f"  structured output    {used} (setting {modes.get('setting', 'auto')})")
     dropped = ev.get("dropped") or {}
     if dropped:
-        detail = ", ".join(f"{DROP_NAMES.get(k, k)} {n}" for k, n in dropped.items())
+        detail = ", ".join(f"{drop_words(k).name} {n}" for k, n in dropped.items())
         lines.append(f"  annotations dropped  {sum(dropped.values())} ({detail})")
     if e["evaluations_received"] and not e["metrics"]["total_issues"] and dropped:
         lines.append("  note: every annotation the evaluator returned was dropped; the issue rate below judges nothing")
@@ -181,7 +186,7 @@ def _evaluation_lines(e: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_summary(e: dict[str, Any]) -> str:
+def render_summary(e: ExperimentSummary) -> str:
     """The text `show` prints for an `experiment_summary`."""
     s = e["status_summary"]
     lines = _settings_lines(e) + [
@@ -258,7 +263,7 @@ def delete_command(obj: Context, experiment_id: str) -> None:
     )
 
 
-def _score_cells(s: dict[str, Any]) -> list[str]:
+def _score_cells(s: SpanScore) -> list[str]:
     """P, R, F1 as `0.812`, or `-` where undefined: precision with no prediction, recall and F1 with no gold span."""
     cells = [f"{s[k]:.3f}" for k in ("precision", "recall", "f1")]
     if not s["predicted"]:
@@ -268,12 +273,12 @@ def _score_cells(s: dict[str, Any]) -> list[str]:
     return cells
 
 
-def _score_row(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
+def _score_row(name: str, row: dict[str, SpanScore]) -> tuple[Any, ...]:
     exact, overlap = row["exact"], row["overlap"]
     return (name, *_score_cells(exact), *_score_cells(overlap), exact["predicted"], exact["gold"])
 
 
-def render_score(result: dict[str, Any]) -> str:
+def render_score(result: GoldScores) -> str:
     """The text `score` prints: the P/R/F1 table and what was scored or skipped."""
     rows = [_score_row("overall", result["overall"]), _score_row("any label", result["overall_any_label"])]
     rows += [_score_row(label, row) for label, row in result["per_label"].items()]
@@ -290,11 +295,11 @@ def render_score(result: dict[str, Any]) -> str:
     )
 
 
-def render_agreement(result: dict[str, Any]) -> str:
+def render_agreement(result: "AgainstScores") -> str:
     """The text `score --against` prints: `render_score`'s table (B as gold) and character-level kappa."""
     k = result["kappa"]
 
-    def cells(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    def cells(name: str, row: "Kappa") -> tuple[Any, ...]:
         value = "-" if row["kappa"] is None else f"{row['kappa']:.3f}"
         agreement = "-" if row["observed_agreement"] is None else f"{row['observed_agreement']:.3f}"
         return (name, value, agreement, f"{row['characters']:,}")

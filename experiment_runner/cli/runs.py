@@ -13,6 +13,7 @@ from experiment_runner.cli.caching import no_cache_option
 from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
 from experiment_runner.cli.progress import ProgressPrinter, budget_message, run_summary
+from experiment_runner.conversation import Conversation
 from experiment_runner.engine.estimate import called_models, check_priced, dry_run, dry_run_conversations, dry_run_reevaluation
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
 from experiment_runner.engine.experiments import (
@@ -191,12 +192,12 @@ def chosen_conversations(store: Store | None, opts: dict[str, Any]) -> list[str]
     return list(opts["conversation_ids"])
 
 
-def read_inputs(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def read_inputs(names: tuple[str, ...]) -> dict[str, Conversation]:
     """`run --input F --dry-run`: the files' conversations read in memory (id -> messages and tools, each id once), never stored."""
-    conversations: dict[str, dict[str, Any]] = {}
+    conversations: dict[str, Conversation] = {}
     for name in names:
         for conversation in read_source(name).conversations:
-            conversations.setdefault(conversation.id, {"messages": conversation.messages, "tools": conversation.tools})
+            conversations.setdefault(conversation.id, {"id": conversation.id, "messages": conversation.messages, "tools": conversation.tools})
     if not conversations:
         raise BadInputError(f"--input {' '.join(names)}: no conversations in it")
     return conversations

@@ -15,8 +15,8 @@ import json
 import logging
 import typing
 from dataclasses import dataclass
-from typing import Any
 
+from experiment_runner.conversation import JSONObject
 from experiment_runner.engine.failures import classify
 from experiment_runner.engine.llm import credentials, litellm_module
 from experiment_runner.errors import BadInputError, ModelCallError
@@ -73,11 +73,11 @@ class BatchState:
         return self.status in TERMINAL
 
 
-def _kwargs(provider: str, model: str, api_base: str | None) -> dict[str, Any]:
+def _kwargs(provider: str, model: str, api_base: str | None) -> dict[str, str]:
     return {"custom_llm_provider": provider, **credentials(model, api_base)}
 
 
-async def submit(provider: str, model: str, api_base: str | None, lines: list[dict[str, Any]]) -> tuple[str, str, str]:
+async def submit(provider: str, model: str, api_base: str | None, lines: list[JSONObject]) -> tuple[str, str, str]:
     """Upload the requests as JSONL and create the job; (input file id, batch id, status). Raises `ModelCallError`."""
     litellm = litellm_module()
     data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
@@ -102,7 +102,7 @@ async def retrieve(provider: str, model: str, api_base: str | None, batch_id: st
     return BatchState(str(batch.status), batch.output_file_id, batch.error_file_id, message)
 
 
-async def result_lines(provider: str, model: str, api_base: str | None, file_id: str | None) -> list[dict[str, Any]]:
+async def result_lines(provider: str, model: str, api_base: str | None, file_id: str | None) -> list[JSONObject]:
     """The JSON lines of a result file (none for no file)."""
     if not file_id:
         return []

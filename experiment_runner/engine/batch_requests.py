@@ -8,6 +8,7 @@ sends the mode the experiment learned before, the pinned one, or `json_schema` (
 from dataclasses import dataclass
 from typing import Any
 
+from experiment_runner.conversation import Generation, JSONObject, Message, Part, ToolDefinition
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.cache import ResponseCache
 from experiment_runner.engine.evaluate import evaluator_call, outcome_of_reply, rules_evaluation, with_rule_spans
@@ -19,6 +20,7 @@ from experiment_runner.engine.structured import FALLBACK
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store.queries.common import encode_json
+from experiment_runner.store.queries.rows import BatchRequestRow
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,9 @@ class Prepared:
     item_id: str
     mode: str
     cache_key: str
-    body: dict[str, Any]  # messages and arguments, without the model
+    body: JSONObject  # messages and arguments, without the model
 
-    def row(self) -> dict[str, Any]:
+    def row(self) -> BatchRequestRow:
         """The `batch_request` row (the job id is added when it is stored)."""
         return {"custom_id": self.custom_id, "item_id": self.item_id, "mode": self.mode, "cache_key": self.cache_key,
                 "body": encode_json(self.body)}
@@ -64,7 +66,7 @@ class RequestBuilder:
         return str(settings.get("used") or (setting if setting != "auto" else FALLBACK[0]))
 
     async def prepare(
-        self, role: str, item_id: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self, role: str, item_id: str, messages: list[Message], tools: list[ToolDefinition] | None = None
     ) -> Prepared | w.Event:
         """The request for an item (`tools`: its conversation's stored tool definitions), or its event right away
         (a cache hit, a pass-through copy, rules alone, nothing to ask)."""
@@ -89,7 +91,7 @@ class RequestBuilder:
             return self.result(role, item_id, messages, hit, mode, None)
         return Prepared(f"{role}-{item_id}", item_id, mode, key, {"messages": call_messages, **kwargs})
 
-    def result(self, role: str, item_id: str, messages: list[dict[str, Any]], reply: Completion | None, mode: str,
+    def result(self, role: str, item_id: str, messages: list[Message], reply: Completion | None, mode: str,
                error: str | None) -> w.Event:
         """The writer's event for an answer (`reply`) or a failed request (`error`)."""
         if role == "evaluator":
@@ -108,7 +110,7 @@ class RequestBuilder:
             self.cache.forget(reply)
         return self._replayed(item_id, history, reply.parts, reply.generation, problem)
 
-    def _replayed(self, item_id: str, history: list[dict[str, Any]], parts: list[dict[str, Any]], generation: Any,
+    def _replayed(self, item_id: str, history: list[Message], parts: list[Part], generation: Generation | None,
                   problem: str | None) -> w.Event:
         finished = problem is not None or not self.evaluates
         return w.Replayed(item_id, result_messages(history, parts, generation), problem, finished)

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 from sqlalchemy import Connection
 
+from experiment_runner.conversation import JSONObject
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.batch import ENDPOINT, BatchState, batch_cost, batch_provider, result_lines, retrieve, submit
 from experiment_runner.engine.batch_requests import Prepared, RequestBuilder
@@ -34,6 +35,7 @@ from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
 from experiment_runner.store.queries import batches as q
 from experiment_runner.store.queries import runs as runs_q
+from experiment_runner.store.queries.rows import BatchJobRow, BatchRequestRow, RequestOutcome
 from experiment_runner.store.timeutil import now
 
 logger = logging.getLogger(__name__)
@@ -134,8 +136,8 @@ async def run_batches_async(store: Store, experiment_id: str, options: BatchOpti
 class _JobWrites:
     """A submitted job with its requests, its items marked in progress (a `writer.ExtraWrites`)."""
 
-    job: dict[str, Any]
-    requests: list[dict[str, Any]]
+    job: BatchJobRow
+    requests: list[BatchRequestRow]
 
     def apply(self, conn: Connection) -> None:
         q.insert_job(conn, self.job, self.requests)
@@ -148,7 +150,7 @@ class _JobStatus:
     job_id: str
     status: str
     error: str | None = None
-    outcomes: list[dict[str, Any]] | None = None  # set when the job is collected
+    outcomes: list[RequestOutcome] | None = None  # set when the job is collected
 
     def apply(self, conn: Connection) -> None:
         if self.outcomes is None:
@@ -241,7 +243,7 @@ class _BatchRun:
             lines = [{"custom_id": p.custom_id, "method": "POST", "url": ENDPOINT, "body": {"model": name, **p.body}} for p in chunk]
             input_file, batch_id, status = await submit(provider, model, api_base, lines)
             stamp = now()
-            job = {"id": new_id(), "experiment_id": self.experiment.id, "role": role, "model": model, "api_base": api_base,
+            job: BatchJobRow = {"id": new_id(), "experiment_id": self.experiment.id, "role": role, "model": model, "api_base": api_base,
                    "provider": provider, "provider_batch_id": batch_id, "input_file_id": input_file, "status": status,
                    "request_count": len(chunk), "created_at": stamp, "updated_at": stamp}
             await self._commit([*(w.Started(p.item_id) for p in chunk), _JobWrites(job, [p.row() for p in chunk])])
@@ -252,7 +254,7 @@ class _BatchRun:
 
     async def _collect(self, job: Any, state: BatchState) -> None:
         """Store the answers of an ended job, fail the requests that came back as errors, resubmit the unanswered."""
-        answers: dict[str, dict[str, Any]] = {}
+        answers: dict[str, JSONObject] = {}
         for line in [*await result_lines(job.provider, job.model, job.api_base, state.output_file_id),
                      *await result_lines(job.provider, job.model, job.api_base, state.error_file_id)]:
             answers[str(line.get("custom_id"))] = line
@@ -262,7 +264,7 @@ class _BatchRun:
                  for r in requests if r.status == "submitted" and r.item_id in items]
         conversations = {u.item_id: m for u, m in await anyio.to_thread.run_sync(load_units, self.store, units)}
         events: list[w.Event] = []
-        outcomes = []
+        outcomes: list[RequestOutcome] = []
         for request in requests:
             if request.status != "submitted" or request.item_id not in conversations:
                 continue
@@ -278,7 +280,7 @@ class _BatchRun:
         events.append(_JobStatus(job.id, state.status, state.error, outcomes))
         await self._commit(events)
 
-    def _reply(self, job: Any, request: Any, answer: dict[str, Any] | None, state: BatchState) -> tuple[Completion | None, str | None]:
+    def _reply(self, job: Any, request: Any, answer: JSONObject | None, state: BatchState) -> tuple[Completion | None, str | None]:
         """The reply in a result line, priced at the batch price, and kept in the cache; or why there is none."""
         if answer is None:
             return None, f"batch {job.provider_batch_id} {state.status}: {state.error or 'no answer for this request'}"
@@ -292,8 +294,8 @@ class _BatchRun:
             return None, f"batch request failed: HTTP {response.get('status_code', '?')}: {' '.join(str(detail).split())[:300]}"
         reply = completion_from_body(job.model, body)
         batched, normal = batch_cost(job.model, reply.generation["input_tokens"], reply.generation["output_tokens"])
-        reply.generation.update(provider=job.provider, cost_usd=batched, cost_unbatched_usd=normal, latency_ms=None,
-                                batch_id=job.provider_batch_id)
+        reply.generation.update({"provider": job.provider, "cost_usd": batched, "cost_unbatched_usd": normal, "latency_ms": None,
+                                 "batch_id": job.provider_batch_id})
         self.progress.collected += 1
         self.progress.cost_usd += batched or 0.0
         self.progress.cost_unbatched_usd += normal or 0.0

@@ -22,16 +22,18 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import anyio
 from sqlalchemy import Connection
 
+from experiment_runner.conversation import Generation, JSONObject, OpenAIMessage, Part
 from experiment_runner.engine.llm import Completion
 from experiment_runner.errors import BadInputError
 from experiment_runner.store import Store
 from experiment_runner.store.queries import cache as q
 from experiment_runner.store.queries.common import encode_json
+from experiment_runner.store.queries.rows import CacheEntryRow, CacheHitRow
 from experiment_runner.store.timeutil import now
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def cache_enabled() -> bool:
     return os.environ.get("EXPERIMENT_RUNNER_NO_CACHE", "").strip().lower() not in ("1", "true", "yes", "on")
 
 
-def cache_key(model: str, api_base: str | None, messages: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+def cache_key(model: str, api_base: str | None, messages: list[OpenAIMessage], settings: JSONObject) -> str:
     """The cache key of a chat request: model, endpoint, messages and generation settings, canonically hashed."""
     payload = {
         "v": KEY_VERSION,
@@ -64,10 +66,10 @@ def cacheable(completion: Completion) -> bool:
     return "length" not in (completion.generation.get("finish_reasons") or [])
 
 
-def as_hit(key: str, parts: list[dict[str, Any]], generation: dict[str, Any], duration_ms: float) -> Completion:
+def as_hit(key: str, parts: list[Part], generation: Generation, duration_ms: float) -> Completion:
     """A stored reply served as a hit: original tokens and latency, $0 now, the original cost as saved."""
     saved = generation.get("cost_usd")
-    recorded = {**generation, "cost_usd": 0.0, "cache_hit": True, "cost_saved_usd": saved if isinstance(saved, int | float) else None}
+    recorded: Generation = {**generation, "cost_usd": 0.0, "cache_hit": True, "cost_saved_usd": saved if isinstance(saved, int | float) else None}
     return Completion(parts, recorded, 0, duration_ms, cache_key=key)
 
 
@@ -84,8 +86,8 @@ class CacheUsage:
 class CacheWrites:
     """What the writer commits for the cache: new entries, hits to count, entries to drop."""
 
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    hits: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[CacheEntryRow] = field(default_factory=list)
+    hits: list[CacheHitRow] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -111,7 +113,7 @@ class ResponseCache:
         self._unwritten: dict[str, Completion] = {}
         self._forgotten: set[str] = set()
 
-    def key(self, model: str, api_base: str | None, messages: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    def key(self, model: str, api_base: str | None, messages: list[OpenAIMessage], settings: JSONObject) -> str:
         return cache_key(model, api_base, messages, settings)
 
     async def lookup(self, key: str) -> Completion | None:
@@ -167,7 +169,7 @@ class ResponseCache:
         return writes
 
 
-def entry_row(key: str, completion: Completion, model: str, api_base: str | None) -> dict[str, Any]:
+def entry_row(key: str, completion: Completion, model: str, api_base: str | None) -> CacheEntryRow:
     """The `response_cache` row of a fresh reply."""
     cost = completion.generation.get("cost_usd")
     return {
@@ -177,17 +179,37 @@ def entry_row(key: str, completion: Completion, model: str, api_base: str | None
     }
 
 
+class ModelCacheStats(TypedDict):
+    model: str
+    entries: int
+    hits: int
+    saved_usd: float
+    size_bytes: int
+    oldest: str
+    newest: str
+
+
+class CacheStatsDict(TypedDict):
+    """`cache stats --json`: the totals, and per model."""
+
+    entries: int
+    hits: int
+    saved_usd: float
+    size_bytes: int
+    per_model: list[ModelCacheStats]
+
+
 @dataclass(frozen=True)
 class CacheStats:
     """`cache stats`: per model and in total."""
 
-    per_model: list[dict[str, Any]]
+    per_model: list[ModelCacheStats]
 
     @property
     def entries(self) -> int:
         return sum(m["entries"] for m in self.per_model)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> CacheStatsDict:
         return {
             "entries": self.entries,
             "hits": sum(m["hits"] for m in self.per_model),

@@ -9,6 +9,7 @@ known when the reply it judges is: a pass-through reply, or a target reply the c
 import json
 from typing import Any
 
+from experiment_runner.conversation import JSONObject, Message, OpenAIMessage, Part, ToolDefinition
 from experiment_runner.engine.cache import cache_key
 from experiment_runner.engine.evaluate import evaluator_call
 from experiment_runner.engine.experiments import reasoning_kwargs
@@ -34,25 +35,25 @@ class CacheProbe:
         self.evaluator = evaluator
         self.schema = to_json_schema(spec.output_schema) if getattr(spec, "output_schema", None) else None
 
-    def _cached(self, model: str, api_base: str | None, calls: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> list[dict[str, Any]] | None:
+    def _cached(self, model: str, api_base: str | None, calls: list[tuple[list[OpenAIMessage], JSONObject]]) -> list[Part] | None:
         """The reply parts cached for the first of `calls` the cache holds, or None."""
         with self.store.read() as session:
             conn = session.connection()
             for messages, kwargs in calls:
                 row = q.get_entry(conn, cache_key(model, api_base, messages, kwargs))
                 if row is not None:
-                    parts: list[dict[str, Any]] = json.loads(row.parts)
+                    parts: list[Part] = json.loads(row.parts)
                     return parts
         return None
 
-    def target_reply(self, history: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[dict[str, Any]] | None:
+    def target_reply(self, history: list[Message], tools: list[ToolDefinition] | None = None) -> list[Part] | None:
         """The cached reply parts the target call for `history` (with the conversation's stored `tools`) would get, or None."""
         request, settings = replay_request(history, tools), reasoning_kwargs(self.spec.reasoning_config)
         candidates = modes(self.spec.response_format) if self.schema else ("prompt",)
         calls = [target_call(request, mode, self.schema, settings) for mode in candidates]
         return self._cached(self.spec.model, self.spec.api_base, calls)
 
-    def evaluation_cached(self, messages: list[dict[str, Any]]) -> bool:
+    def evaluation_cached(self, messages: list[Message]) -> bool:
         """Whether the evaluator call for the final reply of `messages` would be answered by the cache."""
         if self.evaluator is None:
             return False

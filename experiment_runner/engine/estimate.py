@@ -17,9 +17,11 @@ settled with what the item really cost, $0 for a hit).
 import functools
 import json
 import logging
+from collections.abc import Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
+from experiment_runner.conversation import Conversation, JSONObject, Message, OpenAIMessage, ToolDefinition
 from experiment_runner.engine.batch import batch_cost
 from experiment_runner.engine.cache_probe import CacheProbe
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS as EVALUATOR_MAX_TOKENS
@@ -37,8 +39,8 @@ from experiment_runner.engine.replay import replay_request, split_reply, with_sy
 from experiment_runner.engine.structured import with_instructions
 from experiment_runner.errors import BadInputError, Field
 from experiment_runner.evaluation.evaluator import EvaluatorConfig, build_request, reply_schema
-from experiment_runner.ingest.conversations import load_conversation
 from experiment_runner.store import Store
+from experiment_runner.store.queries.conversations import require_conversation
 from experiment_runner.store.queries.experiments import require_experiment
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,38 @@ FALLBACK_OUTPUT_BOUND = 16384  # a target reply's bound for a model litellm know
 EVALUATOR_ATTEMPTS = 2  # evaluate.py asks once more when a reply is unusable or cut off
 
 
+class ModelEstimateDict(TypedDict):
+    role: str
+    calls: int
+    cached_calls: int
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    estimated_cost_usd: float | None
+
+
+class RulesEstimate(TypedDict):
+    count: int
+    evaluations: int
+    estimated_cost_usd: float
+
+
+class EstimateDict(TypedDict):
+    """`run --dry-run --json`: the totals, per model, the models with no known price, the rules."""
+
+    items: int
+    target_calls: int
+    evaluator_calls: int
+    cached_calls: int
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    estimated_cost_usd: float | None
+    estimated_priced_cost_usd: float
+    per_model: dict[str, ModelEstimateDict]
+    unpriced_models: list[str]
+    batch: bool
+    rules: RulesEstimate
+
+
 @dataclass(frozen=True)
 class ItemPlan:
     """What a run sends for each item, as far as its price depends on it."""
@@ -56,7 +90,7 @@ class ItemPlan:
     model: str
     pass_through: bool
     system_prompt: str | None
-    target_schema: dict[str, Any] | None
+    target_schema: JSONObject | None
     evaluator: EvaluatorConfig | None
 
 
@@ -72,7 +106,7 @@ class ModelEstimate:
     cost_usd: float | None = 0.0
     cached_calls: int = 0  # of `calls`: answered by the response cache (no tokens, $0)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> ModelEstimateDict:
         return {"role": self.role, "calls": self.calls, "cached_calls": self.cached_calls, "estimated_input_tokens": self.input_tokens,
                 "estimated_output_tokens": self.output_tokens, "estimated_cost_usd": self.cost_usd}
 
@@ -89,7 +123,7 @@ class Estimate:
     rules: int = 0  # rule evaluators (no model call, free)
     rule_evaluations: int = 0  # replies the rules check
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> EstimateDict:
         """The `--json` shape: totals, per model, and which models have no known price."""
         models = list(self.per_model.values())
         unpriced = sorted({m.model for m in models if m.cost_usd is None})
@@ -126,17 +160,17 @@ def is_priced(model: str) -> bool:
     return price(model, 1, 1) is not None
 
 
-def _count(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:
+def _count(model: str, messages: list[OpenAIMessage], tools: list[ToolDefinition] | None = None) -> int:
     count: int = litellm_module().token_counter(model=model, messages=messages, tools=tools or None)
     return count
 
 
-def _reply_of(text: str) -> dict[str, Any]:
+def _reply_of(text: str) -> Message:
     return {"role": "assistant", "parts": [{"type": "text", "content": text}], "generation": None}
 
 
 def target_input_tokens(
-    model: str, history: list[dict[str, Any]], schema: dict[str, Any] | None = None, tools: list[dict[str, Any]] | None = None
+    model: str, history: list[Message], schema: JSONObject | None = None, tools: list[ToolDefinition] | None = None
 ) -> int:
     """The target request's input tokens, as the run builds it (with the JSON instructions a `prompt`-mode
     schema adds, the largest form, when `schema` is given; `tools` the conversation's stored definitions)."""
@@ -146,7 +180,7 @@ def target_input_tokens(
 
 
 def evaluator_input_tokens(
-    evaluator: EvaluatorConfig, history: list[dict[str, Any]], reply: dict[str, Any], with_schema: bool = False
+    evaluator: EvaluatorConfig, history: list[Message], reply: Message, with_schema: bool = False
 ) -> int:
     """The evaluator request's input tokens for `reply` (with its reply schema in the prompt when `with_schema`)."""
     request = build_request(evaluator, [*history, reply])
@@ -169,7 +203,7 @@ def output_bound(model: str) -> int:
 
 
 def item_bound(
-    messages: list[dict[str, Any]], needs_replay: bool, plan: ItemPlan, tools: list[dict[str, Any]] | None = None
+    messages: list[Message], needs_replay: bool, plan: ItemPlan, tools: list[ToolDefinition] | None = None
 ) -> float:
     """The price the budget reserves for one item before it starts: the most its calls can cost, in USD.
 
@@ -196,26 +230,26 @@ def item_bound(
     return total
 
 
-def _reply_tokens(model: str, reply: dict[str, Any] | None) -> int:
+def _reply_tokens(model: str, reply: Message | None) -> int:
     """The recorded reply's length in tokens: its own output_tokens if recorded, else its counted text."""
     if reply is None:
         return DEFAULT_TARGET_OUTPUT_TOKENS
-    recorded = (reply.get("generation") or {}).get("output_tokens")
+    recorded = generation.get("output_tokens") if (generation := reply.get("generation")) else None
     if isinstance(recorded, int) and recorded > 0:
         return recorded
-    text = " ".join(p.get("content") or json.dumps(p.get("arguments"), ensure_ascii=False) for p in reply["parts"])
+    text = " ".join(str(p.get("content") or json.dumps(p.get("arguments"), ensure_ascii=False)) for p in reply["parts"])
     count: int = litellm_module().token_counter(model=model, text=text or " ")
     return max(count, 1)
 
 
 def estimate(
-    conversations: list[list[dict[str, Any]]],
+    conversations: list[list[Message]],
     *,
     model: str,
     pass_through: bool,
     system_prompt: str | None,
     evaluator: EvaluatorConfig | None,
-    tools: list[list[dict[str, Any]] | None] | None = None,
+    tools: list[list[ToolDefinition] | None] | None = None,
     probe: CacheProbe | None = None,
     batch: bool = False,
 ) -> Estimate:
@@ -226,7 +260,7 @@ def estimate(
     judge = ModelEstimate(evaluator.model, "evaluator") if evaluator else None
     for index, messages in enumerate(conversations):
         history, reply = split_reply(with_system_prompt(messages, system_prompt))
-        known = reply if pass_through else None  # the reply the evaluator would judge, when it can be known now
+        known: Message | None = reply if pass_through else None  # the reply the evaluator would judge, when it can be known now
         if target is not None and history:
             target.calls += 1
             own_tools = tools[index] if tools else None
@@ -292,12 +326,12 @@ def dry_run(store: Store, spec: ExperimentSpec, *, check_models: bool = True, us
     ids = list(dict.fromkeys(spec.conversation_ids))
     with store.read() as session:
         check_known(session, ids)
-        conversations = {i: load_conversation(session, i) for i in ids}
+        conversations = {i: require_conversation(session.connection(), i) for i in ids}
     return dry_run_conversations(spec, conversations, check_models=check_models, cache_store=store if use_cache else None, batch=batch)
 
 
 def dry_run_conversations(
-    spec: ExperimentSpec, conversations: dict[str, dict[str, Any]], *, check_models: bool = True,
+    spec: ExperimentSpec, conversations: dict[str, Conversation], *, check_models: bool = True,
     cache_store: Store | None = None, batch: bool = False,
 ) -> Estimate:
     """The dry run over conversations held in memory (id -> `{"messages", "tools"}`; `run --input F --dry-run`
@@ -315,7 +349,7 @@ def dry_run_conversations(
     return with_rules(result, spec.rules, sum(1 for m in messages if not spec.pass_through or split_reply(m)[1] is not None))
 
 
-def with_rules(result: Estimate, rules: list[dict[str, Any]] | None, replies: int) -> Estimate:
+def with_rules(result: Estimate, rules: Sized | None, replies: int) -> Estimate:
     """The estimate with the rule evaluators it runs: free, no model call."""
     if rules:
         result.rules, result.rule_evaluations = len(rules), replies
@@ -332,7 +366,7 @@ def dry_run_reevaluation(
         results = completed_results(session, source_id)
         if not results:
             raise BadInputError(f"experiment {source_id} has no completed items to evaluate again")
-        conversations = [load_conversation(session, i)["messages"] for _, i in results]
+        conversations = [require_conversation(session.connection(), i)["messages"] for _, i in results]
     evaluator = None
     if spec.evaluator_model:
         check_model(spec.evaluator_model, spec.evaluator_api_base, "evaluator_model")

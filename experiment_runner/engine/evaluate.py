@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiment_runner.conversation import JSONObject, Message, OpenAIMessage, drop_words
 from experiment_runner.engine.cache import ResponseCache
 from experiment_runner.engine.failures import Reachability
 from experiment_runner.engine.llm import Completion, RetryPolicy, complete
@@ -46,8 +47,8 @@ class _Tally:
     def add(self, reply: Completion) -> None:
         self.input_tokens += reply.generation["input_tokens"] or 0
         self.output_tokens += reply.generation["output_tokens"] or 0
-        if reply.generation.get("cost_usd") is not None:
-            self.cost_usd = (self.cost_usd or 0.0) + reply.generation["cost_usd"]
+        if (cost := reply.generation.get("cost_usd")) is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + cost
         if reply.generation.get("cache_hit"):
             self.cached_calls += 1
             self.cost_saved_usd = (self.cost_saved_usd or 0.0) + (reply.generation.get("cost_saved_usd") or 0.0)
@@ -62,9 +63,10 @@ class _Tally:
                                  cached_calls=self.cached_calls, cost_saved_usd=self.cost_saved_usd)
 
 
-async def evaluate_message(
-    config: EvaluatorConfig,
-    messages: list[dict[str, Any]],
+async def evaluate_reply(
+    config: EvaluatorConfig | None,
+    rules: Sequence[Rule],
+    messages: list[Message],
     *,
     policy: RetryPolicy,
     limiter: Any = None,
@@ -72,10 +74,14 @@ async def evaluate_message(
     reachability: Reachability | None = None,
     cache: ResponseCache | None = None,
 ) -> EvaluationOutcome:
-    """Evaluate the final message of `messages`; never raises for model or reply problems (but see below).
+    """The evaluation of the final message: the evaluator model's spans (when one is configured), then the
+    rules' spans (no model call). Rules alone give an evaluation whose model is `rules`. When the model's
+    evaluation fails, the evaluation is failed (the rules run again with it on `resume --retry-failed`).
 
-    A systematic failure (the endpoint is down, the key is wrong) is raised as `ModelCallError`, so the
-    run can stop instead of recording the same failure for every item."""
+    Never raises for model or reply problems, but a systematic failure (the endpoint is down, the key is
+    wrong) is raised as `ModelCallError`, so the run can stop instead of recording it for every item."""
+    if config is None:
+        return rules_evaluation(rules, messages)
     tally = _Tally()
     learner = learner or FormatLearner()
 
@@ -103,7 +109,7 @@ async def evaluate_message(
                 raise
             return failed(f"evaluator call failed: {exc}")
         tally.add(reply)
-        if "length" in reply.generation["finish_reasons"]:
+        if "length" in (reply.generation["finish_reasons"] or []):
             problem = f"reply cut off at max_tokens ({max_tokens}); raise --evaluator-max-tokens"
             continue
         try:
@@ -115,10 +121,10 @@ async def evaluate_message(
                 cache.forget(reply)  # asking again must sample again, not read this reply back
     else:
         return failed(f"evaluator reply unusable after 2 attempts: {problem}", reply.duration_ms)
-    return completed(config, messages, reply, quotes, unknown, tally, learner.mode)
+    return with_rule_spans(completed(config, messages, reply, quotes, unknown, tally, learner.mode), rules, messages)
 
 
-def outcome_of_reply(config: EvaluatorConfig, messages: list[dict[str, Any]], reply: Completion | None, mode: str,
+def outcome_of_reply(config: EvaluatorConfig, messages: list[Message], reply: Completion | None, mode: str,
                      error: str | None = None) -> EvaluationOutcome:
     """The evaluation a single reply gives, with no second ask (a batch job's answer): `error` when the request
     failed, failed when the reply was cut off or cannot be read, else completed."""
@@ -127,7 +133,7 @@ def outcome_of_reply(config: EvaluatorConfig, messages: list[dict[str, Any]], re
         return tally.failed(config.model, f"evaluator call failed: {error or 'no answer'}", None, mode)
     tally.add(reply)
     max_tokens = config.max_tokens or DEFAULT_MAX_TOKENS
-    if "length" in reply.generation["finish_reasons"]:
+    if "length" in (reply.generation["finish_reasons"] or []):
         return tally.failed(config.model, f"reply cut off at max_tokens ({max_tokens}); raise --evaluator-max-tokens", None, mode)
     try:
         quotes, unknown = parse_reply(reply.text, [x["name"] for x in config.labels])
@@ -136,7 +142,7 @@ def outcome_of_reply(config: EvaluatorConfig, messages: list[dict[str, Any]], re
     return completed(config, messages, reply, quotes, unknown, tally, mode)
 
 
-def evaluator_call(config: EvaluatorConfig, messages: list[dict[str, Any]], mode: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def evaluator_call(config: EvaluatorConfig, messages: list[Message], mode: str) -> tuple[list[OpenAIMessage], JSONObject]:
     """The messages and litellm arguments of the evaluator call for `messages`' final reply in `mode`.
 
     One builder for the live call, the batch job's request body and the dry run's cache look-up."""
@@ -146,11 +152,11 @@ def evaluator_call(config: EvaluatorConfig, messages: list[dict[str, Any]], mode
 
 
 def completed(
-    config: EvaluatorConfig, messages: list[dict[str, Any]], reply: Completion, quotes: list[Any], unknown: int, tally: _Tally, mode: str
+    config: EvaluatorConfig, messages: list[Message], reply: Completion, quotes: list[Any], unknown: int, tally: _Tally, mode: str
 ) -> EvaluationOutcome:
     """The completed evaluation of a usable reply: its quotes aligned to spans, what was dropped and why."""
     spans, dropped = align_quotes(messages[-1]["parts"], quotes)
-    reasons = Counter(d.kind for d in dropped)
+    reasons: Counter[str] = Counter(d.kind for d in dropped)
     if unknown:
         reasons["unknown_label"] = unknown
     return EvaluationOutcome(
@@ -160,29 +166,7 @@ def completed(
     )
 
 
-async def evaluate_reply(
-    config: EvaluatorConfig | None,
-    rules: Sequence[Rule],
-    messages: list[dict[str, Any]],
-    *,
-    policy: RetryPolicy,
-    limiter: Any = None,
-    learner: FormatLearner | None = None,
-    reachability: Reachability | None = None,
-    cache: ResponseCache | None = None,
-) -> EvaluationOutcome:
-    """The evaluation of the final message: the evaluator model's spans (when one is configured), then the
-    rules' spans (no model call). Rules alone give an evaluation whose model is `rules`. When the model's
-    evaluation fails, the evaluation is failed (the rules run again with it on `resume --retry-failed`)."""
-    if config is None:
-        return rules_evaluation(rules, messages)
-    outcome = await evaluate_message(
-        config, messages, policy=policy, limiter=limiter, learner=learner, reachability=reachability, cache=cache
-    )
-    return with_rule_spans(outcome, rules, messages)
-
-
-def with_rule_spans(outcome: EvaluationOutcome, rules: Sequence[Rule], messages: list[dict[str, Any]]) -> EvaluationOutcome:
+def with_rule_spans(outcome: EvaluationOutcome, rules: Sequence[Rule], messages: list[Message]) -> EvaluationOutcome:
     """A completed model evaluation with the rules' spans merged in (a failed one unchanged).
 
     Shared by the live run and batch jobs, whose evaluator answers come back later."""
@@ -192,7 +176,7 @@ def with_rule_spans(outcome: EvaluationOutcome, rules: Sequence[Rule], messages:
     return dataclasses.replace(outcome, spans=merge_spans(outcome.spans, found))
 
 
-def rules_evaluation(rules: Sequence[Rule], messages: list[dict[str, Any]]) -> EvaluationOutcome:
+def rules_evaluation(rules: Sequence[Rule], messages: list[Message]) -> EvaluationOutcome:
     """The evaluation by rules alone (no evaluator model): model `rules`, no call."""
     started = time.perf_counter()
     reply_ok = bool(messages) and messages[-1]["role"] == "assistant"
@@ -204,20 +188,10 @@ def rules_evaluation(rules: Sequence[Rule], messages: list[dict[str, Any]]) -> E
     return EvaluationOutcome("completed", RULES_MODEL, detection_duration_ms=elapsed, total_duration_ms=elapsed, spans=found)
 
 
-DROP_REASONS = {
-    "unknown_label": "with labels outside the configured set",
-    "quote_not_found": "whose quote is not in the reply",
-    "part_index_out_of_range": "with a part index out of range whose quote is in no part",
-    "empty_quote": "with an empty quote",
-    "no_such_parameter": "naming a tool parameter the call does not have",
-    "duplicate": "repeating an earlier annotation",
-}
-
-
 def dropped_note(reasons: Counter[str] | dict[str, int]) -> str | None:
     """The evaluation's note on dropped annotations, e.g. '2 annotation(s) dropped: 1 with labels outside ...'."""
     if not reasons:
         return None
     total = sum(reasons.values())
-    detail = "; ".join(f"{n} {DROP_REASONS.get(kind, kind)}" for kind, n in sorted(reasons.items()))
+    detail = "; ".join(f"{n} {drop_words(kind).note}" for kind, n in sorted(reasons.items()))
     return f"{total} annotation(s) dropped: {detail}"

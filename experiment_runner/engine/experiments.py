@@ -17,9 +17,9 @@ from experiment_runner.engine.llm import check_model
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.structured import check_setting
 from experiment_runner.errors import BadInputError, Field
-from experiment_runner.ingest.conversations import missing_conversations
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
+from experiment_runner.store.queries import conversations as cq
 from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries.experiments import require_experiment
 from experiment_runner.store.tables import Experiment
@@ -141,7 +141,7 @@ def create_experiment(store: Store, spec: ExperimentSpec, *, check_models: bool 
 
 def check_known(session: Session, ids: list[str]) -> None:
     """`BadInputError` naming the first few ids that are no stored source conversation."""
-    missing = missing_conversations(session, ids)
+    missing = cq.missing_sources(session.connection(), ids)
     if missing:
         shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise BadInputError(f"unknown conversation id(s): {shown}", loc=("body", "conversation_ids"))

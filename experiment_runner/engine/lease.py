@@ -23,6 +23,7 @@ from sqlalchemy import Connection
 from experiment_runner.errors import ExperimentBusyError, LeaseLostError, StoreError
 from experiment_runner.store import Store
 from experiment_runner.store.queries import leases as q
+from experiment_runner.store.queries.rows import LeaseRow
 from experiment_runner.store.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class Lease:
 def acquire(store: Store, experiment_id: str, timings: LeaseTimings | None = None) -> Lease:
     """Take the experiment's lease; `ExperimentBusyError` naming the holder if a live runner has it."""
     lease = Lease(store, experiment_id, timings or LeaseTimings.from_env())
-    row = {"owner": lease.owner, "host": socket.gethostname(), "pid": os.getpid(), "acquired_at": now(), "heartbeat": time.time()}
+    row: LeaseRow = {"owner": lease.owner, "host": socket.gethostname(), "pid": os.getpid(), "acquired_at": now(), "heartbeat": time.time()}
     with store.write() as session:
         conn = session.connection()
         stale = ensure_free(conn, experiment_id, lease.timings)

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import Generation, JSONObject, OpenAIMessage, Part, finish_reason
 from experiment_runner.engine.failures import Reachability, classify
 from experiment_runner.errors import BadInputError, Field, ModelCallError
-from experiment_runner.ingest.formats import FINISH_REASONS  # shared with the OTLP importer
 
 if TYPE_CHECKING:
     from experiment_runner.engine.cache import ResponseCache
@@ -64,8 +64,8 @@ class RetryPolicy:
 class Completion:
     """A model reply as native message parts, with its generation metadata and how many attempts it took."""
 
-    parts: list[dict[str, Any]]
-    generation: dict[str, Any]
+    parts: list[Part]
+    generation: Generation
     attempts: int  # 0 when the response cache answered
     duration_ms: float  # the successful attempt only (a cache hit: the original call's)
     cache_key: str | None = None  # set when a response cache saw the call (`engine.cache`)
@@ -97,10 +97,10 @@ def litellm_module() -> Any:
     return _litellm
 
 
-def credentials(model: str, api_base: str | None) -> dict[str, Any]:
+def credentials(model: str, api_base: str | None) -> dict[str, str]:
     """api_base/api_key arguments. A local OpenAI-compatible server usually needs no key, but the
     OpenAI client insists on one, so a placeholder is sent when none is configured."""
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, str] = {}
     if api_base:
         kwargs["api_base"] = api_base
     key = os.environ.get("EXPERIMENT_RUNNER_API_KEY")
@@ -169,7 +169,7 @@ def _no_redirect_session() -> Any:
     return NoRedirectClient(follow_redirects=False)
 
 
-def no_redirect_clients(litellm: Any, model: str) -> dict[str, Any]:
+def no_redirect_clients(litellm: Any, model: str) -> dict[str, object]:
     """The `acompletion` kwargs that make this call follow no redirect (litellm's clients follow them).
 
     The OpenAI SDK route uses litellm's documented `aclient_session`, set once (`litellm_module`); the
@@ -198,7 +198,7 @@ async def close_clients() -> None:
 
 async def complete(
     model: str,
-    messages: list[dict[str, Any]],
+    messages: list[OpenAIMessage],
     *,
     api_base: str | None = None,
     policy: RetryPolicy | None = None,
@@ -249,7 +249,7 @@ async def complete(
             await anyio.sleep(wait)
 
 
-def completion_from_body(model: str, body: dict[str, Any]) -> Completion:
+def completion_from_body(model: str, body: JSONObject) -> Completion:
     """A chat-completion JSON body (a batch job's answer) as a `Completion`, read the way a live reply is."""
     return _to_completion(model, litellm_module().ModelResponse(**body), 1, 0.0)
 
@@ -257,7 +257,7 @@ def completion_from_body(model: str, body: dict[str, Any]) -> Completion:
 def _to_completion(model: str, response: Any, attempts: int, duration_ms: float) -> Completion:
     choice = response.choices[0]
     message = choice.message
-    parts: list[dict[str, Any]] = []
+    parts: list[Part] = []
     reasoning = getattr(message, "reasoning_content", None)
     if reasoning:
         parts.append({"type": "reasoning", "content": reasoning})
@@ -277,13 +277,13 @@ def _to_completion(model: str, response: Any, attempts: int, duration_ms: float)
     hidden = getattr(response, "_hidden_params", {}) or {}
     cost = hidden.get("response_cost")
     reason = choice.finish_reason
-    generation = {
+    generation: Generation = {
         "model": model,
         "provider": hidden.get("custom_llm_provider"),
         "input_tokens": getattr(usage, "prompt_tokens", None),
         "output_tokens": getattr(usage, "completion_tokens", None),
         "cost_usd": float(cost) if isinstance(cost, int | float) else None,
         "latency_ms": round(duration_ms, 3),
-        "finish_reasons": [FINISH_REASONS.get(reason, "error")] if reason else [],
+        "finish_reasons": [finish_reason(reason)] if reason else [],
     }
     return Completion(parts, generation, attempts, duration_ms)

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import JSONObject
 from experiment_runner.errors import BadInputError
 
 TYPES = {
@@ -38,11 +39,11 @@ def check_fields(fields: Any) -> list[dict[str, Any]]:
     return out
 
 
-def to_json_schema(fields: list[dict[str, Any]]) -> dict[str, Any]:
+def to_json_schema(fields: list[dict[str, Any]]) -> JSONObject:
     """The JSON schema of an object with these fields (strict-mode compatible)."""
-    properties: dict[str, Any] = {}
+    properties: JSONObject = {}
     for field in fields:
-        schema: dict[str, Any] = {"type": TYPES[field["type"]]}
+        schema: JSONObject = {"type": TYPES[field["type"]]}
         if schema["type"] == "object":
             schema = {"type": "object", "additionalProperties": True}
         if field["is_list"]:

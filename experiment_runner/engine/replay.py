@@ -8,36 +8,44 @@ calls that they do not define, or every tool when there are none, is declared ag
 and an object schema with the argument names seen) so that the target model can call the same tools.
 """
 
-from typing import Any
+from typing import NotRequired, TypedDict
 
+from experiment_runner.conversation import SYSTEM_ROLES, Generation, JSONObject, Message, OpenAIMessage, Part, ToolDefinition, to_openai_messages
 from experiment_runner.engine.structured import request_kwargs, with_instructions
-from experiment_runner.ingest.formats import SYSTEM_ROLES, to_openai_messages
 from experiment_runner.store.ids import new_id
+
+
+class Request(TypedDict):
+    """A replay's request: the history as OpenAI messages, and the tools declared to the target."""
+
+    messages: list[OpenAIMessage]
+    tools: NotRequired[list[ToolDefinition]]
+
 
 JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
 
 
-def split_reply(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def split_reply(messages: list[Message]) -> tuple[list[Message], Message | None]:
     """(history, final assistant message or None)."""
     if messages and messages[-1]["role"] == "assistant":
         return messages[:-1], messages[-1]
     return messages, None
 
 
-def with_system_prompt(messages: list[dict[str, Any]], prompt: str | None) -> list[dict[str, Any]]:
+def with_system_prompt(messages: list[Message], prompt: str | None) -> list[Message]:
     """The messages with the first system (or developer) message's text replaced by `prompt` (or one added first)."""
     if prompt is None:
         return messages
-    system = {"role": "system", "parts": [{"type": "text", "content": prompt}], "generation": None}
+    system: Message = {"role": "system", "parts": [{"type": "text", "content": prompt}], "generation": None}
     for index, message in enumerate(messages):
         if message["role"] in SYSTEM_ROLES:
             return [*messages[:index], {**message, "parts": system["parts"]}, *messages[index + 1 :]]
     return [system, *messages]
 
 
-def tool_definitions(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def tool_definitions(history: list[Message]) -> list[ToolDefinition]:
     """OpenAI `tools` declaring every tool the history called, with the argument names and types seen."""
-    tools: dict[str, dict[str, Any]] = {}
+    tools: dict[str, dict[str, JSONObject]] = {}
     for message in history:
         for part in message["parts"]:
             if part["type"] != "tool_call":
@@ -51,15 +59,15 @@ def tool_definitions(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def declared_tools(history: list[dict[str, Any]], stored: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+def declared_tools(history: list[Message], stored: list[ToolDefinition] | None) -> list[ToolDefinition]:
     """The stored definitions, then one rebuilt from its calls for each called tool they do not define."""
     defined = {tool["function"]["name"] for tool in stored or []}
     return [*(stored or []), *(t for t in tool_definitions(history) if t["function"]["name"] not in defined)]
 
 
-def replay_request(history: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def replay_request(history: list[Message], tools: list[ToolDefinition] | None = None) -> Request:
     """The `messages` (and `tools`: the conversation's stored `tools`, else rebuilt from the history's calls)."""
-    request: dict[str, Any] = {"messages": to_openai_messages(history)}
+    request: Request = {"messages": to_openai_messages(history)}
     tools = declared_tools(history, tools)
     if tools:
         request["tools"] = tools
@@ -67,8 +75,8 @@ def replay_request(history: list[dict[str, Any]], tools: list[dict[str, Any]] | 
 
 
 def target_call(
-    request: dict[str, Any], mode: str, schema: dict[str, Any] | None, settings: dict[str, Any]
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    request: Request, mode: str, schema: JSONObject | None, settings: JSONObject
+) -> tuple[list[OpenAIMessage], JSONObject]:
     """The messages and litellm arguments of a target call: the replay `request`, the reasoning `settings`,
     and, with an output `schema`, the structured-output `mode`'s format and instructions.
 
@@ -81,10 +89,10 @@ def target_call(
 
 
 def result_messages(
-    history: list[dict[str, Any]], reply_parts: list[dict[str, Any]] | None, generation: dict[str, Any] | None
-) -> list[dict[str, Any]]:
+    history: list[Message], reply_parts: list[Part] | None, generation: Generation | None
+) -> list[Message]:
     """The result conversation's messages: the history copied with new ids, then the reply (if any)."""
-    copied = [
+    copied: list[Message] = [
         {"id": new_id(), "role": m["role"], "parts": m["parts"], "sequence_number": i, "generation": m.get("generation")}
         for i, m in enumerate(history)
     ]

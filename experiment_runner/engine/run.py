@@ -30,6 +30,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from experiment_runner.conversation import Message, ToolDefinition
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.budget import Budget
 from experiment_runner.engine.cache import ResponseCache
@@ -145,7 +146,7 @@ class _Run:
 
     async def execute(self, units: list[WorkUnit]) -> None:
         events_in, events_out = anyio.create_memory_object_stream[Envelope](math.inf)
-        work_in, work_out = anyio.create_memory_object_stream[tuple[WorkUnit, list[dict[str, Any]]]](
+        work_in, work_out = anyio.create_memory_object_stream[tuple[WorkUnit, list[Message]]](
             2 * self.options.concurrency
         )
         async with anyio.create_task_group() as outer:
@@ -181,7 +182,7 @@ class _Run:
         asked = {"target": self.target_schema is not None, "evaluator": self.evaluator is not None}
         return {role: learner.mode for role, learner in self.learners.items() if asked[role] and learner.settled}
 
-    async def _feed(self, units: list[WorkUnit], work_in: ObjectSendStream[tuple[WorkUnit, list[dict[str, Any]]]]) -> None:
+    async def _feed(self, units: list[WorkUnit], work_in: ObjectSendStream[tuple[WorkUnit, list[Message]]]) -> None:
         async with work_in:
             for start in range(0, len(units), 50):
                 page = units[start : start + 50]
@@ -196,7 +197,7 @@ class _Run:
 
     async def _work(
         self,
-        work_out: ObjectReceiveStream[tuple[WorkUnit, list[dict[str, Any]]]],
+        work_out: ObjectReceiveStream[tuple[WorkUnit, list[Message]]],
         events: ObjectSendStream[Envelope],
     ) -> None:
         async with work_out, events:
@@ -216,7 +217,7 @@ class _Run:
                     if self.budget is not None:
                         self.budget.settle(reserved, cost[0])
 
-    async def _admit(self, unit: WorkUnit, messages: list[dict[str, Any]]) -> float | None:
+    async def _admit(self, unit: WorkUnit, messages: list[Message]) -> float | None:
         """The price reserved for this item (0 without a budget) once it may start, or None when it may not."""
         if self.budget is None:
             return 0.0
@@ -233,7 +234,7 @@ class _Run:
         return None
 
     async def _process(
-        self, unit: WorkUnit, messages: list[dict[str, Any]], events: ObjectSendStream[Envelope], cost: list[float]
+        self, unit: WorkUnit, messages: list[Message], events: ObjectSendStream[Envelope], cost: list[float]
     ) -> None:
         """One item: replay (or copy) its reply, then evaluate it; `cost[0]` collects what its calls cost."""
         await events.send((w.Started(unit.item_id), None))
@@ -241,7 +242,7 @@ class _Run:
             try:
                 messages, problem = await self._reply(messages, unit.tools)
                 if not self.experiment.pass_through:  # a copied reply's cost was paid before this run
-                    self._add_cost(cost, (messages[-1].get("generation") or {}).get("cost_usd"))
+                    self._add_cost(cost, generation.get("cost_usd") if (generation := messages[-1].get("generation")) else None)
             except ModelCallError as exc:
                 if exc.systematic:
                     return self._stop_on(exc, "target")  # the item stays unfinished; resume runs it
@@ -277,8 +278,8 @@ class _Run:
         await committed.wait()
 
     async def _reply(
-        self, source: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+        self, source: list[Message], tools: list[ToolDefinition] | None = None
+    ) -> tuple[list[Message], str | None]:
         """The result conversation's messages and, if the reply is unusable, why."""
         history, original = split_reply(with_system_prompt(source, self.experiment.system_prompt_override))
         if self.experiment.pass_through:

@@ -16,10 +16,11 @@ instructions and the schema also go into the prompt, and the reply is repaired a
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 
+from experiment_runner.conversation import JSONObject, OpenAIMessage
 from experiment_runner.errors import BadInputError, ModelCallError
 
 SETTINGS = ("auto", "json_schema", "json_object", "prompt")
@@ -36,7 +37,7 @@ def check_setting(value: str | None, what: str) -> str:
     return value
 
 
-def request_kwargs(mode: str, name: str, schema: dict[str, Any]) -> dict[str, Any]:
+def request_kwargs(mode: str, name: str, schema: JSONObject) -> JSONObject:
     """The `response_format` argument for `mode` (none for `prompt`)."""
     if mode == "json_schema":
         return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}}
@@ -47,12 +48,12 @@ def request_kwargs(mode: str, name: str, schema: dict[str, Any]) -> dict[str, An
     return {}
 
 
-def with_instructions(mode: str, messages: list[dict[str, Any]], schema: dict[str, Any]) -> list[dict[str, Any]]:
+def with_instructions(mode: str, messages: list[OpenAIMessage], schema: JSONObject) -> list[OpenAIMessage]:
     """`messages` with the JSON instructions appended to the last one, unless the server enforces the schema."""
     if mode == "json_schema" or not messages:
         return messages
     note = "\n\nAnswer with one JSON object only, no other text, valid against this JSON Schema:\n" + json.dumps(schema, ensure_ascii=False)
-    last = dict(messages[-1])
+    last = messages[-1].copy()
     content = last.get("content")
     last["content"] = (content if isinstance(content, str) else "") + note if not isinstance(content, list) else [
         *content, {"type": "text", "text": note}

@@ -1,8 +1,8 @@
 """Which items a run still has to do, and the conversations they need (read in pages)."""
 
 from dataclasses import dataclass, replace
-from typing import Any
 
+from experiment_runner.conversation import Message, ToolDefinition
 from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store import Store
 from experiment_runner.store.queries import conversations, runs
@@ -16,7 +16,7 @@ class WorkUnit:
     item_id: str
     conversation_id: str  # the source conversation (replay) or the result conversation (evaluation only)
     needs_replay: bool  # (a failed attempt's result is replaced by the writer, in the transaction storing the new one)
-    tools: list[dict[str, Any]] | None = None  # the source's stored tool definitions (set by `load_units`)
+    tools: list[ToolDefinition] | None = None  # the source's stored tool definitions (set by `load_units`)
 
 
 def plan_work(store: Store, experiment: Experiment, retry_failed: bool) -> list[WorkUnit]:
@@ -50,7 +50,7 @@ def work_left(store: Store, experiment: Experiment, retry_failed: bool) -> int:
     return len(plan_work(store, experiment, retry_failed))
 
 
-def load_units(store: Store, units: list[WorkUnit]) -> list[tuple[WorkUnit, list[dict[str, Any]]]]:
+def load_units(store: Store, units: list[WorkUnit]) -> list[tuple[WorkUnit, list[Message]]]:
     """Each unit (with its source's tool definitions) and its conversation's messages (native dicts),
     read a chunk of conversations per query."""
     ids = list({u.conversation_id for u in units})

@@ -12,16 +12,17 @@ With a lease, every batch first renews it, so a runner that lost its lease canno
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
+from experiment_runner.conversation import ItemStatus, Message, content_hash
 from experiment_runner.engine.lease import Lease
 from experiment_runner.evaluation.evaluator import EvaluationOutcome
-from experiment_runner.ingest.formats import content_hash
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
 from experiment_runner.store.queries import conversations, runs
+from experiment_runner.store.queries.rows import AnnotationRow, ConversationRow, EvaluationRow, ItemUpdate, MessageRow, StartRow
 from experiment_runner.store.timeutil import now
 
 
@@ -45,7 +46,7 @@ class Replayed:
     """The result conversation exists. `problem` fails the item (reply kept); `finished` ends it."""
 
     item_id: str
-    messages: list[dict[str, Any]]
+    messages: list[Message]
     problem: str | None
     finished: bool
 
@@ -83,15 +84,15 @@ class Counts:
 class _Rows:
     """A batch's rows, grouped by statement, in event order."""
 
-    started: list[dict[str, Any]] = field(default_factory=list)
-    conversations: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    items: list[dict[str, Any]] = field(default_factory=list)
-    evaluations: list[dict[str, Any]] = field(default_factory=list)
-    annotations: list[dict[str, Any]] = field(default_factory=list)
+    started: list[StartRow] = field(default_factory=list)
+    conversations: list[ConversationRow] = field(default_factory=list)
+    messages: list[MessageRow] = field(default_factory=list)
+    items: list[ItemUpdate] = field(default_factory=list)
+    evaluations: list[EvaluationRow] = field(default_factory=list)
+    annotations: list[AnnotationRow] = field(default_factory=list)
 
 
-def _item(item_id: str, status: str, stamp: str, error: str | None = None, result: str | None = None) -> dict[str, Any]:
+def _item(item_id: str, status: ItemStatus, stamp: str, error: str | None = None, result: str | None = None) -> ItemUpdate:
     return {"item": item_id, "status": status, "error": error, "result": result, "stamp": stamp}
 
 
@@ -131,10 +132,11 @@ def _add_result(rows: _Rows, event: Replayed, experiment_id: str, stamp: str) ->
          "experiment_id": experiment_id}
     )
     rows.messages.extend(
-        {key: m[key] for key in ("id", "sequence_number", "role", "parts", "generation")} | {"conversation_id": conversation_id}
+        {"id": m["id"], "sequence_number": m["sequence_number"], "role": m["role"], "parts": m["parts"], "generation": m["generation"],
+         "conversation_id": conversation_id}
         for m in event.messages
     )
-    status = "failed" if event.problem else ("completed" if event.finished else "in_progress")
+    status: ItemStatus = "failed" if event.problem else ("completed" if event.finished else "in_progress")
     rows.items.append(_item(event.item_id, status, stamp, error=event.problem, result=conversation_id))
 
 
@@ -156,7 +158,7 @@ def _add_evaluation(rows: _Rows, event: Evaluated, stamp: str) -> None:
     )
 
 
-def _execute(conn: Connection, rows: _Rows, stamp: str) -> list[dict[str, Any]]:
+def _execute(conn: Connection, rows: _Rows, stamp: str) -> list[EvaluationRow]:
     """Run the batch's statements in an order that satisfies the foreign keys; returns the evaluations stored."""
     runs.start_items(conn, rows.started)
     replaced = runs.result_ids(conn, [r["item"] for r in rows.items if r["result"]])

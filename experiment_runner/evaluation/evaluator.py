@@ -19,6 +19,7 @@ from string import Template
 from typing import Any
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import EvaluationStatus, JSONObject, Message, OpenAIMessage, Part
 from experiment_runner.errors import BadInputError
 from experiment_runner.evaluation.spans import Quote, Span, part_target
 from experiment_runner.files import read_json_file
@@ -53,6 +54,7 @@ DEFAULT_LABELS: tuple[dict[str, str], ...] = (
 RESPONSE_SCHEMA_FILE = "evaluator-response.schema.json"
 
 
+
 @dataclass(frozen=True)
 class EvaluatorConfig:
     """Which model evaluates, where, and with which labels."""
@@ -85,7 +87,7 @@ class EvaluatorConfig:
 class EvaluationOutcome:
     """What one evaluation produced, ready to store."""
 
-    status: str  # completed | failed
+    status: EvaluationStatus
     model: str
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -100,7 +102,7 @@ class EvaluationOutcome:
     cost_saved_usd: float | None = None  # what those calls cost when they were first made
 
 
-def load_labels(path: str | Path) -> dict[str, Any]:
+def load_labels(path: str | Path) -> dict[str, Any]:  # the spec's `labels`
     """Read a `--labels` file: `{"labels": [{"name", "description"}], "domain_context"?: str}`."""
     return check_labels(read_json_file(path, "labels"), str(path))
 
@@ -130,7 +132,7 @@ def check_labels(data: Any, where: str = "labels") -> dict[str, Any]:
 RESPONSE_NAME = "evaluator_response"
 
 
-def reply_schema(label_names: list[str], parts: list[dict[str, Any]]) -> dict[str, Any]:
+def reply_schema(label_names: list[str], parts: list[Part]) -> JSONObject:
     """The reply schema for one evaluation, saying exactly what we accept: `label` one of the configured
     names, `message_part_index` one of the reply's text, reasoning or tool-call parts. A server that
     constrains its output to the schema then cannot produce an annotation we would drop for those."""
@@ -151,13 +153,13 @@ def _package_text(name: str) -> str:
     return resources.files("experiment_runner.evaluation").joinpath(name).read_text(encoding="utf-8")
 
 
-def response_schema() -> dict[str, Any]:
+def response_schema() -> JSONObject:
     """The evaluator reply schema shipped with the package (a fresh copy: callers may change it)."""
-    loaded: dict[str, Any] = json.loads(_package_text(RESPONSE_SCHEMA_FILE))
+    loaded: JSONObject = json.loads(_package_text(RESPONSE_SCHEMA_FILE))
     return loaded
 
 
-def build_request(config: EvaluatorConfig, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def build_request(config: EvaluatorConfig, messages: list[Message]) -> list[OpenAIMessage]:
     """The evaluator's chat messages for the final message of `messages`."""
     template = _package_text("prompts/evaluator.md")
     template = template.split("-->", 1)[1] if template.startswith("<!--") else template
@@ -171,7 +173,7 @@ def build_request(config: EvaluatorConfig, messages: list[dict[str, Any]]) -> li
     ]
 
 
-def render_context(history: list[dict[str, Any]]) -> str:
+def render_context(history: list[Message]) -> str:
     """The conversation before the reply, as readable text (reasoning parts left out)."""
     blocks = []
     for message in history:
@@ -182,11 +184,11 @@ def render_context(history: list[dict[str, Any]]) -> str:
                 blocks.append(f"[{message['role']} calls tool {part['name']}]\n{json.dumps(part['arguments'], ensure_ascii=False)}")
             elif part["type"] == "tool_call_response":
                 body = part["response"] if isinstance(part["response"], str) else json.dumps(part["response"], ensure_ascii=False)
-                blocks.append(f"[tool result{' for ' + part['id'] if part.get('id') else ''}]\n{body}")
+                blocks.append(f"[tool result{' for ' + call_id if (call_id := part.get('id')) else ''}]\n{body}")
     return "\n\n".join(blocks) or "(no earlier messages)"
 
 
-def render_reply(parts: list[dict[str, Any]]) -> str:
+def render_reply(parts: list[Part]) -> str:
     """The reply's parts with their indexes; tool-call arguments one per line, as the offsets index them."""
     blocks = []
     for index, part in enumerate(parts):
@@ -249,6 +251,6 @@ def _decode_object(text: str) -> Any:
     return value
 
 
-def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+def strict_schema(schema: JSONObject) -> JSONObject:
     """The schema without the annotation keywords providers reject in strict mode at the top level."""
     return {k: v for k, v in schema.items() if k not in ("$schema", "title", "description")}

@@ -20,8 +20,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
+from experiment_runner.conversation import Part, ToolCallPart
 from experiment_runner.errors import BadInputError
 from experiment_runner.evaluation.spans import Span, part_target
 from experiment_runner.files import read_json_file
@@ -63,7 +64,19 @@ class Rule:
         return re.compile(re.escape(self.argument or ""))
 
 
-def _check_one(index: int, raw: Any, where: str) -> dict[str, Any]:
+class RuleSpec(TypedDict, total=False):
+    """A checked rule as `--rules` gives it and the experiment stores it: a label, and exactly one test."""
+
+    label: Required[str]
+    name: str
+    regex: str
+    flags: str  # regex flags, letters of `FLAGS`
+    contains: str
+    not_contains: str
+    json_valid: bool
+
+
+def _check_one(index: int, raw: Any, where: str) -> "RuleSpec":
     at = f"{where}: rule {index + 1}"
     if not isinstance(raw, dict):
         raise BadInputError(f"{at}: expected an object like {{\"label\": L, \"regex\": R}}")
@@ -77,7 +90,7 @@ def _check_one(index: int, raw: Any, where: str) -> dict[str, Any]:
     unknown = set(raw) - {"label", "name", test} - ({"flags"} if test == "regex" else set())
     if unknown:
         raise BadInputError(f"{at}: unknown key(s) {', '.join(sorted(unknown))}")
-    rule: dict[str, Any] = {"label": label.strip(), test: raw[test]}
+    rule = cast(RuleSpec, {"label": label.strip(), test: raw[test]})
     if "name" in raw:
         if not isinstance(raw["name"], str) or not raw["name"].strip():
             raise BadInputError(f"{at}: 'name' must be a non-empty string")
@@ -101,11 +114,11 @@ def _check_one(index: int, raw: Any, where: str) -> dict[str, Any]:
     return rule
 
 
-def check_rules(data: Any, where: str = "rules") -> list[dict[str, Any]]:
+def check_rules(data: Any, where: str = "rules") -> list[dict[str, Any]]:  # the spec's `rules`
     """Validate a rules document (a JSON list); return it normalised, as stored. `BadInputError` names the rule."""
     if not isinstance(data, list):
         raise BadInputError(f'{where}: expected a JSON list of rules, e.g. [{{"label": "Leak", "regex": "sk-[A-Za-z0-9]+"}}]')
-    return [_check_one(index, raw, where) for index, raw in enumerate(data)]
+    return [dict(_check_one(index, raw, where)) for index, raw in enumerate(data)]
 
 
 def load_rules(path: str | Path) -> list[dict[str, Any]]:
@@ -113,12 +126,12 @@ def load_rules(path: str | Path) -> list[dict[str, Any]]:
     return check_rules(read_json_file(path, "rules"), str(path))
 
 
-def parse_rules(stored: Sequence[dict[str, Any]] | None) -> list[Rule]:
+def parse_rules(stored: Sequence["RuleSpec"] | None) -> list[Rule]:
     """`Rule`s from checked (stored) rule objects."""
     rules = []
     for number, raw in enumerate(stored or (), start=1):
         test = next(t for t in TESTS if t in raw)
-        argument = None if test == "json_valid" else raw[test]
+        argument = None if test == "json_valid" else cast(str, raw.get(test))
         rules.append(Rule(number, raw["label"], test, argument, raw.get("flags", ""), raw.get("name")))
     return rules
 
@@ -128,11 +141,11 @@ def rules_of(experiment: Any) -> list[Rule]:
     return parse_rules((getattr(experiment, "labels", None) or {}).get("rules"))
 
 
-def _targets(parts: Sequence[dict[str, Any]]) -> Iterable[tuple[int, str, str | None, str | None]]:
+def _targets(parts: Sequence[Part]) -> Iterable[tuple[int, str, str | None, str | None]]:
     """(part index, target string, tool name, parameter name) of every text part and tool-call argument."""
     for index, part in enumerate(parts):
-        if part.get("type") == "text" and isinstance(part.get("content"), str):
-            yield index, part["content"], None, None
+        if part.get("type") == "text" and isinstance(content := part.get("content"), str):
+            yield index, content, None, None
         elif part.get("type") == "tool_call":
             arguments = part.get("arguments")
             if isinstance(arguments, str):
@@ -144,7 +157,7 @@ def _targets(parts: Sequence[dict[str, Any]]) -> Iterable[tuple[int, str, str | 
             for name in names:
                 target = part_target(part, name)
                 if target:
-                    yield index, target, part.get("name"), name
+                    yield index, target, cast(ToolCallPart, part).get("name"), name
 
 
 def _whole_reply_problem(rule: Rule, texts: list[str]) -> str | None:
@@ -159,10 +172,10 @@ def _whole_reply_problem(rule: Rule, texts: list[str]) -> str | None:
     return None
 
 
-def apply_rules(rules: Sequence[Rule], parts: Sequence[dict[str, Any]]) -> list[Span]:
+def apply_rules(rules: Sequence[Rule], parts: Sequence[Part]) -> list[Span]:
     """Every span the rules find in a reply's parts, rule by rule, in offset order within a rule."""
     spans: list[Span] = []
-    text_parts = [(i, p["content"]) for i, p in enumerate(parts) if p.get("type") == "text" and isinstance(p.get("content"), str)]
+    text_parts = [(i, content) for i, p in enumerate(parts) if p.get("type") == "text" and isinstance(content := p.get("content"), str)]
     for rule in rules:
         if rule.test in ("contains", "json_valid"):
             problem = _whole_reply_problem(rule, [t for _, t in text_parts])

@@ -53,9 +53,10 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import DropReason, Part, ToolCallPart
 
 TEXT_PART_TYPES = ("text", "reasoning")
 
@@ -98,7 +99,7 @@ class Dropped:
 
     quote: Quote
     reason: str
-    kind: str = "quote_not_found"  # quote_not_found | part_index_out_of_range | empty_quote | no_such_parameter | duplicate
+    kind: DropReason = "quote_not_found"
 
 
 def compact_json(value: Any) -> str:
@@ -106,7 +107,7 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def part_target(part: dict[str, Any], parameter_name: str | None) -> str | None:
+def part_target(part: Part, parameter_name: str | None) -> str | None:
     """The string a quote's offsets index into for this part, or None if it has none."""
     if not isinstance(part, dict):
         return None
@@ -276,7 +277,7 @@ def _part_type(part: Any) -> Any:
     return part.get("type") if isinstance(part, dict) else None
 
 
-def align_quotes(parts: Sequence[dict[str, Any]], quotes: Sequence[Quote]) -> tuple[list[Span], list[Dropped]]:
+def align_quotes(parts: Sequence[Part], quotes: Sequence[Quote]) -> tuple[list[Span], list[Dropped]]:
     """Align every quote to the message ``parts``; returns spans and drops, each in input order."""
     targets: dict[str, _Target] = {}
     taken: dict[tuple[str, int, str | None], set[tuple[int, int]]] = {}
@@ -304,7 +305,7 @@ def align_quotes(parts: Sequence[dict[str, Any]], quotes: Sequence[Quote]) -> tu
 
 
 def _align_one(
-    parts: Sequence[dict[str, Any]],
+    parts: Sequence[Part],
     quote: Quote,
     prepared: Callable[[str], _Target],
     taken: dict[tuple[str, int, str | None], set[tuple[int, int]]],
@@ -314,7 +315,8 @@ def _align_one(
         return Dropped(quote, "empty quote", "empty_quote")
     named = quote.message_part_index
     candidates: list[tuple[int, str | None]] = []  # (part index, parameter name)
-    reason, kind = "quote not found in the message", "quote_not_found"
+    kind: DropReason = "quote_not_found"
+    reason = "quote not found in the message"
     if 0 <= named < len(parts):
         is_tool_call = _part_type(parts[named]) == "tool_call"
         parameter = quote.parameter_name if is_tool_call else None
@@ -324,7 +326,7 @@ def _align_one(
     else:  # no usable part index: every part is searched, tool-call arguments included
         reason, kind = f"part index {named} out of range", "part_index_out_of_range"
         candidates += [
-            (i, name) for i, part in enumerate(parts) if _part_type(part) == "tool_call" for name in (part.get("arguments") or {})
+            (i, name) for i, part in enumerate(parts) if _part_type(part) == "tool_call" for name in (cast(ToolCallPart, part).get("arguments") or {})
         ]
     candidates += [
         (i, None) for i, part in enumerate(parts) if i != named and _part_type(part) in TEXT_PART_TYPES
@@ -348,7 +350,7 @@ def _align_one(
             message_part_index=index,
             start_offset=found[0],
             end_offset=found[1],
-            tool_name=part.get("name") if is_tool_call else None,
+            tool_name=cast(ToolCallPart, part).get("name") if is_tool_call else None,
             parameter_name=parameter,
         )
     return Dropped(quote, reason, kind)

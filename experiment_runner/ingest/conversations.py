@@ -2,11 +2,11 @@
 
 import json
 import uuid
-from typing import Any
+from typing import TypedDict
 
 from sqlmodel import Session
 
-from experiment_runner.errors import NotFoundError
+from experiment_runner.conversation import Conversation
 from experiment_runner.store import Store
 from experiment_runner.store.queries import conversations as q
 
@@ -18,18 +18,9 @@ def message_id_for(conversation_id: str, sequence_number: int) -> str:
     return str(uuid.uuid5(MESSAGE_NAMESPACE, f"{conversation_id}/{sequence_number}"))
 
 
-def load_conversation(session: Session, conversation_id: str) -> dict[str, Any]:
+def load_conversation(session: Session, conversation_id: str) -> Conversation:
     """A stored conversation in the export's shape: `{"id", "type", "messages"}`."""
-    conversation = q.conversation(session.connection(), conversation_id)
-    if conversation is None:
-        raise NotFoundError(f"no conversation with id {conversation_id!r}")
-    return conversation
-
-
-def missing_conversations(session: Session, ids: list[str]) -> list[str]:
-    """The ids among `ids` that name no stored source conversation, in the given order."""
-    found = q.source_ids_among(session.connection(), ids)
-    return [i for i in ids if i not in found]
+    return q.require_conversation(session.connection(), conversation_id)
 
 
 def source_conversation_ids(session: Session) -> list[str]:
@@ -37,11 +28,21 @@ def source_conversation_ids(session: Session) -> list[str]:
     return q.source_conversation_ids(session.connection())
 
 
-def list_conversations(store: Store, limit: int | None = None, text_width: int = 80) -> list[dict[str, Any]]:
+class ConversationListing(TypedDict):
+    """One line of `conversations`: id, message count, messages per role, the first user text (trimmed)."""
+
+    id: str
+    messages: int
+    roles: dict[str, int]
+    first_user_text: str
+    created_at: str
+
+
+def list_conversations(store: Store, limit: int | None = None, text_width: int = 80) -> list["ConversationListing"]:
     """Imported conversations in import order: id, message count, role counts, first user text (trimmed)."""
     with store.read() as session:
         rows = q.conversation_listing(session.connection(), limit)
-    listing = []
+    listing: list[ConversationListing] = []
     for row in rows:
         roles: dict[str, int] = {}
         for role in (row.roles or "").split():

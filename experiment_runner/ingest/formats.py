@@ -1,4 +1,4 @@
-"""Conversation formats: validate the native parts shape, convert OpenAI chat to it and back.
+"""Conversation formats: validate the native parts shape, convert OpenAI chat to it (and back: `conversation`).
 
 Native (the export's shape): `{"id"?, "messages": [{"role", "parts": [...], "generation"?}]}` with
 OpenTelemetry GenAI parts `text`, `tool_call`, `tool_call_response` and `reasoning`.
@@ -9,34 +9,20 @@ the system role) is read as a system message and kept as `developer`.
 Pure functions; errors are `ValueError`s whose message the importer prefixes with file and line.
 """
 
-import hashlib
 import json
-from typing import Any
+from typing import Any, cast
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import ROLES, Conversation, Generation, JSONObject, Message, Part, ToolCallPart, ToolDefinition
 from experiment_runner.jsonlimits import MAX_DEPTH
 
-__all__ = ["MAX_DEPTH", "ROLES", "SYSTEM_ROLES", "content_hash", "normalize_conversation", "to_openai_messages"]
+__all__ = ["MAX_DEPTH", "normalize_conversation"]
 
-ROLES = ("system", "developer", "user", "assistant", "tool")
-SYSTEM_ROLES = ("system", "developer")  # instructions to the model; `--system-prompt` replaces the first one
 ARGUMENTS_LEVEL = 6  # the nesting level of a tool_call part's `arguments` in a conversation
 GENERATION_KEYS = ("model", "provider", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "finish_reasons")
-# Providers' finish reasons -> ours (stop, length, tool_call, content_filter; anything else is "error").
-FINISH_REASONS = {
-    "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "eos": "stop",
-    "length": "length", "max_tokens": "length",
-    "tool_calls": "tool_call", "function_call": "tool_call", "tool_use": "tool_call",
-    "content_filter": "content_filter", "safety": "content_filter", "recitation": "content_filter",
-}
 
 
-def finish_reason(raw: str) -> str:
-    """A provider's finish reason in our vocabulary (unknown ones are "error")."""
-    return FINISH_REASONS.get(raw, "error")
-
-
-def normalize_conversation(obj: Any, *, keep_unknown_parts: bool = False) -> dict[str, Any]:
+def normalize_conversation(obj: Any, *, keep_unknown_parts: bool = False) -> Conversation:
     """Validate one conversation in either import shape; return it native:
     `{"id": str|None, "messages": [...], "tools": list|None, "metadata": dict|None}`.
 
@@ -52,7 +38,7 @@ def normalize_conversation(obj: Any, *, keep_unknown_parts: bool = False) -> dic
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("conversation needs a non-empty 'messages' list")
-    native: list[dict[str, Any]] = []
+    native: list[Message] = []
     calls: set[str] = set()
     for i, message in enumerate(messages):
         normalized = _normalize_message(message, i, keep_unknown_parts)
@@ -62,7 +48,7 @@ def normalize_conversation(obj: Any, *, keep_unknown_parts: bool = False) -> dic
                 raise ValueError(f"message {i}: a tool message needs a 'tool_call_id' naming an earlier tool call")
             if call_id not in calls:
                 raise ValueError(f"message {i}: tool_call_id {call_id!r} matches no earlier tool call")
-        calls.update(p["id"] for p in normalized["parts"] if p["type"] == "tool_call" and isinstance(p.get("id"), str))
+        calls.update(call_id for p in normalized["parts"] if p["type"] == "tool_call" and isinstance(call_id := p.get("id"), str))
         native.append(normalized)
     metadata = obj.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
@@ -70,7 +56,7 @@ def normalize_conversation(obj: Any, *, keep_unknown_parts: bool = False) -> dic
     return {"id": conv_id, "messages": native, "tools": _check_tools(obj.get("tools")), "metadata": metadata}
 
 
-def _check_tools(tools: Any) -> list[dict[str, Any]] | None:
+def _check_tools(tools: Any) -> list[ToolDefinition] | None:
     """The conversation's `tools`: OpenAI function definitions `{"type": "function", "function": {"name", ...}}`."""
     if tools is None:
         return None
@@ -84,7 +70,7 @@ def _check_tools(tools: Any) -> list[dict[str, Any]] | None:
             raise ValueError(f"tools[{i}]: the function needs a 'name'")
         if not isinstance(function.get("parameters", {}), dict):
             raise ValueError(f"tools[{i}]: 'parameters' must be a JSON Schema object")
-    return [{**tool, "type": "function"} for tool in tools]
+    return [cast(ToolDefinition, {**tool, "type": "function"}) for tool in tools]
 
 
 def _check_values(obj: Any) -> None:
@@ -100,7 +86,7 @@ def _check_values(obj: Any) -> None:
         raise
 
 
-def _normalize_message(msg: Any, index: int, keep_unknown_parts: bool = False) -> dict[str, Any]:
+def _normalize_message(msg: Any, index: int, keep_unknown_parts: bool = False) -> Message:
     where = f"message {index}"
     if not isinstance(msg, dict):
         raise ValueError(f"{where}: must be a JSON object")
@@ -116,21 +102,21 @@ def _normalize_message(msg: Any, index: int, keep_unknown_parts: bool = False) -
         parts = _openai_parts(msg, where)
     else:
         raise ValueError(f"{where}: needs 'parts' (native) or 'content' (OpenAI chat)")
-    out: dict[str, Any] = {"role": role, "parts": parts, "generation": _check_generation(msg.get("generation"), where)}
+    out: Message = {"role": role, "parts": parts, "generation": _check_generation(msg.get("generation"), where)}
     if isinstance(msg.get("id"), str) and msg["id"]:
         out["id"] = msg["id"]
     return out
 
 
-def _check_part(part: Any, where: str, keep_unknown: bool = False) -> dict[str, Any]:
+def _check_part(part: Any, where: str, keep_unknown: bool = False) -> Part:
     if not isinstance(part, dict):
         raise ValueError(f"{where}: must be a JSON object")
-    checked: dict[str, Any] = part
+    checked: JSONObject = part
     kind = checked.get("type")
     if keep_unknown and kind not in ("text", "reasoning", "tool_call", "tool_call_response"):
         if not isinstance(kind, str) or not kind:
             raise ValueError(f"{where}: a part needs a string 'type'")
-        return checked
+        return cast(Part, checked)  # another GenAI part type, kept as it came (readers skip types they do not know)
     if kind in ("text", "reasoning"):
         if not isinstance(checked.get("content"), str):
             raise ValueError(f"{where}: a {kind} part needs a string 'content'")
@@ -147,10 +133,10 @@ def _check_part(part: Any, where: str, keep_unknown: bool = False) -> dict[str, 
         raise ValueError(f"{where}: unknown part type {kind!r} (text, tool_call, tool_call_response, reasoning)")
     if kind in ("tool_call", "tool_call_response") and checked.get("id") is not None and not isinstance(checked["id"], str):
         raise ValueError(f"{where}: 'id' must be a string")
-    return checked
+    return cast(Part, checked)
 
 
-def _check_generation(gen: Any, where: str) -> dict[str, Any] | None:
+def _check_generation(gen: Any, where: str) -> Generation | None:
     if gen is None:
         return None
     if not isinstance(gen, dict) or not isinstance(gen.get("model"), str):
@@ -164,12 +150,12 @@ def _check_generation(gen: Any, where: str) -> dict[str, Any] | None:
     reasons = out["finish_reasons"]
     if reasons is not None and (not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons)):
         raise ValueError(f"{where}: generation.finish_reasons must be a list of strings or null")
-    return out
+    return cast(Generation, out)
 
 
-def _openai_parts(msg: dict[str, Any], where: str) -> list[dict[str, Any]]:
+def _openai_parts(msg: JSONObject, where: str) -> list[Part]:
     """The native parts of one OpenAI chat message."""
-    parts: list[dict[str, Any]] = []
+    parts: list[Part] = []
     if isinstance(msg.get("reasoning_content"), str) and msg["reasoning_content"]:
         parts.append({"type": "reasoning", "content": msg["reasoning_content"]})
     text_parts = _content_parts(msg.get("content"), where)
@@ -182,14 +168,14 @@ def _openai_parts(msg: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _content_parts(content: Any, where: str) -> list[dict[str, Any]]:
+def _content_parts(content: Any, where: str) -> list[Part]:
     if content is None:
         return []
     if isinstance(content, str):
         return [{"type": "text", "content": content}] if content else []
     if not isinstance(content, list):
         raise ValueError(f"{where}: 'content' must be a string, a list of blocks or null")
-    parts = []
+    parts: list[Part] = []
     for j, block in enumerate(content):
         if isinstance(block, str):
             parts.append({"type": "text", "content": block})
@@ -203,7 +189,7 @@ def _content_parts(content: Any, where: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _openai_tool_call(call: Any, where: str) -> dict[str, Any]:
+def _openai_tool_call(call: Any, where: str) -> ToolCallPart:
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict) or not isinstance(function.get("name"), str):
         raise ValueError(f"{where}: needs 'function' with a 'name'")
@@ -220,46 +206,3 @@ def _openai_tool_call(call: Any, where: str) -> dict[str, Any]:
     if not isinstance(arguments, dict):
         raise ValueError(f"{where}: 'arguments' must encode a JSON object")
     return {"type": "tool_call", "id": call.get("id"), "name": function["name"], "arguments": arguments}
-
-
-def to_openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Native messages as OpenAI chat messages, the format litellm takes for every provider.
-
-    Reasoning parts are not sent back (providers reject or ignore them in history); each
-    `tool_call_response` part becomes its own `tool` message.
-    """
-    out: list[dict[str, Any]] = []
-    for msg in messages:
-        texts = [p["content"] for p in msg["parts"] if p["type"] == "text"]
-        calls = [p for p in msg["parts"] if p["type"] == "tool_call"]
-        responses = [p for p in msg["parts"] if p["type"] == "tool_call_response"]
-        if texts or calls or not responses:
-            chat: dict[str, Any] = {"role": "assistant" if msg["role"] == "tool" else msg["role"]}
-            chat["content"] = "\n".join(texts) if texts else (None if calls else "")
-            if calls:
-                chat["tool_calls"] = [
-                    {
-                        "id": c.get("id") or f"call_{len(out)}_{k}",
-                        "type": "function",
-                        "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)},
-                    }
-                    for k, c in enumerate(calls)
-                ]
-            out.append(chat)
-        for resp in responses:
-            body = resp["response"]
-            content = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
-            out.append({"role": "tool", "tool_call_id": resp.get("id") or "", "content": content})
-    return out
-
-
-def content_hash(
-    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, metadata: dict[str, Any] | None = None
-) -> str:
-    """A fingerprint of what a conversation says (roles, parts, generation; its tools and metadata when it
-    has them), ignoring message ids. A conversation without tools or metadata hashes as it always did."""
-    canonical: Any = [{"role": m["role"], "parts": m["parts"], "generation": m.get("generation")} for m in messages]
-    if tools is not None or metadata is not None:
-        canonical = {"messages": canonical, "tools": tools, "metadata": metadata}
-    text = jsonlimits.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()

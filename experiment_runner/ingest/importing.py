@@ -14,9 +14,10 @@ from typing import Any, TextIO
 
 from sqlalchemy import Connection
 
+from experiment_runner.conversation import JSONObject, Message, ToolDefinition, content_hash
 from experiment_runner.errors import BadInputError, InputLimitError
 from experiment_runner.ingest.conversations import message_id_for
-from experiment_runner.ingest.formats import content_hash, normalize_conversation
+from experiment_runner.ingest.formats import normalize_conversation
 from experiment_runner.ingest.otlp import conversations_from_requests, is_otlp
 from experiment_runner.ingest.reading import file_values, json_values
 from experiment_runner.jsonlimits import JSONLimitError
@@ -33,10 +34,10 @@ class Parsed:
 
     source: str  # "file:line" for messages
     id: str
-    messages: list[dict[str, Any]]
+    messages: list[Message]
     hash: str
-    tools: list[dict[str, Any]] | None = None
-    metadata: dict[str, Any] | None = None
+    tools: list[ToolDefinition] | None = None
+    metadata: JSONObject | None = None
     loc: tuple[str | int, ...] = ()  # where a request body holds it (`("body", 2)`), for the API's errors
 
 
@@ -106,8 +107,9 @@ def _parse_one(obj: Any, where: str, *, keep_unknown_parts: bool = False, loc: t
         raise InputLimitError(f"{where}: {exc}") from None
     except ValueError as exc:
         raise BadInputError(f"{where}: {exc}", loc=loc) from None
-    digest = content_hash(conv["messages"], conv["tools"], conv["metadata"])
-    return Parsed(where, conv["id"] or content_id(digest), conv["messages"], digest, conv["tools"], conv["metadata"], loc)
+    tools, metadata = conv.get("tools"), conv.get("metadata")
+    digest = content_hash(conv["messages"], tools, metadata)
+    return Parsed(where, conv["id"] or content_id(digest), conv["messages"], digest, tools, metadata, loc)
 
 
 def content_id(digest: str) -> str:

@@ -12,11 +12,11 @@ Pure functions; errors are `ValueError`s that start with "FILE:LINE: span SPAN_I
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiment_runner.ingest.formats import finish_reason
+from experiment_runner.conversation import Conversation, Generation, JSONObject, Message, finish_reason
 from experiment_runner.ingest.otlp_messages import legacy_messages, semconv_messages
 from experiment_runner.jsonlimits import JSONLimitError, prefixed, short, to_int64
 
@@ -33,7 +33,7 @@ class Span:
     parent_id: str | None
     start: int | None
     end: int | None
-    attributes: dict[str, Any]
+    attributes: JSONObject
     where: str  # "file:line" of the request it came in
 
 
@@ -42,7 +42,7 @@ class FoundConversation:
     """A conversation made from spans: where its supplying span was read, and the native object."""
 
     where: str
-    conversation: dict[str, Any]
+    conversation: Conversation
 
 
 @dataclass
@@ -84,7 +84,7 @@ def conversations_from_requests(requests: Iterable[tuple[Any, str]], *, each_spa
             raise prefixed(exc, span.where) from None
     for conv_id, members in groups.items():
         last = max(members, key=lambda s: (s.end or s.start or 0))
-        found = {"id": conv_id, "messages": messages[last.span_id, last.trace_id]}
+        found: Conversation = {"id": conv_id, "messages": messages[last.span_id, last.trace_id]}
         result.conversations.append(FoundConversation(f"{last.where}: span {last.span_id}", found))
     return result
 
@@ -159,19 +159,25 @@ def _hex_id(value: Any, size: int, label: str, key: str) -> str:
     raise ValueError(f"{label}: '{key}' must be {2 * size} hex digits, got {short(value)}")
 
 
+def _int64(value: Any, where: str, bad: Callable[[], str]) -> int:
+    """An OTLP 64-bit integer (JSON writes them as strings): past the limits a `JSONLimitError` led by `where`,
+    anything else not an integer a `ValueError` saying `bad()`."""
+    try:
+        return to_int64(value)
+    except JSONLimitError as exc:
+        raise prefixed(exc, where) from None
+    except (TypeError, ValueError):
+        raise ValueError(bad()) from None
+
+
 def _nanos(raw: dict[str, Any], key: str, label: str) -> int | None:
     value = raw.get(key)
     if value is None:
         return None
-    try:
-        return to_int64(value)
-    except JSONLimitError as exc:
-        raise prefixed(exc, f"{label}: '{key}'") from None
-    except (TypeError, ValueError):
-        raise ValueError(f"{label}: '{key}' must be an integer, got {short(value)}") from None
+    return _int64(value, f"{label}: '{key}'", lambda: f"{label}: '{key}' must be an integer, got {short(value)}")
 
 
-def decode_attributes(raw: Any) -> dict[str, Any]:
+def decode_attributes(raw: Any) -> JSONObject:
     """OTLP `[{key, value: AnyValue}]` as a dict of Python values."""
     if not isinstance(raw, list):
         raise ValueError("'attributes' must be a list")
@@ -193,12 +199,7 @@ def any_value(value: Any, key: str = "value") -> Any:
     if kind in ("stringValue", "boolValue", "doubleValue", "bytesValue"):
         return inner
     if kind == "intValue":
-        try:
-            return to_int64(inner)
-        except JSONLimitError as exc:
-            raise prefixed(exc, f"attribute {key!r}: intValue") from None
-        except (TypeError, ValueError):
-            raise ValueError(f"attribute {key!r}: intValue {short(inner)} is not an integer") from None
+        return _int64(inner, f"attribute {key!r}: intValue", lambda: f"attribute {key!r}: intValue {short(inner)} is not an integer")
     if kind == "arrayValue":
         return [any_value(v, key) for v in (inner or {}).get("values", [])]
     if kind == "kvlistValue":
@@ -213,7 +214,7 @@ def is_inference(span: Span) -> bool:
     return any(key.startswith(("gen_ai.prompt.", "gen_ai.completion.")) for key in span.attributes)
 
 
-def span_messages(span: Span) -> list[dict[str, Any]]:
+def span_messages(span: Span) -> list[Message]:
     """The span's input messages plus its output message, which carries the generation."""
     try:
         found = semconv_messages(span.attributes) or legacy_messages(span.attributes)
@@ -227,7 +228,7 @@ def span_messages(span: Span) -> list[dict[str, Any]]:
     return [*history, {**output.message, "generation": generation(span, output.finish_reason)}]
 
 
-def generation(span: Span, output_reason: str | None) -> dict[str, Any]:
+def generation(span: Span, output_reason: str | None) -> Generation:
     """The generation metadata of an inference span (model, provider, tokens, latency, finish reasons)."""
     attrs = span.attributes
     reasons = attrs.get("gen_ai.response.finish_reasons")
@@ -247,11 +248,11 @@ def generation(span: Span, output_reason: str | None) -> dict[str, Any]:
     }
 
 
-def _first_str(attrs: dict[str, Any], *keys: str) -> str | None:
+def _first_str(attrs: JSONObject, *keys: str) -> str | None:
     return next((attrs[k] for k in keys if isinstance(attrs.get(k), str) and attrs[k]), None)
 
 
-def _first_int(attrs: dict[str, Any], *keys: str) -> int | None:
+def _first_int(attrs: JSONObject, *keys: str) -> int | None:
     for key in keys:
         value = attrs.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:

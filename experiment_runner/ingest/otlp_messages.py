@@ -9,22 +9,23 @@ Current GenAI conventions: `gen_ai.system_instructions`, `gen_ai.input.messages`
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import JSONObject, Message, Part
 
 SEMCONV_KEYS = ("gen_ai.system_instructions", "gen_ai.input.messages", "gen_ai.output.messages")
 _LEGACY = re.compile(r"^gen_ai\.(prompt|completion)\.(\d+)\.(.+)$")
 _TOOL_CALL = re.compile(r"^tool_calls\.(\d+)\.(id|name|arguments)$")
 
-Messages = tuple[list[dict[str, Any]], "Output | None"]
+Messages = tuple[list[Message], "Output | None"]
 
 
 @dataclass(frozen=True)
 class Output:
     """The span's reply: a native message (no generation yet) and its own finish reason, if given."""
 
-    message: dict[str, Any]
+    message: Message
     finish_reason: str | None
 
 
@@ -40,11 +41,11 @@ def json_value(value: Any, key: str) -> Any:
         raise jsonlimits.prefixed(exc, key) from None
 
 
-def semconv_messages(attrs: dict[str, Any]) -> Messages | None:
+def semconv_messages(attrs: JSONObject) -> Messages | None:
     """History and output from the current conventions' attributes, or None when the span has none."""
     if not any(attrs.get(key) is not None for key in SEMCONV_KEYS):
         return None
-    history: list[dict[str, Any]] = []
+    history: list[Message] = []
     instructions = json_value(attrs.get("gen_ai.system_instructions"), "gen_ai.system_instructions")
     if instructions:
         parts = instructions if isinstance(instructions, list) else [instructions]
@@ -58,7 +59,7 @@ def semconv_messages(attrs: dict[str, Any]) -> Messages | None:
     return history, Output(_message(first, "gen_ai.output.messages"), reason if isinstance(reason, str) else None)
 
 
-def _messages(attrs: dict[str, Any], key: str) -> list[Any]:
+def _messages(attrs: JSONObject, key: str) -> list[Any]:
     value = json_value(attrs.get(key), key)
     if value is None:
         return []
@@ -67,27 +68,27 @@ def _messages(attrs: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def _message(msg: Any, key: str) -> dict[str, Any]:
+def _message(msg: Any, key: str) -> Message:
     if not isinstance(msg, dict) or not isinstance(msg.get("parts", []), list):
         raise ValueError(f"{key}: a message must be an object with a 'parts' list, got {jsonlimits.short(msg)}")
     return {"role": msg.get("role", "assistant"), "parts": [_part(p) for p in msg.get("parts", [])]}
 
 
-def _part(part: Any) -> dict[str, Any]:
+def _part(part: Any) -> Part:
     """One GenAI part as ours: the four known types field by field, any other type as it is."""
     if not isinstance(part, dict):
         raise ValueError(f"a part must be an object, got {jsonlimits.short(part)}")
     kind = part.get("type")
     if kind in ("text", "reasoning"):
-        return {"type": kind, "content": part.get("content")}
+        return cast(Part, {"type": kind, "content": part.get("content")})  # checked by `formats.normalize_conversation`
     if kind == "tool_call":
-        return {"type": kind, "id": part.get("id"), "name": part.get("name"), "arguments": arguments(part.get("arguments"))}
+        return cast(Part, {"type": kind, "id": part.get("id"), "name": part.get("name"), "arguments": arguments(part.get("arguments"))})
     if kind == "tool_call_response":
         return {"type": kind, "id": part.get("id"), "response": part.get("response")}
-    return dict(part)
+    return cast(Part, dict(part))  # another GenAI part type, kept as it came
 
 
-def arguments(value: Any) -> dict[str, Any]:
+def arguments(value: Any) -> JSONObject:
     """Tool-call arguments as an object (a JSON string is parsed)."""
     if value is None or value == "":
         return {}
@@ -97,9 +98,9 @@ def arguments(value: Any) -> dict[str, Any]:
     return parsed
 
 
-def legacy_messages(attrs: dict[str, Any]) -> Messages | None:
+def legacy_messages(attrs: JSONObject) -> Messages | None:
     """History and output from OpenLLMetry's indexed attributes, or None when the span has none."""
-    fields: dict[str, dict[int, dict[str, Any]]] = {"prompt": {}, "completion": {}}
+    fields: dict[str, dict[int, JSONObject]] = {"prompt": {}, "completion": {}}
     for key, value in attrs.items():
         match = _LEGACY.match(key)
         if match:
@@ -114,26 +115,26 @@ def legacy_messages(attrs: dict[str, Any]) -> Messages | None:
     return history, Output(_legacy_message(first, "assistant"), reason if isinstance(reason, str) else None)
 
 
-def _legacy_message(fields: dict[str, Any], default_role: str) -> dict[str, Any]:
+def _legacy_message(fields: JSONObject, default_role: str) -> Message:
     role = fields.get("role") or default_role
     content = fields.get("content")
     if role == "tool":
         response = content if content is not None else ""
         return {"role": "tool", "parts": [{"type": "tool_call_response", "id": fields.get("tool_call_id"), "response": response}]}
-    calls: dict[int, dict[str, Any]] = {}
+    calls: dict[int, JSONObject] = {}
     for key, value in fields.items():
         match = _TOOL_CALL.match(key)
         if match:
             calls.setdefault(int(match[1]), {})[match[2]] = value
     parts = _content_parts(content)
     parts += [
-        {"type": "tool_call", "id": c.get("id"), "name": c.get("name"), "arguments": arguments(c.get("arguments"))}
+        cast(Part, {"type": "tool_call", "id": c.get("id"), "name": c.get("name"), "arguments": arguments(c.get("arguments"))})
         for _, c in sorted(calls.items())
     ]
-    return {"role": role, "parts": parts}
+    return cast(Message, {"role": role, "parts": parts})
 
 
-def _content_parts(content: Any) -> list[dict[str, Any]]:
+def _content_parts(content: Any) -> list[Part]:
     """OpenLLMetry content: a string, or a JSON list of `{"type": "text", "text"}` blocks."""
     if content is None or content == "":
         return []

@@ -8,16 +8,16 @@ nests values as deep as it likes, the JSON path does not.
 """
 
 import logging
-from typing import Any
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import JSONObject
 
 log = logging.getLogger(__name__)
 
 PROTOBUF_SUFFIXES = (".pb", ".binpb", ".protobuf")
 
 
-def decode_request(body: bytes) -> dict[str, Any]:
+def decode_request(body: bytes) -> JSONObject:
     """One binary `ExportTraceServiceRequest` as its protobuf JSON mapping (ids base64, which `import` accepts).
 
     `ValueError` when it is not one; `jsonlimits.JSONLimitError` past the JSON limits."""
@@ -29,13 +29,13 @@ def decode_request(body: bytes) -> dict[str, Any]:
         request = ExportTraceServiceRequest.FromString(body)
     except DecodeError as exc:
         raise ValueError(f"not a protobuf ExportTraceServiceRequest ({exc})") from None
-    decoded: dict[str, Any] = MessageToDict(request)
+    decoded: JSONObject = MessageToDict(request)
     decoded.setdefault("resourceSpans", [])
     jsonlimits.check_value(decoded)
     return decoded
 
 
-def decode_file(data: bytes) -> list[dict[str, Any]]:
+def decode_file(data: bytes) -> list[JSONObject]:
     """The requests of a protobuf trace file: one request, else length-prefixed ones; `ValueError` otherwise."""
     try:
         return [decode_request(data)]

@@ -19,9 +19,10 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import Annotation, JSONObject, Part, ToolCallPart
 from experiment_runner.evaluation.spans import TEXT_PART_TYPES, part_target
 
 
@@ -120,7 +121,24 @@ def highlight(text: str, spans: Sequence[HighlightSpan]) -> str:
 # --- message parts --------------------------------------------------------------------------------
 
 
-def _arguments(part: Mapping[str, Any]) -> dict[str, Any] | None:
+class ParamView(TypedDict):
+    name: str
+    html: str
+
+
+class PartView(TypedDict, total=False):
+    """What the template shows for a part: its `kind`, then its marked-up `html` (text, reasoning), its
+    tool's `name`, `params` and `whole` marked-up arguments (tool call), or its `text` (anything else)."""
+
+    kind: Required[str]
+    html: str
+    name: str | None
+    params: list[ParamView]
+    whole: str | None
+    text: str
+
+
+def _arguments(part: Part) -> JSONObject | None:
     arguments = part.get("arguments")
     if isinstance(arguments, str):
         try:
@@ -134,14 +152,14 @@ def _pretty(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2)
 
 
-def _span_key(parts: list[dict[str, Any]], annotation: Mapping[str, Any]) -> tuple[int, str | None]:
+def _span_key(parts: list[Part], annotation: Mapping[str, Any]) -> tuple[int, str | None]:
     index = annotation["message_part_index"]
     is_tool_call = 0 <= index < len(parts) and parts[index].get("type") == "tool_call"
     return index, annotation.get("parameter_name") if is_tool_call else None
 
 
 def _place(
-    parts: list[dict[str, Any]], annotations: Sequence[dict[str, Any]]
+    parts: list[Part], annotations: Sequence[Annotation]
 ) -> tuple[dict[tuple[int, str | None], list[HighlightSpan]], set[str]]:
     """Spans per (part index, parameter name), and the ids of annotations whose offsets fit nowhere."""
     spans: dict[tuple[int, str | None], list[HighlightSpan]] = {}
@@ -158,34 +176,34 @@ def _place(
 
 
 def parts_view(
-    parts: list[dict[str, Any]], annotations: Sequence[dict[str, Any]] = ()
-) -> tuple[list[dict[str, Any]], set[str]]:
+    parts: list[Part], annotations: Sequence[Annotation] = ()
+) -> tuple[list["PartView"], set[str]]:
     """What the template shows for each part (`html` is pre-escaped markup), and the unplaced annotation ids."""
     spans, unplaced = _place(parts, annotations)
-    views: list[dict[str, Any]] = []
+    views: list[PartView] = []
     for i, part in enumerate(parts):
         kind = part.get("type")
-        if kind in TEXT_PART_TYPES and isinstance(part.get("content"), str):
-            views.append({"kind": kind, "html": highlight(part["content"], spans.get((i, None), []))})
+        if kind in TEXT_PART_TYPES and isinstance(content := part.get("content"), str):
+            views.append({"kind": str(kind), "html": highlight(content, spans.get((i, None), []))})
         elif kind == "tool_call":
             arguments = _arguments(part) or {}
-            params = [
+            params: list[ParamView] = [
                 {"name": name, "html": highlight(target, spans.get((i, name), []))}
                 for name in arguments
                 if (target := part_target(part, name)) is not None
             ]
             whole = spans.get((i, None))
-            view = {"kind": kind, "name": part.get("name"), "params": params, "whole": None}
+            view: PartView = {"kind": kind, "name": cast(ToolCallPart, part).get("name"), "params": params, "whole": None}
             if whole or not params:
                 view["whole"] = highlight(part_target(part, None) or "", whole or [])
             views.append(view)
         else:
             body = part.get("response") if kind == "tool_call_response" else part
-            views.append({"kind": kind or "part", "text": _pretty(body)})
+            views.append({"kind": str(kind or "part"), "text": _pretty(body)})
     return views, unplaced
 
 
-def annotation_location(parts: list[dict[str, Any]], annotation: Mapping[str, Any]) -> str:
+def annotation_location(parts: list[Part], annotation: Mapping[str, Any]) -> str:
     """Where an annotation points: `part 1, book_table.party_size`."""
     index, parameter = _span_key(parts, annotation)
     if parameter is not None:

@@ -19,37 +19,24 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from experiment_runner.conversation import Annotation, JSONObject, Message
 from experiment_runner.files import check_output_path, write_text_atomic
 from experiment_runner.report.highlight import annotation_location, label_class, label_colour, parts_view
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.results.compare import ItemLabels, compare_summaries
+from experiment_runner.results.documents import ExportDocument, ExportEvaluation
 from experiment_runner.results.export import export_chunks, target_cost
+from experiment_runner.results.vocabulary import COUNTS, METRICS
 from experiment_runner.store import Store
 
 PER_PAGE = 50
 HISTOGRAM_BINS = 20
 TEMPLATE = "report.html.j2"
 SETTINGS_KEYS = ("evaluator_model", "labels", "api_base", "source_experiment_id", "evaluation_summary", "structured_output", "cache")
-# metric (or count) key -> (title, format used by the template's `fmt` macro)
-METRIC_NAMES: dict[str, tuple[str, str]] = {
-    "total_items_count": ("Items", "int"),
-    "completed_items_count": ("Completed items", "int"),
-    "evaluations_received": ("Evaluations received", "int"),
-    "issue_rate": ("Issue rate", "pct"),
-    "total_issues": ("Issues", "int"),
-    "avg_issues_per_evaluated_message": ("Issues per evaluated message", "f2"),
-    "issue_free_message_count": ("Issue-free messages", "int"),
-    "avg_response_latency_ms": ("Average latency", "ms"),
-    "max_response_latency_ms": ("Max latency", "ms"),
-    "total_generation_time_ms": ("Total generation time", "s"),
-    "total_input_tokens": ("Input tokens", "int"),
-    "total_output_tokens": ("Output tokens", "int"),
-    "avg_input_tokens": ("Input tokens per item", "f1"),
-    "avg_output_tokens": ("Output tokens per item", "f1"),
-    "cost_per_1k": ("Cost per 1k items", "usd"),
-}
+# metric (or count) key -> (title, format used by the template's `fmt` macro), from the one vocabulary
+METRIC_NAMES: dict[str, tuple[str, str]] = {m.key: (m.title, m.format) for m in (*COUNTS, *METRICS) if m.numeric}
 METRIC_CARDS = (  # tokens are in their own panel
     "issue_rate", "total_issues", "avg_issues_per_evaluated_message", "issue_free_message_count",
     "avg_response_latency_ms", "max_response_latency_ms", "total_generation_time_ms", "cost_per_1k",
@@ -58,11 +45,11 @@ METRIC_CARDS = (  # tokens are in their own panel
 Doc = Mapping[str, Any]
 
 
-def load_document(store: Store, experiment_id: str) -> dict[str, Any]:
+def load_document(store: Store, experiment_id: str) -> ExportDocument:
     """The export of an experiment, its `experiment` object completed with the evaluator settings."""
-    document: dict[str, Any] = json.loads("".join(export_chunks(store, experiment_id)))
+    document: ExportDocument = json.loads("".join(export_chunks(store, experiment_id)))
     summary = experiment_summary(store, experiment_id)
-    document["experiment"].update({key: summary.get(key) for key in SETTINGS_KEYS})
+    cast(JSONObject, document["experiment"]).update({key: summary.get(key) for key in SETTINGS_KEYS})
     return document
 
 
@@ -85,12 +72,12 @@ def write_report(store: Store, experiment_id: str, path: str | Path, *, compare_
 # --- items -----------------------------------------------------------------------------------------
 
 
-def _reply(item: Doc) -> dict[str, Any] | None:
+def _reply(item: Doc) -> Message | None:
     result = item.get("result_conversation")
     return result["messages"][-1] if result and result["messages"] else None
 
 
-def _evaluated(item: Doc, evaluations: Doc) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[Any] | None]:
+def _evaluated(item: Doc, evaluations: Doc) -> tuple[Message | None, ExportEvaluation | None, list[Annotation] | None]:
     """(final message, its evaluation, the evaluation's annotations if it completed, else None)."""
     reply = _reply(item)
     evaluation = evaluations.get(reply["id"]) if reply else None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from experiment_runner.results.span_scores import LabelledSpan
 
@@ -51,7 +51,19 @@ def joint_counts(replies: Iterable[Reply]) -> Counter[Cell]:
     return joint
 
 
-def kappa(joint: Counter[Any]) -> dict[str, Any]:
+class Kappa(TypedDict):
+    kappa: float | None
+    observed_agreement: float | None
+    expected_agreement: float | None
+    characters: int
+
+
+class CharKappa(TypedDict):
+    overall: Kappa  # over label sets
+    per_label: dict[str, Kappa]  # yes/no per label
+
+
+def kappa(joint: Counter[Any]) -> Kappa:
     """Cohen's kappa from counts of (A's category, B's category) pairs, with p_o, p_e and the number of units."""
     total = sum(joint.values())
     if total == 0:
@@ -67,11 +79,11 @@ def kappa(joint: Counter[Any]) -> dict[str, Any]:
     return {"kappa": value, "observed_agreement": observed, "expected_agreement": expected, "characters": total}
 
 
-def char_kappa(replies: Iterable[Reply]) -> dict[str, Any]:
+def char_kappa(replies: Iterable[Reply]) -> CharKappa:
     """`{"overall": kappa over label sets, "per_label": {label: yes/no kappa}}`, labels sorted."""
     joint = joint_counts(replies)
     labels = sorted({label for a, b in joint for label in a | b})
-    per_label = {}
+    per_label: dict[str, Kappa] = {}
     for label in labels:
         binary: Counter[tuple[bool, bool]] = Counter()
         for (a, b), n in joint.items():

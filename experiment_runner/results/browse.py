@@ -7,9 +7,11 @@ item is what `export` gives; their evaluation is the item's latest one, as the m
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypedDict, cast
 
+from experiment_runner.conversation import Conversation
 from experiment_runner.errors import BadInputError, NotFoundError
+from experiment_runner.results.documents import ExperimentObject, ExportEvaluation, ExportItem
 from experiment_runner.results.export import experiment_object, export_evaluations, export_items, target_cost
 from experiment_runner.store import Store
 from experiment_runner.store.queries import browse as q
@@ -37,7 +39,7 @@ ITEM_FILTERS: dict[str, q.ItemConditions] = {
 class ExperimentEntry:
     """One experiment for a listing: the export's experiment object and the evaluator it names."""
 
-    experiment: dict[str, Any]
+    experiment: ExperimentObject
     evaluator_model: str | None
 
 
@@ -45,8 +47,8 @@ class ExperimentEntry:
 class ItemPage:
     """A page of matching items (`(position, export item)`), their latest evaluations by message id, the match count."""
 
-    items: list[tuple[int, dict[str, Any]]]
-    evaluations: dict[str, dict[str, Any]]
+    items: list[tuple[int, ExportItem]]
+    evaluations: dict[str, ExportEvaluation]
     matched: int
     next_after: int | None  # the position to continue after, when more items match
 
@@ -175,11 +177,22 @@ def search_conversations(store: Store, words: str = "", *, limit: int = 50, offs
     return ConversationPage(listed, total, offset, limit)
 
 
-def conversation_detail(store: Store, conversation_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+class ExperimentUse(TypedDict):
+    """An experiment with an item on a conversation: the experiment, and its item's status and position."""
+
+    id: str
+    name: str
+    model: str
+    created_at: str
+    status: str
+    position: int
+
+
+def conversation_detail(store: Store, conversation_id: str) -> tuple[Conversation, list["ExperimentUse"]]:
     """A conversation (export shape; `NotFoundError` if unknown) and the experiments with an item on it."""
     with store.read() as session:
         conversation = conversation_queries.conversation(session.connection(), conversation_id)
         if conversation is None or conversation["type"] != "source":
             raise NotFoundError(f"no imported conversation with id {conversation_id!r}")
-        used = [dict(r._mapping) for r in q.experiments_using(session.connection(), conversation_id)]
+        used = [cast(ExperimentUse, dict(r._mapping)) for r in q.experiments_using(session.connection(), conversation_id)]
     return conversation, used

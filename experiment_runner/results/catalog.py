@@ -8,13 +8,29 @@ items), so a walk through the pages sees every row once even while new experimen
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain, repeat
+from typing import Any, TypeVar
+
+from sqlmodel import Session
 
 from experiment_runner import jsonlimits
 from experiment_runner.engine.lease import ensure_free, holder_state
 from experiment_runner.errors import BadInputError, NotFoundError
-from experiment_runner.results.export import experiment_object, item_page
+from experiment_runner.results.documents import (
+    BatchView,
+    CacheSummary,
+    EvaluationSummary,
+    ExperimentObject,
+    ExperimentSummary,
+    ExportItem,
+    Page,
+    RecentError,
+    RunState,
+)
+from experiment_runner.results.export import TargetCost, experiment_object, item_page, priced
+from experiment_runner.results.metrics import per_1k, ratio, status_summary
 from experiment_runner.store import Store
 from experiment_runner.store.queries import batches as batches_q
 from experiment_runner.store.queries import cache as cache_q
@@ -22,10 +38,13 @@ from experiment_runner.store.queries import experiments as q
 from experiment_runner.store.queries import results as results_q
 from experiment_runner.store.queries.experiments import require_experiment
 from experiment_runner.store.tables import Experiment
+from experiment_runner.store.timeutil import to_rfc3339
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 RECENT_ERRORS = 5
+
+T = TypeVar("T")
 
 
 def _check_limit(limit: Any) -> int:
@@ -57,7 +76,7 @@ def decode_cursor(cursor: str, types: tuple[type, ...]) -> list[Any]:
     return checked
 
 
-def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] | None) -> dict[str, Any]:
+def _page(items: list[T], limit: int, cursor: str | None, next_key: list[Any] | None) -> Page[T]:
     """The page shape of the hosted API's list-experiments page; `next_key` is the keyset of the next page, if any."""
     return {
         "next_page_cursor": encode_cursor(next_key) if next_key is not None else None,
@@ -67,8 +86,10 @@ def _page(items: list[Any], limit: int, cursor: str | None, next_key: list[Any] 
     }
 
 
-def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict[str, Any]:
-    """One page of experiments, newest first (by created_at, then id), each as the export's experiment object."""
+def _experiments_page(
+    store: Store, limit: int, cursor: str | None, read: Callable[[Session, list[Experiment]], list[T]]
+) -> Page[T]:
+    """One page of experiments, newest first (by created_at, then id), each as `read` gives it."""
     _check_limit(limit)
     before: tuple[str, str] | None = None
     if cursor is not None:
@@ -77,14 +98,60 @@ def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | 
     with store.read() as session:
         rows = q.experiment_page(session, limit + 1, before)
         shown = rows[:limit]
-        items = [experiment_object(session, row) for row in shown]
+        items = read(session, shown)
     next_key = [shown[-1].created_at, shown[-1].id] if len(rows) > limit else None
     return _page(items, limit, cursor, next_key)
 
 
+def list_experiments(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[ExperimentObject]:
+    """One page of experiments, newest first (by created_at, then id), each as the export's experiment object."""
+    return _experiments_page(store, limit, cursor, lambda session, shown: [experiment_object(session, row) for row in shown])
+
+
+@dataclass(frozen=True)
+class ExperimentLine:
+    """What `list` shows of an experiment: the figures of its export object that the table prints, no more."""
+
+    id: str
+    name: str
+    model: str
+    created_at: str | None
+    status_summary: dict[str, int]
+    evaluations_received: int
+    issue_rate: float
+    cost: TargetCost
+
+
+def _lines(session: Session, shown: list[Experiment]) -> list[ExperimentLine]:
+    """`ExperimentLine`s from one aggregate query over the page's items (no item is read into Python)."""
+    by_experiment: dict[str, list[Any]] = {}
+    for row in results_q.overview_rows(session.connection(), [e.id for e in shown]):
+        by_experiment.setdefault(row.experiment_id, []).append(row)
+    lines = []
+    for experiment in shown:
+        rows = by_experiment.get(experiment.id, [])
+        summary = status_summary(chain.from_iterable(repeat(r.status, r.n) for r in rows))
+        done = next((r for r in rows if r.status == "completed"), None)
+        evaluated, with_issues = sum(r.evaluated for r in rows), sum(r.with_issues for r in rows)
+        completed = summary["completed"]
+        cost = priced(per_1k(done.cost_usd if done else 0, completed), completed, done.unpriced if done else 0)
+        lines.append(ExperimentLine(
+            id=experiment.id, name=experiment.name, model=experiment.model, created_at=to_rfc3339(experiment.created_at),
+            status_summary=summary, evaluations_received=sum(r.received for r in rows),
+            issue_rate=ratio(with_issues, evaluated), cost=cost,
+        ))
+    return lines
+
+
+def list_overview(store: Store, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[ExperimentLine]:
+    """`list_experiments`' page (same order, cursors and limits) with each experiment as an `ExperimentLine`:
+    what `list` prints, read with one aggregate query per page instead of every item's metrics."""
+    return _experiments_page(store, limit, cursor, _lines)
+
+
 def list_items(
     store: Store, experiment_id: str, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
-) -> dict[str, Any]:
+) -> Page[ExportItem]:
     """One page of an experiment's items in position order, each as in the export."""
     _check_limit(limit)
     after = decode_cursor(cursor, (int,))[0] if cursor is not None else -1
@@ -96,7 +163,7 @@ def list_items(
     return _page([item for _, item in shown], limit, cursor, next_key)
 
 
-def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
+def experiment_summary(store: Store, experiment_id: str) -> ExperimentSummary:
     """What `show` prints: the experiment object, evaluator settings and the latest item errors."""
     from experiment_runner.evaluation.evaluator import EvaluatorConfig
 
@@ -104,7 +171,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
         experiment = require_experiment(session, experiment_id)
         summary = experiment_object(session, experiment)
         errors = q.recent_errors(session.connection(), experiment_id, RECENT_ERRORS)
-        recent = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
+        recent: list[RecentError] = [{"item_id": r.id, "position": r.position, "error_message": r.error_message} for r in errors]
         evaluations = evaluation_summary(session.connection(), experiment_id)
         cache = cache_summary(session.connection(), experiment_id)
         batches = batch_summary(session.connection(), experiment_id)
@@ -127,7 +194,7 @@ def experiment_summary(store: Store, experiment_id: str) -> dict[str, Any]:
     }
 
 
-def run_state(store: Store, experiment: Experiment, spent_usd: float) -> dict[str, Any]:
+def run_state(store: Store, experiment: Experiment, spent_usd: float) -> RunState:
     """Where the experiment's runs stand: `state` (running, complete, stopped, crashed, not running), who
     ran it last, why it stopped, its budget and what its results cost, and the settings `resume` changed."""
     holder = holder_state(store, experiment.id)
@@ -151,7 +218,7 @@ def run_state(store: Store, experiment: Experiment, spent_usd: float) -> dict[st
     }
 
 
-def batch_summary(conn: Any, experiment_id: str) -> list[dict[str, Any]]:
+def batch_summary(conn: Any, experiment_id: str) -> list[BatchView]:
     """The experiment's provider batch jobs: role, provider id, state, requests, when submitted and its age."""
     from datetime import UTC, datetime
 
@@ -166,7 +233,7 @@ def batch_summary(conn: Any, experiment_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def cache_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
+def cache_summary(conn: Any, experiment_id: str) -> CacheSummary:
     """Calls of this experiment the response cache answered (replies and evaluator calls), and what they saved."""
     usage = cache_q.experiment_usage(conn, experiment_id)
     (target, target_saved), (evaluator, evaluator_saved) = usage["target"], usage["evaluator"]
@@ -174,7 +241,7 @@ def cache_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
             "saved_usd": round(target_saved + evaluator_saved, 8)}
 
 
-def evaluation_summary(conn: Any, experiment_id: str) -> dict[str, Any]:
+def evaluation_summary(conn: Any, experiment_id: str) -> EvaluationSummary:
     """What the evaluator did: evaluations by status, its tokens and cost, annotations dropped and why,
     the modes it answered in, and the latest errors of failed evaluations."""
     totals = results_q.evaluation_totals(conn, experiment_id)

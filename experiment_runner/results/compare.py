@@ -9,23 +9,88 @@ The `paired` section tests each issue metric on the items evaluated in both
 """
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, cast
 
-from experiment_runner.results.export import METRIC_KEYS, experiment_object, target_cost
-from experiment_runner.results.stats import RESAMPLES, SEED, paired_binary, paired_bootstrap
+from experiment_runner.results.documents import ExperimentObject
+from experiment_runner.results.export import experiment_object, target_cost
+from experiment_runner.results.stats import RESAMPLES, SEED, PairedDict, paired_binary, paired_bootstrap
+from experiment_runner.results.vocabulary import COUNT_KEYS, NUMERIC_METRICS
 from experiment_runner.store import Store
 from experiment_runner.store.queries import results as q
 from experiment_runner.store.queries.experiments import require_experiment
 
 TOP_CHANGED = 10
-COUNT_KEYS = ("total_items_count", "completed_items_count", "evaluations_received")
-NUMERIC_METRICS = tuple(key for key in METRIC_KEYS if key not in ("issue_labels", "parameter_issues"))
 
 IssueCounts = Mapping[str, int | None]
 """Issues per source conversation id; None when the item's reply has no completed evaluation."""
 
 ItemLabels = Mapping[str, Sequence[str] | None]
 """Per source conversation id, the label of each span found; None when the item's reply has no completed evaluation."""
+
+
+
+class PairedMetric(PairedDict):
+    metric: str  # issue_rate, avg_issues_per_evaluated_message, issue_free_share, label:NAME
+
+
+class Bootstrap(TypedDict):
+    resamples: int
+    seed: int
+
+
+class PairedSummary(TypedDict):
+    """The paired tests: how many items were paired, and each metric's B - A with its interval and p-value."""
+
+    items: int
+    not_evaluated_in_both: int
+    confidence: float
+    bootstrap: Bootstrap
+    metrics: list[PairedMetric]
+
+
+class Identity(TypedDict):
+    id: str
+    name: str
+    model: str
+    pass_through: bool
+
+
+class Row(TypedDict, total=False):
+    """A metric's (`metric`) or a label's (`label`) values in A and B, and B - A (None when not numbers)."""
+
+    metric: str
+    label: str
+    a: Any
+    b: Any
+    delta: int | float | None
+
+
+class ChangedItem(TypedDict):
+    source_conversation_id: str
+    a: int
+    b: int
+    delta: int
+
+
+class SharedConversations(TypedDict):
+    shared: int
+    only_a: int
+    only_b: int
+    only_a_ids: list[str]
+    only_b_ids: list[str]
+
+
+class Comparison(TypedDict):
+    """`compare`: who A and B are, their conversations, metrics, labels, most changed items and paired tests."""
+
+    a: Identity
+    b: Identity
+    conversations: SharedConversations
+    metrics: list[Row]
+    labels: list[Row]
+    changed_items: list[ChangedItem]
+    paired: PairedSummary
+
 
 PAIRED_METRICS = ("issue_rate", "avg_issues_per_evaluated_message", "issue_free_share")
 """The issue metrics `compare` tests on paired items (then `label:NAME` for every label seen)."""
@@ -36,7 +101,7 @@ def issue_counts(labels: ItemLabels) -> dict[str, int | None]:
     return {source: None if found is None else len(found) for source, found in labels.items()}
 
 
-def paired_metrics(labels_a: ItemLabels, labels_b: ItemLabels, *, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, Any]:
+def paired_metrics(labels_a: ItemLabels, labels_b: ItemLabels, *, resamples: int = RESAMPLES, seed: int = SEED) -> "PairedSummary":
     """Each issue metric over the source conversations evaluated in both, B - A with its 95% interval and p-value.
 
     issue_rate, issue_free_share and each `label:NAME` (the share of messages with at least one span of
@@ -44,7 +109,7 @@ def paired_metrics(labels_a: ItemLabels, labels_b: ItemLabels, *, resamples: int
     shared = sorted(s for s in labels_a.keys() & labels_b.keys() if labels_a[s] is not None and labels_b[s] is not None)
     a = [list(labels_a[s] or ()) for s in shared]
     b = [list(labels_b[s] or ()) for s in shared]
-    rows = [
+    rows: list[PairedMetric] = [
         {"metric": "issue_rate", **paired_binary([bool(x) for x in a], [bool(y) for y in b]).as_dict()},
         {"metric": "avg_issues_per_evaluated_message",
          **paired_bootstrap([len(x) for x in a], [len(y) for y in b], resamples=resamples, seed=seed).as_dict()},
@@ -69,8 +134,8 @@ def _delta(a: Any, b: Any) -> int | float | None:
     return round(delta, 12) if isinstance(delta, float) else delta  # 0.3 - 0.1 -> 0.2, not 0.19999999999999998
 
 
-def _row(key: str, name: str, a: Any, b: Any) -> dict[str, Any]:
-    return {key: name, "a": a, "b": b, "delta": _delta(a, b)}
+def _row(key: str, name: str, a: Any, b: Any) -> "Row":
+    return cast(Row, {key: name, "a": a, "b": b, "delta": _delta(a, b)})
 
 
 def _metric(experiment: Mapping[str, Any], key: str) -> Any:
@@ -80,11 +145,11 @@ def _metric(experiment: Mapping[str, Any], key: str) -> Any:
     return experiment["metrics"][key]
 
 
-def _identity(experiment: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: experiment.get(key) for key in ("id", "name", "model", "pass_through")}
+def _identity(experiment: Mapping[str, Any]) -> "Identity":
+    return cast(Identity, {key: experiment.get(key) for key in ("id", "name", "model", "pass_through")})
 
 
-def changed_items(issues_a: IssueCounts, issues_b: IssueCounts, top: int = TOP_CHANGED) -> list[dict[str, Any]]:
+def changed_items(issues_a: IssueCounts, issues_b: IssueCounts, top: int = TOP_CHANGED) -> list["ChangedItem"]:
     """Shared conversations evaluated in both whose issue count changed, largest |delta| first (then by id)."""
     pairs = [
         (cid, a, b)
@@ -97,7 +162,7 @@ def changed_items(issues_a: IssueCounts, issues_b: IssueCounts, top: int = TOP_C
 
 def compare_summaries(
     a: Mapping[str, Any], b: Mapping[str, Any], spans_a: ItemLabels, spans_b: ItemLabels
-) -> dict[str, Any]:
+) -> "Comparison":
     """The comparison of two experiment objects and the labels of their spans per source conversation."""
     ma, mb = a["metrics"], b["metrics"]
     labels_a, labels_b = ma["issue_labels"], mb["issue_labels"]
@@ -137,7 +202,7 @@ def span_labels(rows: Sequence[Any]) -> dict[str, list[str] | None]:
     return found
 
 
-def load_experiment(store: Store, experiment_id: str) -> tuple[dict[str, Any], dict[str, list[str] | None]]:
+def load_experiment(store: Store, experiment_id: str) -> tuple[ExperimentObject, dict[str, list[str] | None]]:
     """The experiment object and its span labels per source conversation (`NotFoundError` for an unknown id)."""
     with store.read() as session:
         summary = experiment_object(session, require_experiment(session, experiment_id))
@@ -145,7 +210,7 @@ def load_experiment(store: Store, experiment_id: str) -> tuple[dict[str, Any], d
     return summary, span_labels(rows)
 
 
-def compare_experiments(store: Store, id_a: str, id_b: str) -> dict[str, Any]:
+def compare_experiments(store: Store, id_a: str, id_b: str) -> "Comparison":
     """Compare experiment B with experiment A (`NotFoundError` for an unknown id)."""
     a, spans_a = load_experiment(store, id_a)
     b, spans_b = load_experiment(store, id_b)

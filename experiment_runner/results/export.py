@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from importlib import resources
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from sqlmodel import Session
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import Annotation, Conversation, JSONObject
 from experiment_runner.files import write_text_atomic
+from experiment_runner.results.documents import ExperimentObject, ExportDocument, ExportEvaluation, ExportItem
 from experiment_runner.results.metrics import (
     AnnotationFacts,
     EvaluationFacts,
@@ -38,14 +40,6 @@ from experiment_runner.store.timeutil import to_rfc3339
 PAGE = 200  # items (or evaluations) per query page
 FACTS_PAGE = 1000  # items per page when only metrics facts are read
 SCHEMA_FILE = "export.schema.json"
-
-# fmt: off
-METRIC_KEYS: tuple[str, ...] = (
-    "issue_rate", "total_issues", "cost_per_1k", "issue_labels", "total_input_tokens", "total_output_tokens",
-    "avg_input_tokens", "avg_output_tokens", "avg_issues_per_evaluated_message", "issue_free_message_count",
-    "total_generation_time_ms", "avg_response_latency_ms", "max_response_latency_ms", "parameter_issues",
-)
-# fmt: on
 
 
 def _dumps(value: Any) -> str:
@@ -78,7 +72,7 @@ def item_facts(session: Session, experiment_id: str) -> Iterator[ItemFacts]:
 # --- the experiment object ---------------------------------------------------------------------
 
 
-def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any]:
+def experiment_object(session: Session, experiment: Experiment) -> ExperimentObject:
     """The export's `experiment` object: settings, counts, status summary and metrics, in the schema's order."""
     conn = session.connection()
     counts = q.status_counts(conn, experiment.id)
@@ -106,7 +100,7 @@ def experiment_object(session: Session, experiment: Experiment) -> dict[str, Any
         "evaluations_expected": sum(r.expected for r in counts),
         "evaluations_received": received,
         "status_summary": summary,
-        "metrics": {key: metrics[key] for key in METRIC_KEYS},
+        "metrics": metrics,  # in the schema's order (`vocabulary.METRIC_KEYS`)
         # Beyond the hosted API's fields: what the evaluator calls cost (litellm's price; None when none was priced),
         # beside the target's metrics.cost_per_1k, and how many completed replies have no known cost (counted
         # as $0 in cost_per_1k, which the schema requires to be a number: all of them means the cost is unknown).
@@ -127,8 +121,12 @@ class TargetCost:
 
 def target_cost(experiment: Mapping[str, Any]) -> TargetCost:
     """The target cost of an experiment object (the export's shape)."""
-    per_1k, completed = experiment["metrics"]["cost_per_1k"], experiment["completed_items_count"]
-    return TargetCost(per_1k * completed / 1000, per_1k, cost_known(completed, experiment.get("unpriced_items_count", 0)))
+    return priced(experiment["metrics"]["cost_per_1k"], experiment["completed_items_count"], experiment.get("unpriced_items_count", 0))
+
+
+def priced(per_1k_usd: float, completed: int, unpriced: int) -> TargetCost:
+    """The target cost from `cost_per_1k`, the completed items and how many of their replies had no price."""
+    return TargetCost(per_1k_usd * completed / 1000, per_1k_usd, cost_known(completed, unpriced))
 
 
 def evaluator_cost(conn: Any, experiment_id: str) -> float | None:
@@ -142,13 +140,13 @@ def evaluator_cost(conn: Any, experiment_id: str) -> float | None:
 
 def item_page(
     session: Session, experiment_id: str, *, after: int = -1, limit: int = PAGE
-) -> list[tuple[int, dict[str, Any]]]:
+) -> list[tuple[int, ExportItem]]:
     """Up to `limit` items after position `after`, as `(position, export item)` pairs, with their conversations."""
     conn = session.connection()
     return export_items(conn, q.item_rows(conn, experiment_id, after, limit))
 
 
-def export_items(conn: Any, rows: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+def export_items(conn: Any, rows: list[Any]) -> list[tuple[int, ExportItem]]:
     """Item rows (the columns of `item_rows`) as `(position, export item)` pairs, their conversations loaded."""
     ids = {r.source_conversation_id for r in rows} | {
         r.result_conversation_id for r in rows if r.result_conversation_id
@@ -156,12 +154,12 @@ def export_items(conn: Any, rows: list[Any]) -> list[tuple[int, dict[str, Any]]]
     conversations = conversation_queries.conversations(conn, sorted(ids))
     page = []
     for r in rows:
-        source = conversations.get(r.source_conversation_id) or {
+        source: Conversation = conversations.get(r.source_conversation_id) or {
             "id": r.source_conversation_id,
             "type": "source",
             "messages": [],
         }
-        item = {
+        item: ExportItem = {
             "id": r.id,
             "status": r.status,
             "error_message": r.error_message,
@@ -176,7 +174,7 @@ def export_items(conn: Any, rows: list[Any]) -> list[tuple[int, dict[str, Any]]]
     return page
 
 
-def _items(session: Session, experiment_id: str) -> Iterator[dict[str, Any]]:
+def _items(session: Session, experiment_id: str) -> Iterator[ExportItem]:
     after = -1
     while page := item_page(session, experiment_id, after=after):
         for _, item in page:
@@ -198,7 +196,7 @@ _EVALUATION_KEYS = (
 # fmt: on
 
 
-def _evaluations(session: Session, experiment_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _evaluations(session: Session, experiment_id: str) -> Iterator[tuple[str, ExportEvaluation]]:
     """`(message_id, evaluation)` in item order; a message evaluated twice keeps its first evaluation."""
     conn = session.connection()
     after, after_id = -1, ""
@@ -214,13 +212,13 @@ def _evaluations(session: Session, experiment_id: str) -> Iterator[tuple[str, di
         after, after_id = rows[-1].position, rows[-1].id
 
 
-def export_evaluations(conn: Any, rows: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+def export_evaluations(conn: Any, rows: list[Any]) -> list[tuple[str, ExportEvaluation]]:
     """Evaluation rows (the export's evaluation columns) as `(message_id, export evaluation)`, annotations loaded."""
-    annotations: dict[str, list[dict[str, Any]]] = {}
+    annotations: dict[str, list[Annotation]] = {}
     for a in q.annotation_rows(conn, [r.id for r in rows]):
-        annotations.setdefault(a.evaluation_id, []).append({key: getattr(a, key) for key in _ANNOTATION_KEYS})
+        annotations.setdefault(a.evaluation_id, []).append(cast(Annotation, {key: getattr(a, key) for key in _ANNOTATION_KEYS}))
     return [
-        (r.message_id, {**{key: getattr(r, key) for key in _EVALUATION_KEYS}, "annotations": annotations.get(r.id, [])})
+        (r.message_id, cast(ExportEvaluation, {**{key: getattr(r, key) for key in _EVALUATION_KEYS}, "annotations": annotations.get(r.id, [])}))
         for r in rows
     ]
 
@@ -260,9 +258,9 @@ def export_chunks(store: Store, experiment_id: str) -> Iterator[str]:
     return _chunks(store, experiment_id, ExportStats())
 
 
-def export_document(store: Store, experiment_id: str) -> dict[str, Any]:
+def export_document(store: Store, experiment_id: str) -> ExportDocument:
     """The whole export as a dict (for small experiments and tests; `export_chunks` streams)."""
-    document: dict[str, Any] = json.loads("".join(export_chunks(store, experiment_id)))
+    document: ExportDocument = json.loads("".join(export_chunks(store, experiment_id)))
     return document
 
 
@@ -281,7 +279,7 @@ def write_export(store: Store, experiment_id: str, target: str | Path | TextIO) 
     return stats
 
 
-def load_export_schema() -> dict[str, Any]:
+def load_export_schema() -> JSONObject:
     """The JSON Schema of the export, as shipped in the package."""
-    schema: dict[str, Any] = json.loads(resources.files("experiment_runner.results").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    schema: JSONObject = json.loads(resources.files("experiment_runner.results").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
     return schema

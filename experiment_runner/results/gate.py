@@ -14,19 +14,18 @@ limit must be a finite number, and `label:NAME` a label the experiment (or its b
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from experiment_runner.errors import BadInputError
 from experiment_runner.evaluation.evaluator import EvaluatorConfig
 from experiment_runner.evaluation.rules import rules_of
-from experiment_runner.results.compare import NUMERIC_METRICS, ItemLabels, load_experiment, paired_metrics
+from experiment_runner.results.compare import ItemLabels, load_experiment, paired_metrics
 from experiment_runner.results.export import target_cost
+from experiment_runner.results.vocabulary import ISSUE_METRICS, NUMERIC_METRICS, SHARE_METRICS
 from experiment_runner.store import Store
 from experiment_runner.store.queries.experiments import require_experiment
 
-SHARE_METRICS = ("issue_free_share",)
-ISSUE_METRICS = ("issue_rate", "avg_issues_per_evaluated_message", "issue_free_share", "total_issues", "issue_free_message_count")
 COST_METRICS = ("cost_per_1k",)
 
 
@@ -43,9 +42,8 @@ class Condition:
         return f"{self.kind} {self.metric}={self.limit:g}"
 
 
-@dataclass(frozen=True)
-class Check:
-    """A condition (or a readiness check) and what it found."""
+class Check(TypedDict):
+    """A condition (or a readiness check) and what it found, as `gate --format json` writes it."""
 
     name: str
     metric: str | None
@@ -53,13 +51,27 @@ class Check:
     limit: float | None
     passed: bool
     reason: str
-    ci_low: float | None = None
-    ci_high: float | None = None
-    p_value: float | None = None
-    significant: bool | None = None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    significant: bool | None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+def check(name: str, metric: str | None, value: float | None, limit: float | None, passed: bool, reason: str,
+          ci_low: float | None = None, ci_high: float | None = None, p_value: float | None = None, significant: bool | None = None) -> Check:
+    """A `Check`; only a paired condition has an interval, p-value and significance."""
+    return {"name": name, "metric": metric, "value": value, "limit": limit, "passed": passed, "reason": reason,
+            "ci_low": ci_low, "ci_high": ci_high, "p_value": p_value, "significant": significant}
+
+
+class GateResult(TypedDict):
+    """`gate`: the experiment, its baseline, whether every condition held, and each check."""
+
+    experiment_id: str
+    baseline_id: str | None
+    significant: bool
+    passed: bool
+    checks: list[Check]
 
 
 def parse_condition(kind: str, text: str) -> Condition:
@@ -101,10 +113,10 @@ def readiness(experiment: Mapping[str, Any], role: str) -> Check | None:
     open_items = summary["pending"] + summary["in_progress"]
     if open_items or not experiment.get("completed_at"):
         reason = f"{name} is not finished: {open_items} of {summary['total']} item(s) pending or in progress"
-        return Check(f"{role} finished", None, None, None, False, reason)
+        return check(f"{role} finished", None, None, None, False, reason)
     if experiment["evaluations_expected"] and not experiment["evaluations_received"]:
         reason = f"{name} has no completed evaluation: all {experiment['evaluations_expected']} expected evaluation(s) failed or are missing"
-        return Check(f"{role} evaluated", None, None, None, False, reason)
+        return check(f"{role} evaluated", None, None, None, False, reason)
     return None
 
 
@@ -149,7 +161,7 @@ def _increase(condition: Condition, value: float, base: float, row: Mapping[str,
         increase = value - base
         passed = increase <= condition.limit
         note = " (no paired test for this metric)" if significant else ""
-        return Check(condition.name, condition.metric, increase, condition.limit, passed,
+        return check(condition.name, condition.metric, increase, condition.limit, passed,
                      f"increase {increase:+.4g} {'<=' if passed else '>'} {condition.limit:g}{note}")
     increase = row["difference"]
     over = increase > condition.limit
@@ -159,7 +171,7 @@ def _increase(condition: Condition, value: float, base: float, row: Mapping[str,
     reason = f"paired increase {increase:+.4g} {verdict} {condition.limit:g} ({interval})"
     if over and passed:
         reason += "; not significant"
-    return Check(condition.name, condition.metric, increase, condition.limit, passed, reason,
+    return check(condition.name, condition.metric, increase, condition.limit, passed, reason,
                  row["ci_low"], row["ci_high"], row["p_value"], row["significant"])
 
 
@@ -179,13 +191,13 @@ def check_conditions(
             condition, {"experiment": experiment, "baseline": baseline}
         )
         if unjudged:
-            checks.append(Check(condition.name, condition.metric, None, condition.limit, False, unjudged))
+            checks.append(check(condition.name, condition.metric, None, condition.limit, False, unjudged))
             continue
         value = metric_value(experiment, labels, condition.metric)
         if condition.kind == "max":
             passed = value <= condition.limit
             reason = f"value {value:.4g} {'<=' if passed else '>'} {condition.limit:g}"
-            checks.append(Check(condition.name, condition.metric, value, condition.limit, passed, reason))
+            checks.append(check(condition.name, condition.metric, value, condition.limit, passed, reason))
             continue
         assert baseline is not None and paired is not None
         base = metric_value(baseline, baseline_labels or {}, condition.metric)
@@ -216,7 +228,7 @@ def check_labels(conditions: Iterable[Condition], known: set[str], whose: str) -
 
 def run_gate(
     store: Store, experiment_id: str, conditions: Sequence[Condition], *, baseline_id: str | None = None, significant: bool = False
-) -> dict[str, Any]:
+) -> "GateResult":
     """Check the conditions on a stored experiment: `{"experiment_id", "baseline_id", "passed", "checks"}`."""
     if not conditions:
         raise BadInputError("give at least one condition: --max METRIC=VALUE or --max-increase METRIC=VALUE")
@@ -229,6 +241,6 @@ def run_gate(
         "experiment_id": experiment_id,
         "baseline_id": baseline_id,
         "significant": significant,
-        "passed": all(c.passed for c in checks),
-        "checks": [c.as_dict() for c in checks],
+        "passed": all(c["passed"] for c in checks),
+        "checks": checks,
     }

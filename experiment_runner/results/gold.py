@@ -12,13 +12,14 @@ import json
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import Part
 from experiment_runner.errors import BadInputError, InputLimitError
-from experiment_runner.results.span_scores import LabelledSpan, parse_gold_line, score_spans
+from experiment_runner.results.span_scores import GoldScores, LabelledSpan, parse_gold_line, score_spans
 from experiment_runner.store import Store
 from experiment_runner.store.queries import results as q
 from experiment_runner.store.queries.experiments import require_experiment
@@ -63,7 +64,7 @@ def parse_gold(lines: Iterable[tuple[str, Any]]) -> list[GoldLine]:
     return parsed
 
 
-def _part_text(parts: list[dict[str, Any]], index: int) -> str | None:
+def _part_text(parts: list[Part], index: int) -> str | None:
     """The text gold offsets index in `parts[index]` (a text part's content), or None."""
     content = parts[index].get("content") if index < len(parts) else None
     return content if isinstance(content, str) else None
@@ -112,7 +113,7 @@ def _pairs(conn: Connection, experiment_id: str, gold_lines: list[GoldLine], cou
 
 def score_experiment(
     store: Store, experiment_id: str, gold_lines: Iterable[tuple[str, Any]], gold_labels: Collection[str] | None = None
-) -> dict[str, Any]:
+) -> GoldScores:
     """Score an experiment's annotations against gold lines (`("file:line", object)` pairs).
 
     Returns `{"experiment_id", "scored", "skipped_reply_differs", "skipped_not_evaluated",
@@ -124,4 +125,4 @@ def score_experiment(
     with store.read() as session:
         require_experiment(session, experiment_id)
         pairs = _pairs(session.connection(), experiment_id, gold, counts)
-    return {"experiment_id": experiment_id, **counts, **score_spans(pairs, gold_labels=gold_labels)}
+    return cast(GoldScores, {"experiment_id": experiment_id, **counts, **score_spans(pairs, gold_labels=gold_labels)})

@@ -20,8 +20,8 @@ Decisions (the public contract of the returned keys is listed on `compute_metric
 * Every ratio is 0.0 when its denominator is 0 (no ZeroDivisionError). Counts and token totals
   are ``int``; rates and averages are ``float``; latency total and maximum keep the type the
   generations reported (``int`` when all are ints, 0 when none report).
-* Dictionaries in the result have alphabetically sorted keys and the top-level keys come in a
-  fixed order, so equal input gives equal, identically ordered output.
+* Dictionaries in the result have alphabetically sorted keys and the top-level keys come in the
+  export's order, so equal input gives equal, identically ordered output.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-ITEM_STATUSES: tuple[str, ...] = ("pending", "in_progress", "completed", "failed")
-"""The statuses an experiment item can have, in lifecycle order."""
+from experiment_runner.conversation import ITEM_STATUSES
+from experiment_runner.results.vocabulary import METRIC_KEYS
 
 Number = int | float
 
@@ -74,15 +74,20 @@ def _number(value: Any) -> Number | None:
     return value
 
 
-def _ratio(numerator: Number, denominator: Number) -> float:
+def ratio(numerator: Number, denominator: Number) -> float:
     """numerator / denominator as a float, or 0.0 when the denominator is 0."""
     return float(numerator) / denominator if denominator else 0.0
+
+
+def per_1k(cost_usd: Number, completed: int) -> float:
+    """`cost_per_1k`: the summed cost of the completed items' replies per 1,000 completed items."""
+    return ratio(cost_usd * 1000, completed)
 
 
 def compute_metrics(items: Iterable[ItemFacts]) -> dict[str, Any]:
     """Aggregate the metrics of an experiment from its items, reading `items` once.
 
-    Returned keys, in this order:
+    Returned keys (they come in the export's order, `vocabulary.METRIC_KEYS`):
 
     * ``total_issues``: annotations over evaluated messages (completed evaluations).
     * ``issue_labels``: ``{label: count}`` over those annotations, sorted by label.
@@ -106,14 +111,7 @@ def compute_metrics(items: Iterable[ItemFacts]) -> dict[str, Any]:
         if item.status == "completed":
             generations.add(item.generation or {})
     found = {**issues.metrics(), **generations.metrics()}
-    return {key: found[key] for key in METRIC_ORDER}
-
-
-METRIC_ORDER = (
-    "total_issues", "issue_labels", "issue_rate", "issue_free_message_count", "avg_issues_per_evaluated_message",
-    "total_input_tokens", "total_output_tokens", "avg_input_tokens", "avg_output_tokens", "total_generation_time_ms",
-    "avg_response_latency_ms", "max_response_latency_ms", "cost_per_1k", "parameter_issues",
-)
+    return {key: found[key] for key in METRIC_KEYS}
 
 
 @dataclass
@@ -139,9 +137,9 @@ class _IssueTally:
         return {
             "total_issues": self.total,
             "issue_labels": dict(sorted(self.labels.items())),
-            "issue_rate": _ratio(self.with_issues, self.evaluated),
+            "issue_rate": ratio(self.with_issues, self.evaluated),
             "issue_free_message_count": self.evaluated - self.with_issues,
-            "avg_issues_per_evaluated_message": _ratio(self.total, self.evaluated),
+            "avg_issues_per_evaluated_message": ratio(self.total, self.evaluated),
             "parameter_issues": {tool: dict(sorted(counts.items())) for tool, counts in sorted(self.parameters.items())},
         }
 
@@ -173,12 +171,12 @@ class _GenerationTally:
         return {
             "total_input_tokens": self.input_tokens,
             "total_output_tokens": self.output_tokens,
-            "avg_input_tokens": _ratio(self.input_tokens, self.completed),
-            "avg_output_tokens": _ratio(self.output_tokens, self.completed),
+            "avg_input_tokens": ratio(self.input_tokens, self.completed),
+            "avg_output_tokens": ratio(self.output_tokens, self.completed),
             "total_generation_time_ms": self.latency_total,
-            "avg_response_latency_ms": _ratio(self.latency_total, self.latency_count),
+            "avg_response_latency_ms": ratio(self.latency_total, self.latency_count),
             "max_response_latency_ms": self.latency_max,
-            "cost_per_1k": _ratio(self.cost_usd * 1000, self.completed),
+            "cost_per_1k": per_1k(self.cost_usd, self.completed),
         }
 
 
@@ -209,7 +207,7 @@ def status_summary(statuses: Iterable[str]) -> dict[str, int]:
 
     Unknown statuses are counted only in ``total``.
     """
-    counts = dict.fromkeys(ITEM_STATUSES, 0)
+    counts: dict[str, int] = dict.fromkeys(ITEM_STATUSES, 0)
     total = 0
     for status in statuses:
         total += 1

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 NOTIONS: tuple[str, ...] = ("exact", "overlap")
 """The matching notions, in the order they appear in the result."""
@@ -137,6 +137,37 @@ def _by_label(spans: Iterable[LabelledSpan]) -> dict[str, set[_Range]]:
     return groups
 
 
+class SpanScore(TypedDict):
+    """Precision, recall, F1 and the raw counts behind them, for one notion of a match."""
+
+    precision: float
+    recall: float
+    f1: float
+    tp_pred: int
+    predicted: int
+    tp_gold: int
+    gold: int
+
+
+class SpanScores(TypedDict):
+    """`score_spans`: per notion (`exact`, `overlap`), over every label, any label, and per label."""
+
+    messages: int
+    overall: dict[str, SpanScore]
+    overall_any_label: dict[str, SpanScore]
+    per_label: dict[str, dict[str, SpanScore]]
+
+
+class GoldScores(SpanScores):
+    """`score --gold`: which replies were scored and why others were skipped, then the scores."""
+
+    experiment_id: str
+    scored: int
+    skipped_reply_differs: int
+    skipped_not_evaluated: int
+    gold_without_item: int
+
+
 def _new_counts() -> dict[str, Counter[str]]:
     """Empty tp_pred/predicted/tp_gold/gold counters, one per notion."""
     return {notion: Counter() for notion in NOTIONS}
@@ -149,7 +180,7 @@ def _add(counts: dict[str, Counter[str]], predicted: set[_Range], gold: set[_Ran
         counts[notion].update(tp_pred=tp_pred, predicted=len(predicted), tp_gold=tp_gold, gold=len(gold))
 
 
-def _summary(counts: Counter[str]) -> dict[str, Any]:
+def _summary(counts: Counter[str]) -> SpanScore:
     """Precision, recall, F1 and the raw counts behind them."""
     tp_pred, predicted = counts["tp_pred"], counts["predicted"]
     tp_gold, gold = counts["tp_gold"], counts["gold"]
@@ -167,7 +198,7 @@ def _summary(counts: Counter[str]) -> dict[str, Any]:
     }
 
 
-def _report(counts: dict[str, Counter[str]]) -> dict[str, dict[str, Any]]:
+def _report(counts: dict[str, Counter[str]]) -> dict[str, SpanScore]:
     return {notion: _summary(counts[notion]) for notion in NOTIONS}
 
 
@@ -175,7 +206,7 @@ def score_spans(
     pairs: Iterable[tuple[Sequence[LabelledSpan], Sequence[LabelledSpan]]],
     *,
     gold_labels: Collection[str] | None = None,
-) -> dict[str, Any]:
+) -> SpanScores:
     """Score ``(predicted, gold)`` span lists, one pair per message, reading `pairs` once.
 
     Returns ``{"messages": n, "overall": {...}, "overall_any_label": {...},

@@ -23,11 +23,24 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 ALPHA = 0.05
 RESAMPLES = 2000
 SEED = 20240601
+
+
+class PairedDict(TypedDict):
+    """`PairedResult.as_dict`: a paired metric as JSON."""
+
+    a: float
+    b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    significant: bool
+    method: str
 
 
 @dataclass(frozen=True)
@@ -43,8 +56,8 @@ class Paired:
     significant: bool
     method: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self) -> PairedDict:
+        return cast(PairedDict, asdict(self))
 
 
 # --- binomial tails ------------------------------------------------------------------------------

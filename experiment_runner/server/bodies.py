@@ -65,7 +65,7 @@ def inflated_too_large(limit: int) -> BodyTooLarge:
 
 def too_large_response(exc: BodyTooLarge, collector: bool) -> JSONResponse:
     """The 413 answer: `{"detail"}`, or a `google.rpc.Status` (`{"code", "message"}`) for an OTLP exporter."""
-    content: dict[str, Any] = {"code": RESOURCE_EXHAUSTED, "message": exc.message} if collector else {"detail": exc.message}
+    content: dict[str, int | str] = {"code": RESOURCE_EXHAUSTED, "message": exc.message} if collector else {"detail": exc.message}
     return JSONResponse(content, status_code=413, headers={"Connection": "close"})
 
 

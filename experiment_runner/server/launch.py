@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from experiment_runner.conversation import JSONObject
 from experiment_runner.errors import BadInputError
 from experiment_runner.server.allowlist import is_loopback
 from experiment_runner.server.bodies import BodyLimits
@@ -89,7 +90,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def log_config() -> dict[str, Any]:
+def log_config() -> JSONObject:
     """uvicorn's logging, with the package's log lines (runs, retries, fallbacks, lease takeovers) at INFO beside its own."""
     from uvicorn.config import LOGGING_CONFIG
 

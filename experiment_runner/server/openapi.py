@@ -1,19 +1,19 @@
 """The OpenAPI document: response schemas taken from the packaged export schema (the public contract)."""
 
-from typing import Any
 
 from fastapi import FastAPI
 
+from experiment_runner.conversation import JSONObject
 from experiment_runner.results.export import load_export_schema
 from experiment_runner.server.schemas import ErrorDetail
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas() -> JSONObject:
     """Response schemas for the docs, taken from the packaged export schema (the public contract)."""
     export = {k: v for k, v in load_export_schema().items() if k != "$schema"}
     item = export["properties"]["items"]["items"]
 
-    def page(of: str) -> dict[str, Any]:
+    def page(of: str) -> JSONObject:
         return {
             "type": "object",
             "required": ["next_page_cursor", "query", "has_more", "items"],
@@ -45,18 +45,18 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def json_response(ref: str, description: str) -> dict[str, Any]:
+def json_response(ref: str, description: str) -> JSONObject:
     schema = {"$ref": f"#/components/schemas/{ref}"}
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorDetail, "description": "No experiment with that id"}}
+NOT_FOUND: dict[int | str, JSONObject] = {404: {"model": ErrorDetail, "description": "No experiment with that id"}}
 
 
 def customize_openapi(app: FastAPI, token: str | None) -> None:
     generate = app.openapi
 
-    def openapi() -> dict[str, Any]:
+    def openapi() -> JSONObject:
         if app.openapi_schema is None:
             schema = generate()
             schema.setdefault("components", {}).setdefault("schemas", {}).update(_schemas())

@@ -7,7 +7,7 @@ router holds no state of its own and can be mounted on any app.
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -20,6 +20,7 @@ from experiment_runner.engine.experiments import check_spec, create_experiment
 from experiment_runner.errors import BadInputError, InputLimitError
 from experiment_runner.ingest.importing import import_conversations
 from experiment_runner.results.catalog import delete_experiment, list_experiments, list_items
+from experiment_runner.results.documents import ExperimentObject
 from experiment_runner.results.export import experiment_object, export_chunks
 from experiment_runner.server.allowlist import check_api_base
 from experiment_runner.server.background import Runs
@@ -62,7 +63,7 @@ Cursor = Annotated[str | None, Query(description="Cursor for pagination")]
 router = APIRouter()
 
 
-def experiment_document(store: Store, experiment_id: str) -> dict[str, Any]:
+def experiment_document(store: Store, experiment_id: str) -> ExperimentObject:
     """The export's `experiment` object for one experiment, or `NotFoundError`."""
     with store.read() as session:
         return experiment_object(session, require_experiment(session, experiment_id))

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import JSONObject
 from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.importing import ImportResult, import_traces
 from experiment_runner.ingest.otlp_protobuf import decode_request
@@ -30,7 +31,7 @@ INVALID_ARGUMENT = 3  # google.rpc.Code
 router = APIRouter()
 
 
-def decode_protobuf(body: bytes) -> dict[str, Any]:
+def decode_protobuf(body: bytes) -> JSONObject:
     """A binary `ExportTraceServiceRequest` as its protobuf JSON mapping (ids base64, which `import` accepts)."""
     try:
         return decode_request(body)

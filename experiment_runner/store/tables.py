@@ -13,6 +13,7 @@ from sqlalchemy import JSON, Column, Dialect, ForeignKey, Index, String, TypeDec
 from sqlmodel import Field, SQLModel
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import Generation, JSONObject, Part, ToolDefinition
 
 
 class StoredJSON(TypeDecorator[Any]):
@@ -47,8 +48,8 @@ class Conversation(SQLModel, table=True):
     # Added by migration 4: the experiment whose run created a result conversation (NULL for sources).
     experiment_id: str | None = Field(default=None, index=True)
     # Added by migration 6: a source's OpenAI tool definitions (declared on replay) and its metadata object.
-    tools: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(StoredJSON))
-    metadata_: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", StoredJSON))
+    tools: list[ToolDefinition] | None = Field(default=None, sa_column=Column(StoredJSON))
+    metadata_: JSONObject | None = Field(default=None, sa_column=Column("metadata", StoredJSON))
 
 
 class Message(SQLModel, table=True):
@@ -60,8 +61,8 @@ class Message(SQLModel, table=True):
     conversation_id: str = Field(sa_column=_fk("conversation.id", "CASCADE"))
     sequence_number: int
     role: str
-    parts: list[dict[str, Any]] = Field(sa_column=Column(StoredJSON, nullable=False))
-    generation: dict[str, Any] | None = Field(default=None, sa_column=Column(StoredJSON))
+    parts: list[Part] = Field(sa_column=Column(StoredJSON, nullable=False))
+    generation: Generation | None = Field(default=None, sa_column=Column(StoredJSON))
 
 
 class Experiment(SQLModel, table=True):
@@ -184,8 +185,8 @@ class ResponseCache(SQLModel, table=True):
     key: str = Field(primary_key=True)
     model: str
     api_base: str | None = None
-    parts: list[dict[str, Any]] = Field(sa_column=Column(StoredJSON, nullable=False))
-    generation: dict[str, Any] = Field(sa_column=Column(StoredJSON, nullable=False))  # as first recorded (tokens, latency, cost)
+    parts: list[Part] = Field(sa_column=Column(StoredJSON, nullable=False))
+    generation: Generation = Field(sa_column=Column(StoredJSON, nullable=False))  # as first recorded (tokens, latency, cost)
     duration_ms: float
     cost_usd: float | None = None  # what the call cost when it was made (None: litellm had no price)
     created_at: str = Field(index=True)
@@ -225,5 +226,5 @@ class BatchRequest(SQLModel, table=True):
     item_id: str = Field(sa_column=_fk("item.id", "CASCADE"))
     mode: str  # the structured-output mode of the body
     cache_key: str
-    body: dict[str, Any] = Field(sa_column=Column(StoredJSON, nullable=False))
+    body: JSONObject = Field(sa_column=Column(StoredJSON, nullable=False))  # messages and arguments, without the model
     status: str = _default("submitted")  # submitted | done | failed | resubmitted

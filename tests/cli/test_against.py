@@ -22,7 +22,7 @@ def brute_kappa(lengths: list[int], a: list[tuple[str, int, int]], b: list[tuple
         cells[(mark_a, mark_b)] += 1
     total = sum(cells.values())
     observed = sum(n for (x, y), n in cells.items() if x == y) / total
-    share_a, share_b = Counter(), Counter()
+    share_a, share_b = Counter[frozenset[str]](), Counter[frozenset[str]]()
     for (x, y), n in cells.items():
         share_a[x] += n
         share_b[y] += n

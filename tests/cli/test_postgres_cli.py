@@ -36,7 +36,8 @@ class PgStore:
     """The module's filled database and a way to run the CLI on it."""
 
     def __init__(self, url: str, fake: FakeLLM):
-        self.url, self.fake, self.ids = url, fake, {}
+        self.url, self.fake = url, fake
+        self.ids: dict[str, str] = {}
 
     def cli(self, *args: object, input: str | None = None) -> Result:
         return CliRunner().invoke(cli, ["--db", self.url, *map(str, args)], input=input, catch_exceptions=False)

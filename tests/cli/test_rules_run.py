@@ -11,7 +11,7 @@ from factories import NATIVE, RAGTRUTH
 from experiment_runner.results.export import export_document
 from experiment_runner.store import open_store
 
-RULES = [
+RULES: list[dict[str, Any]] = [
     {"label": "Hedge", "regex": r"\b(may|might|could)\b", "flags": "i", "name": "no hedging"},
     {"label": "Format", "json_valid": True},
     {"label": "Leak", "not_contains": "passage"},

@@ -55,7 +55,7 @@ def test_view_without_a_browser_says_where_to_go(tmp_path, db_path) -> None:
     try:
         assert process.stderr is not None
         deadline = time.monotonic() + 60
-        lines = []
+        lines: list[str] = []
         while not any("No browser found" in line for line in lines):
             assert time.monotonic() < deadline and process.poll() is None
             lines.append(process.stderr.readline())

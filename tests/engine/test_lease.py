@@ -23,6 +23,7 @@ from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
 from experiment_runner.store.queries import leases
+from experiment_runner.store.queries.rows import LeaseRow
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
 FAST = {"EXPERIMENT_RUNNER_LEASE_HEARTBEAT": "0.2", "EXPERIMENT_RUNNER_LEASE_TIMEOUT": "2"}
@@ -36,7 +37,7 @@ def _experiment(store: Store, fake_llm: FakeLLM, evaluator: bool = False, runner
 
 def _plant(store: Store, experiment_id: str, *, host: str, pid: int, age: float) -> None:
     """A lease row as another runner would have left it."""
-    row = {"owner": "other", "host": host, "pid": pid, "acquired_at": "2026-01-01T00:00:00.000000Z", "heartbeat": time.time() - age}
+    row: LeaseRow = {"owner": "other", "host": host, "pid": pid, "acquired_at": "2026-01-01T00:00:00.000000Z", "heartbeat": time.time() - age}
     with store.write() as session:
         leases.put_lease(session.connection(), experiment_id, row)
 
@@ -189,8 +190,9 @@ def test_the_server_skips_a_leased_experiment_and_runs_it_once_the_lease_goes_st
     monkeypatch.setenv("EXPERIMENT_RUNNER_LEASE_TIMEOUT", "1")
     experiment_id = _experiment(store, fake_llm, runner="server")  # created through the API of a server that went down
     _plant(store, experiment_id, host="elsewhere", pid=4242, age=0)  # a live runner elsewhere; it stops renewing now
-    with TestClient(create_app(store)) as client:
-        runs = client.app.state.runs
+    app = create_app(store)
+    with TestClient(app) as client:
+        runs = app.state.runs
         deadline = time.monotonic() + 30
         while runs.deferred() != [experiment_id]:
             assert time.monotonic() < deadline

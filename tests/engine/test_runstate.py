@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from conftest import FIXTURES, dump, store_exists
 from conftest import query as rows
@@ -30,7 +31,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def run_state(db: Path, experiment_id: str) -> dict[str, object]:
+def run_state(db: Path, experiment_id: str) -> dict[str, Any]:
     (row,) = rows(db, "SELECT stop_reason, runner, completed_at, max_cost_usd, api_base, evaluator_api_base, setting_changes "
                       "FROM experiment WHERE id = ?", experiment_id)
     keys = ("stop_reason", "runner", "completed_at", "max_cost_usd", "api_base", "evaluator_api_base", "setting_changes")
@@ -45,8 +46,9 @@ def statuses(db: Path, experiment_id: str) -> dict[str, int]:
 
 def server_starts(store: Store) -> list[str]:
     """What a server starting on this store runs by itself (its startup resumes happen before any request)."""
-    with TestClient(create_app(store)) as client:
-        runs = client.app.state.runs
+    app = create_app(store)
+    with TestClient(app):
+        runs = app.state.runs
         return sorted(runs.running() + runs.deferred())
 
 
@@ -242,8 +244,9 @@ def test_a_server_shutdown_is_recorded_and_the_next_start_resumes_it(store, fake
     state = run_state(db_path, experiment_id)
     assert (state["stop_reason"], state["runner"], state["completed_at"]) == ("shutdown", "server", None)
     fake_llm.configure(latency_ms=0)
-    with TestClient(create_app(store)) as client:
-        assert client.app.state.runs.running() == [experiment_id]
+    app = create_app(store)
+    with TestClient(app) as client:
+        assert app.state.runs.running() == [experiment_id]
         deadline = time.monotonic() + 30
         while not client.get(f"/v1/experiments/{experiment_id}").json()["completed_at"]:
             assert time.monotonic() < deadline

@@ -1,5 +1,7 @@
 """Unit tests on a real store: `workplan.plan_work` (what is left to do) and `writer.apply_events` (issue 14)."""
 
+from typing import Any
+
 from conftest import FIXTURES
 from conftest import query as rows
 from sqlalchemy import text
@@ -19,7 +21,7 @@ TOOLS = FIXTURES / "handwritten.native.jsonl"
 def _setup(store: Store, evaluator: bool = True) -> tuple[str, list[str]]:
     ids = import_files(store, [str(TOOLS)]).ids
     local = "http://127.0.0.1:9/v1"  # never called: these tests write the events themselves
-    judge = {"evaluator_model": "openai/judge", "evaluator_api_base": local} if evaluator else {}
+    judge: dict[str, Any] = {"evaluator_model": "openai/judge", "evaluator_api_base": local} if evaluator else {}
     experiment_id = create_experiment(store, ExperimentSpec("t", "openai/target", ids, api_base=local, **judge))
     items = [r[0] for r in rows(store, "SELECT id FROM item WHERE experiment_id = ? ORDER BY position", experiment_id)]
     return experiment_id, items

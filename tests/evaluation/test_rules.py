@@ -1,6 +1,7 @@
 """Rule evaluators (issue 24): checking a rules file, and spans at exact offsets with no model call."""
 
 import json
+from typing import Any
 
 import pytest
 
@@ -8,7 +9,7 @@ from experiment_runner.errors import BadInputError
 from experiment_runner.evaluation.rules import apply_rules, check_rules, load_rules, merge_spans, parse_rules
 from experiment_runner.evaluation.spans import Span
 
-REPLY = [
+REPLY: list[dict[str, Any]] = [
     {"type": "reasoning", "content": "TODO think"},
     {"type": "text", "content": "Call me at 555-1234. todo: fix. TODO"},
     {"type": "tool_call", "name": "book", "id": "c1", "arguments": {"phone": "555-9876", "party": 4, "note": "todo"}},
@@ -51,7 +52,7 @@ def test_whole_reply_rules_mark_the_whole_text_part() -> None:
     assert [(s.label, s.message_part_index, s.start_offset, s.end_offset, s.text) for s in found] == [
         ("Format", 1, 0, len(text), text), ("Missing", 1, 0, len(text), text),
     ]
-    assert found[0].explanation.startswith("rule 1 (json_valid): the reply is not valid JSON (Expecting value at char 0)")
+    assert found[0].explanation is not None and found[0].explanation.startswith("rule 1 (json_valid): the reply is not valid JSON (Expecting value at char 0)")
     assert found[1].explanation == 'rule 2 (contains "Sources:"): the reply does not contain it'
     ok = [{"type": "text", "content": ' {"a": 1, "Sources:": []} '}]
     assert apply_rules(rules({"label": "Format", "json_valid": True}, {"label": "Missing", "contains": "Sources:"}), ok) == []

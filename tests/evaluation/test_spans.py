@@ -12,7 +12,7 @@ def text(content: str) -> dict:
     return {"type": "text", "content": content}
 
 
-def tool_call(name: str, arguments: dict, call_id: str = "call_1") -> dict:
+def tool_call(name: str, arguments: dict | str, call_id: str = "call_1") -> dict:
     return {"type": "tool_call", "id": call_id, "name": name, "arguments": arguments}
 
 
@@ -232,7 +232,7 @@ def test_tool_call_parameters():
         Span("d", '"limit":25', None, 1, 30, 40, "web_search", None),
     ]
     whole = part_target(parts[1], None)
-    assert whole[30:40] == '"limit":25'
+    assert whole is not None and whole[30:40] == '"limit":25'
 
 
 def test_tool_name_comes_from_the_part():

@@ -293,7 +293,7 @@ async def test_litellm_json_schema_reply_is_valid(fake_llm: FakeLLM) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("status, exc_type", [(500, litellm.InternalServerError), (429, litellm.RateLimitError),
                                               (400, litellm.BadRequestError)])
-async def test_litellm_status_rules_map_to_exceptions(fake_llm: FakeLLM, status: int, exc_type: type) -> None:
+async def test_litellm_status_rules_map_to_exceptions(fake_llm: FakeLLM, status: int, exc_type: type[Any]) -> None:
     fake_llm.configure(scripts=[{"reply": {"status": status}}], retry_after=7)
     with pytest.raises(exc_type) as info:
         await ask(fake_llm)

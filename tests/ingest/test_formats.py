@@ -2,7 +2,8 @@
 
 import pytest
 
-from experiment_runner.ingest.formats import content_hash, normalize_conversation, to_openai_messages
+from experiment_runner.conversation import content_hash, to_openai_messages
+from experiment_runner.ingest.formats import normalize_conversation
 
 OPENAI = {
     "id": "c1",

@@ -13,7 +13,7 @@ from experiment_runner.ingest.formats import normalize_conversation
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
 
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -23,7 +23,7 @@ WEATHER_TOOL = {
     },
 }
 # The OpenAI fine-tuning / logging format: `developer` instructions, top-level `tools` and `metadata`, no id.
-LOGGED = {
+LOGGED: dict[str, Any] = {
     "messages": [
         {"role": "developer", "content": "Answer briefly."},
         {"role": "user", "content": "Weather in Paris?"},

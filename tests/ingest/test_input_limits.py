@@ -85,12 +85,12 @@ def test_within_the_limits_imports(run_cli, tmp_path: Path) -> None:
 
 def test_a_protobuf_file_nested_past_the_limit_is_refused(run_cli, tmp_path: Path) -> None:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
     from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
     value = AnyValue(string_value="x")
     for _ in range(30):  # protobuf allows it; as JSON it is ~100 levels deep
-        value = AnyValue(array_value={"values": [value]})
+        value = AnyValue(array_value=ArrayValue(values=[value]))
     span = Span(trace_id=bytes(range(16)), span_id=bytes(range(8)), attributes=[KeyValue(key="deep", value=value)])
     request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])])
     path = tmp_path / "deep.pb"

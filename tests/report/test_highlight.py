@@ -2,6 +2,7 @@
 
 import random
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 
@@ -177,13 +178,13 @@ def test_label_colours_are_fixed_for_defaults_and_stable_for_others() -> None:
 
 
 def test_tool_call_parameters_get_their_own_highlights() -> None:
-    parts = [
+    parts: list[dict[str, Any]] = [
         {"type": "text", "content": "Booking it now."},
         {"type": "tool_call", "id": "c1", "name": "book_table",
          "arguments": {"restaurant": "Café Luz", "party_size": 6, "when": {"day": "Fri"}}},
         {"type": "tool_call_response", "id": "c1", "response": {"ok": True}},
     ]
-    annotations = [
+    annotations: list[dict[str, Any]] = [
         {"id": "p", "label": "Fabrication", "explanation": "asked for 4", "message_part_index": 1,
          "start_offset": 0, "end_offset": 1, "tool_name": "book_table", "parameter_name": "party_size"},
         {"id": "w", "label": "Reasoning Error", "explanation": None, "message_part_index": 1,

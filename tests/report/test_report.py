@@ -66,6 +66,13 @@ def experiment(store, fake_llm) -> str:
     return run(store, fake_llm, ids, JUDGE_A, "report <A> ☔", labels=labels)
 
 
+def group_1(pattern: str, text: str, flags: int = 0) -> str:
+    """The first group of `pattern`'s first match in `text` (the test fails when there is none)."""
+    match = re.search(pattern, text, flags)
+    assert match, pattern
+    return match.group(1)
+
+
 def blob(page: str) -> dict:
     """The embedded data: {"per_page", "items": [{"h": card HTML, "m": filter facts}]}."""
     match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.DOTALL)
@@ -76,7 +83,7 @@ def blob(page: str) -> dict:
 
 def cards(page: str) -> dict[str, dict]:
     """The embedded items by source conversation id."""
-    return {re.search(r'data-source="([^"]*)"', item["h"]).group(1): item for item in blob(page)["items"]}
+    return {group_1(r'data-source="([^"]*)"', item["h"]): item for item in blob(page)["items"]}
 
 
 def marked_text(card: str, annotation_id: str) -> str:
@@ -113,7 +120,7 @@ def test_report_is_self_contained_and_escapes_the_data(store, experiment, tmp_pa
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.DOTALL)
     assert [attrs for attrs, _ in scripts] == [' type="application/json" id="report-data"', ""]
     digest = base64.b64encode(hashlib.sha256(scripts[1][1].encode()).digest()).decode()
-    csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', page).group(1)
+    csp = group_1(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', page)
     assert "default-src 'none'" in csp and f"script-src 'sha256-{digest}'" in csp
     assert "alert(1)</script>" not in page and "<img src=x" not in page and "<b>not</b>" not in page
     card = cards(page)["xss"]["h"]
@@ -132,9 +139,9 @@ def test_header_metrics_and_charts(store, experiment, tmp_path) -> None:
         assert f'<option value="{label}">' in page
     metrics = export_document(store, experiment)["experiment"]["metrics"]
     assert f"{metrics['issue_rate'] * 100:.1f}%" in page
-    bars = re.search(r'id="label-bars">(.*?)</div>\s*(?:<h3|</div>)', page, re.DOTALL).group(1)
+    bars = group_1(r'id="label-bars">(.*?)</div>\s*(?:<h3|</div>)', page, re.DOTALL)
     assert ">Fabrication<" in bars and "3 · 50%" in bars and "1 · 17%" in bars
-    histogram = re.search(r'<div class="hist" id="latency">(.*?)</div>', page, re.DOTALL).group(1)
+    histogram = group_1(r'<div class="hist" id="latency">(.*?)</div>', page, re.DOTALL)
     assert histogram.count("<span") == 20 and "height:100.0%" in histogram
     assert "3 replies with a latency" in page  # the hand-written replies that report one
     assert '<td><code>book_table</code></td><td><code>party_size</code></td><td class="n">1</td>' in page

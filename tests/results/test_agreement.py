@@ -41,7 +41,7 @@ def test_labels_must_match_overall_but_each_label_is_yes_no() -> None:
 
 def test_parts_are_separate_units_and_spans_are_clipped() -> None:
     joint = joint_counts([([3, 4], [S("F", 0, 3, part_index=1)], [S("F", 1, 99, part_index=1)])])
-    none, f = frozenset(), frozenset({"F"})
+    none, f = frozenset[str](), frozenset({"F"})
     assert joint == Counter({(none, none): 3 + 0, (f, none): 1, (f, f): 2, (none, f): 1})
 
 

@@ -14,7 +14,7 @@ from factories import (
     new_experiment,
     table_counts,
 )
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from experiment_runner.engine.experiments import ExperimentSpec, create_reevaluation
 from experiment_runner.errors import BadInputError, NotFoundError
@@ -24,8 +24,9 @@ from experiment_runner.results.catalog import (
     experiment_summary,
     list_experiments,
     list_items,
+    list_overview,
 )
-from experiment_runner.results.export import export_document
+from experiment_runner.results.export import export_document, target_cost
 
 
 @pytest.fixture
@@ -51,6 +52,41 @@ def test_walk_sees_every_experiment_once_newest_first_while_new_ones_arrive(stor
     first = list_experiments(store, limit=100)
     assert [e["name"] for e in first["items"][:4]] == ["late4", "late3", "late2", "late1"]
     assert first["has_more"] is False and len(first["items"]) == 11
+
+
+def test_list_overview_shows_what_the_export_objects_say(store, conversation_ids) -> None:
+    finished = build_finished(store)  # a failed item, a failed evaluation, issue-free replies, 2 of 5 replies priced
+    partly = new_experiment(store, conversation_ids[:4], name="partly")
+    finish_experiment(store, partly, unfinished=[conversation_ids[3]], failed={conversation_ids[2]: "HTTP 500"},
+                      spans={conversation_ids[0]: [SpanSpec("Fabrication", 0, 4)]})
+    pending = new_experiment(store, conversation_ids[:2], name="pending", evaluator=None)
+    full, overview = list_experiments(store, limit=100), list_overview(store, limit=100)
+    assert [line.id for line in overview["items"]] == [pending, partly, finished]
+    assert {k: v for k, v in overview.items() if k != "items"} == {k: v for k, v in full.items() if k != "items"}
+    for e, line in zip(full["items"], overview["items"], strict=True):
+        assert (line.name, line.model, line.created_at, line.status_summary) == (e["name"], e["model"], e["created_at"], e["status_summary"])
+        assert (line.evaluations_received, line.issue_rate) == (e["evaluations_received"], e["metrics"]["issue_rate"])
+        assert line.cost == target_cost(e)
+    finished_line = overview["items"][2]
+    assert finished_line.cost.known == "partial" and finished_line.issue_rate == 0.75  # 3 of 4 evaluated have issues
+    assert overview["items"][1].issue_rate == 0.5 and overview["items"][0].cost.known == "known"
+    one = list_overview(store, limit=1)
+    assert one["next_page_cursor"] == list_experiments(store, limit=1)["next_page_cursor"]
+
+
+def test_list_overview_reads_a_page_in_a_fixed_number_of_statements(store, conversation_ids) -> None:
+    for i in range(6):
+        finish_experiment(store, new_experiment(store, conversation_ids[i : i + 3], name=f"e{i}"))
+    statements: list[str] = []
+    event.listen(store.reader, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    list_overview(store, limit=2)
+    few = len(statements)
+    statements.clear()
+    list_overview(store, limit=6)
+    assert len(statements) == few  # the page and one aggregate query, however many experiments it shows
+    statements.clear()
+    list_experiments(store, limit=6)
+    assert len(statements) > 6 * 3  # the full objects read every experiment's items, evaluations and annotations
 
 
 def test_list_items_are_export_objects(store) -> None:

@@ -83,9 +83,9 @@ def test_changed_items_keeps_the_top_ten_and_skips_unevaluated() -> None:
 
 
 def test_float_deltas_are_rounded() -> None:
-    metrics = {"issue_labels": {}, "parameter_issues": {}}
+    metrics: dict[str, object] = {"issue_labels": {}, "parameter_issues": {}}
     doc = {"total_items_count": 1, "completed_items_count": 1, "evaluations_received": 1}
-    from experiment_runner.results.compare import NUMERIC_METRICS
+    from experiment_runner.results.vocabulary import NUMERIC_METRICS
 
     a = {**doc, "metrics": {**metrics, **dict.fromkeys(NUMERIC_METRICS, 0.1)}}
     b = {**doc, "metrics": {**metrics, **dict.fromkeys(NUMERIC_METRICS, 0.3)}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -215,7 +216,7 @@ def test_span_validation() -> None:
 
 # --- parse_gold_line ---------------------------------------------------------------------------
 
-GOOD_LINE = {
+GOOD_LINE: dict[str, Any] = {
     "conversation_id": "ragtruth-15175",
     "message_index": 1,
     "part_index": 0,

@@ -14,7 +14,7 @@ from experiment_runner.server.app import create_app
 
 
 def imported(store: Any) -> list[str]:
-    return import_files(store, [FIXTURES / "ragtruth-sample.conversations.jsonl"]).ids[:3]
+    return import_files(store, [str(FIXTURES / "ragtruth-sample.conversations.jsonl")]).ids[:3]
 
 
 def test_a_non_loopback_api_base_is_refused_unless_allowed(store, fake_llm, db_path) -> None:

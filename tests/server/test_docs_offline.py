@@ -56,7 +56,7 @@ def test_docs_render_every_operation_in_a_browser_with_the_network_blocked(serve
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1600})
 
-            def route(r) -> None:  # type: ignore[no-untyped-def]
+            def route(r) -> None:
                 if r.request.url.startswith(served):
                     r.continue_()
                 else:  # anything else would leave the machine: record it and refuse it

@@ -77,7 +77,7 @@ def old_sqlite_differences(path: Path) -> list[object]:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_an_old_store_migrates_to_head_with_its_rows(version: int, tmp_path: Path) -> None:
     path = load(version, tmp_path / f"v{version}.db")
-    before = {t: rows(path, f"SELECT count(*) FROM {t}")[0][0] for (t,) in rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    before = {t: int(str(rows(path, f"SELECT count(*) FROM {t}")[0][0])) for (t,) in rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     store = open_store(path)
     assert schema_version(store) == migrations.version_of(migrations.head())
     store.close()
@@ -109,7 +109,9 @@ def test_an_old_store_reads_and_exports_through_the_product(version: int, tmp_pa
         store.close()
     items = {item["source_conversation"]["id"]: item for item in document["items"]}
     assert items["src-1"]["status"] == "completed" and items["src-2"]["status"] == "pending"
-    assert items["src-1"]["result_conversation"]["messages"][-1]["parts"] == [{"type": "text", "content": "Paris is in Spain"}]
+    result = items["src-1"]["result_conversation"]
+    assert result is not None
+    assert result["messages"][-1]["parts"] == [{"type": "text", "content": "Paris is in Spain"}]
     assert document["evaluations"]["m5"]["id"] == "ev-1"
 
 

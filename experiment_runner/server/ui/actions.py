@@ -14,6 +14,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
+from experiment_runner.conversation import JSONObject
+from experiment_runner.engine.estimate import EstimateDict
 from experiment_runner.engine.experiments import EFFORTS, get_experiment
 from experiment_runner.engine.structured import SETTINGS
 from experiment_runner.errors import BadInputError, ExperimentRunnerError
@@ -67,11 +69,11 @@ def _json_field(form: RunForm, name: str) -> Any:
         return None
 
 
-def request_body(form: RunForm, all_ids: list[str]) -> dict[str, Any]:
+def request_body(form: RunForm, all_ids: list[str]) -> JSONObject:  # checked by `CreateExperiment`
     """The `POST /v1/experiments` body the form describes (empty fields left out)."""
     v = form.values
     ids = all_ids if v.get("conversations") == "all" else form.chosen
-    body: dict[str, Any] = {"name": v["name"], "model": v["model"], "conversation_ids": ids, "pass_through": "pass_through" in form.flags}
+    body: JSONObject = {"name": v["name"], "model": v["model"], "conversation_ids": ids, "pass_through": "pass_through" in form.flags}
     for name in ("api_base", "evaluator_model", "evaluator_api_base", "system_prompt_override"):
         if v.get(name):
             body[name] = v[name]
@@ -110,7 +112,7 @@ async def _conversation_ids(request: Request) -> list[browse.ConversationRow]:
     return found.rows
 
 
-def _form_page(request: Request, form: RunForm, conversations: list[browse.ConversationRow], *, estimate: dict[str, Any] | None = None, status_code: int = 200) -> Response:
+def _form_page(request: Request, form: RunForm, conversations: list[browse.ConversationRow], *, estimate: EstimateDict | None = None, status_code: int = 200) -> Response:
     return page(
         request, "new_run.html.j2", status_code=status_code, form=form, conversations=conversations,
         estimate=estimate, efforts=EFFORTS, formats=SETTINGS, max_conversations=MAX_CONVERSATIONS,

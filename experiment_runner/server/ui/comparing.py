@@ -9,14 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from experiment_runner.results import vocabulary
 from experiment_runner.server.ui.views import formatted, metric_title, number
 
 SHOWN_IDS = 10  # conversations named per "only in one experiment" line, as the CLI's text
-PAIRED_TITLES = {
-    "issue_rate": "Issue rate",
-    "avg_issues_per_evaluated_message": "Issues per evaluated message",
-    "issue_free_share": "Issue-free share",
-}
 METHODS = {"mcnemar_exact": "exact McNemar", "paired_bootstrap": "paired bootstrap"}
 SECTION_TITLES = {
     "metrics": "Metrics (B − A)",
@@ -157,7 +153,7 @@ def paired_title(metric: str) -> str:
     """`Issue rate`, …; `label:NAME` -> `NAME share` (the share of messages with a span of that label)."""
     if metric.startswith("label:"):
         return f"{metric[len('label:'):]} share"
-    return PAIRED_TITLES.get(metric, metric.replace("_", " ").capitalize())
+    return vocabulary.metric(metric).title
 
 
 def p_text(p_value: float) -> str:

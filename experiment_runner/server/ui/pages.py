@@ -6,7 +6,7 @@ values shaped by `views` (pure). The live endpoints return the same `ExperimentR
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 import anyio
 from fastapi import APIRouter, Query, Request
@@ -15,10 +15,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from experiment_runner.engine.lease import leased_experiments
 from experiment_runner.errors import BadInputError, ExperimentBusyError, ExperimentRunnerError, NotFoundError
 from experiment_runner.report.highlight import label_colour
-from experiment_runner.report.html import METRIC_CARDS, METRIC_NAMES, history_view, item_side, load_document, render_report
+from experiment_runner.report.html import METRIC_CARDS, history_view, item_side, load_document, render_report
 from experiment_runner.results import browse
 from experiment_runner.results.catalog import experiment_summary
 from experiment_runner.results.compare import compare_experiments
+from experiment_runner.results.documents import ExperimentObject, ExperimentSummary
+from experiment_runner.results.vocabulary import ISSUE_METRICS, known
 from experiment_runner.server.ui import comparing, views
 from experiment_runner.server.ui.rendering import SECURITY_HEADERS, page
 
@@ -33,7 +35,6 @@ SHOW_CHOICES = {
     "": "all items", "completed": "completed", "failed": "failed", "evaluation_failed": "evaluation failed",
     "with_issues": "with issues", "issue_free": "without issues", "in_progress": "in progress", "pending": "pending",
 }
-EXTRA_METRIC_SKIP = ("issue_labels", "parameter_issues")
 
 router = APIRouter(include_in_schema=False)
 Handler = Callable[..., Awaitable[Response]]
@@ -112,25 +113,33 @@ async def live_experiments(
     return JSONResponse({"rows": [row.as_dict() for row in rows]}, headers=SECURITY_HEADERS)
 
 
-def _metric_cards(experiment: dict[str, Any], latency_known: bool, per_1k: str) -> list[dict[str, str]]:
+def _metric_cards(experiment: ExperimentObject, latency_known: bool, per_1k: str) -> list[dict[str, str]]:
     """The metric cards, issue rate first; metrics the UI has no title for yet come last, as they are.
 
     Issue figures show `–` until an evaluation is received, latencies until a reply reports one; the cost
     per 1k items is `per_1k` (`unknown`, `at least $…` when replies had no price)."""
     metrics = experiment["metrics"]
     evaluated = bool(experiment["evaluations_received"])
-    extra = [k for k in metrics if k not in METRIC_NAMES and k not in EXTRA_METRIC_SKIP]
+    extra = [k for k in metrics if not known(k)]
     cards = []
     for key in [*METRIC_CARDS, *extra]:
         title, kind = views.metric_title(key)
         value = metrics.get(key)
-        unknown = (kind in ("ms", "s") and not latency_known) or (key in views.ISSUE_METRICS and not evaluated)
+        unknown = (kind in ("ms", "s") and not latency_known) or (key in ISSUE_METRICS and not evaluated)
         shown = "–" if unknown else per_1k if key == "cost_per_1k" else views.formatted(value, kind)
         cards.append({"key": key, "title": title, "value": shown})
     return cards
 
 
-def _live_view(summary: dict[str, Any], running: bool) -> dict[str, Any]:
+class LiveView(TypedDict):
+    """The parts of an experiment's page that its live script refreshes: its row, metric cards and costs."""
+
+    row: views.ExperimentRow
+    metrics: list[dict[str, str]]
+    cost: dict[str, str]
+
+
+def _live_view(summary: ExperimentSummary, running: bool) -> LiveView:
     row = views.experiment_row(browse.ExperimentEntry(summary, summary.get("evaluator_model")), running)
     latency_known = bool(summary["metrics"]["avg_response_latency_ms"])
     cost = views.cost_texts(summary)

@@ -9,12 +9,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from experiment_runner.report.html import METRIC_NAMES
 from experiment_runner.results.browse import Cost, ExperimentEntry, experiment_cost
+from experiment_runner.results.vocabulary import metric
 
 STATES = {"running": "running", "unfinished": "unfinished", "completed": "completed", "failures": "completed with failures"}
 SORT_KEYS = ("created", "name", "status", "progress", "issue_rate", "cost")
-ISSUE_METRICS = ("issue_rate", "total_issues", "avg_issues_per_evaluated_message", "issue_free_message_count")
 
 
 def number(value: Any, digits: int = 0) -> str:
@@ -44,7 +43,7 @@ def cost_text(cost: Cost | None) -> str:
 
 
 def formatted(value: Any, kind: str, *, delta: bool = False) -> str:
-    """A metric value in its unit (`kind` from `METRIC_NAMES`), or a signed difference of it."""
+    """A metric value in its unit (`kind`: a `vocabulary.Metric`'s format), or a signed difference of it."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return "–" if value is None else number(value)
     if kind == "pct":
@@ -61,8 +60,9 @@ def formatted(value: Any, kind: str, *, delta: bool = False) -> str:
 
 
 def metric_title(key: str) -> tuple[str, str]:
-    """A metric's title and unit kind; a key the UI does not know yet shows as itself."""
-    return METRIC_NAMES.get(key, (key.replace("_", " ").capitalize(), "auto"))
+    """A metric's title and format (`vocabulary.metric`); a key the UI does not know yet shows as itself."""
+    found = metric(key)
+    return found.title, found.format
 
 
 # --- experiments ---------------------------------------------------------------------------------

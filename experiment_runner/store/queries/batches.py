@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, text
 
+from experiment_runner.store.queries.rows import BatchJobRow, BatchRequestRow, RequestOutcome
+
 _INSERT_JOB = text(
     """
     INSERT INTO batch_job (id, experiment_id, role, model, api_base, provider, provider_batch_id, input_file_id,
@@ -56,7 +58,7 @@ _COLLECTED = text("UPDATE batch_job SET status = :status, updated_at = :stamp, c
 _SET_REQUESTS = text("UPDATE batch_request SET status = :status WHERE batch_id = :batch AND custom_id = :custom_id")
 
 
-def insert_job(conn: Connection, job: dict[str, Any], requests: list[dict[str, Any]]) -> None:
+def insert_job(conn: Connection, job: BatchJobRow, requests: list[BatchRequestRow]) -> None:
     """Store a submitted job and its requests (`custom_id, item_id, mode, cache_key, body` encoded)."""
     conn.execute(_INSERT_JOB, job)
     if requests:
@@ -93,7 +95,7 @@ def set_status(conn: Connection, job_id: str, status: str, stamp: str, error: st
     conn.execute(_SET_STATUS, {"id": job_id, "status": status, "stamp": stamp, "error": error})
 
 
-def mark_collected(conn: Connection, job_id: str, status: str, stamp: str, error: str | None, outcomes: list[dict[str, Any]]) -> None:
+def mark_collected(conn: Connection, job_id: str, status: str, stamp: str, error: str | None, outcomes: list[RequestOutcome]) -> None:
     """A job is collected: its final status, and each request's outcome (`custom_id`, `status`: done|failed|resubmitted)."""
     conn.execute(_COLLECTED, {"id": job_id, "status": status, "stamp": stamp, "error": error})
     if outcomes:

@@ -24,7 +24,7 @@ class ItemConditions:
     label: str | None = None
     has_issues: bool | None = None
 
-    def params(self) -> dict[str, Any]:
+    def params(self) -> dict[str, str | bool | None]:
         issues = self.has_issues
         return {"status": self.status, "evaluation_status": self.evaluation_status, "label": self.label, "issues": issues}
 

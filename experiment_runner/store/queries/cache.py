@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, text
 
 from experiment_runner.store.queries.common import PerDialect, execute_in, expanding
+from experiment_runner.store.queries.rows import CacheEntryRow, CacheHitRow
 
 _GET = text("SELECT key, parts, generation, duration_ms, cost_usd FROM response_cache WHERE key = :key")
 
@@ -62,13 +63,13 @@ def get_entry(conn: Connection, key: str) -> Row[Any] | None:
     return conn.execute(_GET, {"key": key}).first()
 
 
-def put_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def put_entries(conn: Connection, rows: list[CacheEntryRow]) -> None:
     """Store entries (every column of `_UPSERT`, JSON columns encoded), replacing any with the same key."""
     if rows:
         conn.execute(_UPSERT, rows)
 
 
-def count_hits(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def count_hits(conn: Connection, rows: list[CacheHitRow]) -> None:
     """Count a hit (`key`, `stamp`) on each entry, adding its cost to what it saved."""
     if rows:
         conn.execute(_HIT, rows)

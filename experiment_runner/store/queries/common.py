@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, TextClause, bindparam, text
 
 from experiment_runner import jsonlimits
+from experiment_runner.conversation import Message
 
 IN_CHUNK = 500  # values per IN (...) statement: far below SQLite's bound-variable limit (999 before 3.32)
 
@@ -41,6 +42,14 @@ class Dialect:
     def json_number(self, column: str, key: str) -> str:
         """A number inside a JSON object column (NULL when absent)."""
         return f"CAST({column} ->> '{key}' AS DOUBLE PRECISION)" if self.postgres else f"json_extract({column}, '$.{key}')"
+
+    def json_is_number(self, column: str, key: str) -> str:
+        """A condition: the JSON object column's `key` holds a number."""
+        return f"json_typeof({column} -> '{key}') = 'number'" if self.postgres else f"json_type({column}, '$.{key}') IN ('integer', 'real')"
+
+    def total(self, expression: str) -> str:
+        """SQLite's `total()`: the sum as a float, 0.0 over no rows or only NULLs."""
+        return f"coalesce(sum({expression}), 0.0)" if self.postgres else f"total({expression})"
 
     def json_true(self, column: str, key: str) -> str:
         """A condition: the JSON object column's `key` is `true`."""
@@ -107,7 +116,7 @@ def decode_json(value: str | None) -> Any:
     return None if value is None else jsonlimits.loads_stored(value)
 
 
-def message_dict(row: Any) -> dict[str, Any]:
+def message_dict(row: Any) -> Message:
     """A message row (`id, role, parts, sequence_number, generation`) in the export's (native) shape."""
     return {
         "id": row.id,

@@ -5,7 +5,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, text
 
+from experiment_runner.conversation import Conversation, Message, ToolDefinition
+from experiment_runner.errors import NotFoundError
 from experiment_runner.store.queries.common import PerDialect, decode_json, encode_json, execute_in, expanding, message_dict
+from experiment_runner.store.queries.rows import ConversationRow, MessageRow
 
 _CONVERSATION = text("SELECT id, type, tools, metadata FROM conversation WHERE id = :id")
 
@@ -66,17 +69,17 @@ _INSERT_MESSAGE = text(
 )
 
 
-def _head(row: Any, conversation_id: str) -> dict[str, Any]:
+def _head(row: Any, conversation_id: str) -> Conversation:
     """A conversation's own fields in the export's shape: `id`, `type`, then `tools`/`metadata` when it has them."""
-    head: dict[str, Any] = {"id": conversation_id, "type": row.type, "messages": []}
-    for key in ("tools", "metadata"):
-        value = decode_json(getattr(row, key))
-        if value is not None:
-            head[key] = value
+    head: Conversation = {"id": conversation_id, "type": row.type, "messages": []}
+    if (tools := decode_json(row.tools)) is not None:
+        head["tools"] = tools
+    if (metadata := decode_json(row.metadata)) is not None:
+        head["metadata"] = metadata
     return head
 
 
-def conversation(conn: Connection, conversation_id: str) -> dict[str, Any] | None:
+def conversation(conn: Connection, conversation_id: str) -> Conversation | None:
     """A conversation in the export's shape (`{"id", "type", "messages", "tools"?, "metadata"?}`), or None."""
     row = conn.execute(_CONVERSATION, {"id": conversation_id}).first()
     if row is None:
@@ -86,9 +89,17 @@ def conversation(conn: Connection, conversation_id: str) -> dict[str, Any] | Non
     return conv
 
 
-def conversations(conn: Connection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+def require_conversation(conn: Connection, conversation_id: str) -> Conversation:
+    """A stored conversation in the export's shape, or `NotFoundError`."""
+    found = conversation(conn, conversation_id)
+    if found is None:
+        raise NotFoundError(f"no conversation with id {conversation_id!r}")
+    return found
+
+
+def conversations(conn: Connection, ids: Sequence[str]) -> dict[str, Conversation]:
     """The named conversations (those that exist) in the export's shape, by id."""
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Conversation] = {}
     for row in execute_in(conn, _WITH_MESSAGES, "ids", ids):
         conv = found.get(row.conversation_id)
         if conv is None:
@@ -98,14 +109,14 @@ def conversations(conn: Connection, ids: Sequence[str]) -> dict[str, dict[str, A
     return found
 
 
-def tools_by_conversation(conn: Connection, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+def tools_by_conversation(conn: Connection, ids: Sequence[str]) -> dict[str, list[ToolDefinition]]:
     """The stored tool definitions of the named conversations that have them, by id."""
     return {row.id: decode_json(row.tools) for row in execute_in(conn, _TOOLS_IN, "ids", ids)}
 
 
-def messages_by_conversation(conn: Connection, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+def messages_by_conversation(conn: Connection, ids: Sequence[str]) -> dict[str, list[Message]]:
     """The messages of each named conversation (native dicts in sequence order); `[]` for one without any."""
-    found: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    found: dict[str, list[Message]] = {i: [] for i in ids}
     for row in execute_in(conn, _MESSAGES_IN, "ids", ids):
         found[row.conversation_id].append(message_dict(row))
     return found
@@ -114,6 +125,12 @@ def messages_by_conversation(conn: Connection, ids: Sequence[str]) -> dict[str, 
 def source_ids_among(conn: Connection, ids: Sequence[str]) -> set[str]:
     """The ids among `ids` that name a stored source conversation."""
     return {row.id for row in execute_in(conn, _SOURCES_AMONG, "ids", ids)}
+
+
+def missing_sources(conn: Connection, ids: list[str]) -> list[str]:
+    """The ids among `ids` that name no stored source conversation, in the given order."""
+    found = source_ids_among(conn, ids)
+    return [i for i in ids if i not in found]
 
 
 def source_conversation_ids(conn: Connection) -> list[str]:
@@ -136,7 +153,7 @@ def conversation_listing(conn: Connection, limit: int | None) -> list[Row[Any]]:
     return list(conn.execute(_LISTING.on(conn), {"limit": NO_LIMIT if limit is None else limit}).all())
 
 
-def insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def insert_conversations(conn: Connection, rows: list[ConversationRow]) -> None:
     """Insert conversations (`id, type, content_hash, created_at`; `experiment_id` for results; `tools` and
     `metadata` as values for sources that have them) in one executemany."""
     if rows:
@@ -149,7 +166,7 @@ def insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def insert_messages(conn: Connection, rows: list[MessageRow]) -> None:
     """Insert messages (`id, conversation_id, sequence_number, role, parts, generation`; JSON as values)."""
     if rows:
         conn.execute(

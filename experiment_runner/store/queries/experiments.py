@@ -5,14 +5,16 @@ its JSON columns decoded); everything else is `text()` on a `Connection`, as in 
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, text
 from sqlmodel import Session, col, select
 
+from experiment_runner.conversation import JSONObject
 from experiment_runner.errors import NotFoundError
 from experiment_runner.store.queries.common import PerDialect, execute_in, expanding
+from experiment_runner.store.queries.rows import ItemRow
 from experiment_runner.store.tables import Experiment
 
 _INSERT_ITEM = text(
@@ -130,7 +132,7 @@ def ids_with_prefix(conn: Connection, prefix: str, limit: int) -> list[str]:
     return list(conn.execute(_IDS_WITH_PREFIX, {"prefix": prefix, "limit": limit}).scalars())
 
 
-def insert_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def insert_items(conn: Connection, rows: list[ItemRow]) -> None:
     """Insert items (every column of `_INSERT_ITEM`) in one executemany."""
     if rows:
         conn.execute(_INSERT_ITEM, rows)
@@ -175,7 +177,7 @@ _SET_SETTINGS = text(
 )
 
 
-def set_settings(conn: Connection, experiment_id: str, values: dict[str, Any], changes: list[dict[str, Any]]) -> None:
+def set_settings(conn: Connection, experiment_id: str, values: Mapping[str, object], changes: Sequence[Mapping[str, object]]) -> None:
     """Store the endpoint and budget settings (`api_base`, `evaluator_api_base`, `max_cost_usd`) and the list of changes."""
     conn.execute(_SET_SETTINGS, {**values, "changes": json.dumps(changes), "experiment": experiment_id})
 
@@ -213,7 +215,7 @@ def _orphaned_results(conn: Connection, ids: Sequence[str]) -> list[str]:
 _SET_STRUCTURED_OUTPUT = text("UPDATE experiment SET structured_output = :value WHERE id = :experiment")
 
 
-def set_structured_output(conn: Connection, experiment_id: str, value: dict[str, Any]) -> None:
+def set_structured_output(conn: Connection, experiment_id: str, value: JSONObject) -> None:
     """Store the experiment's structured-output settings and the modes its models used."""
     conn.execute(_SET_STRUCTURED_OUTPUT, {"experiment": experiment_id, "value": json.dumps(value)})
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, text
 
+from experiment_runner.store.queries.rows import LeaseRow
+
 _LOCK_EXPERIMENT = text("SELECT id FROM experiment WHERE id = :experiment FOR UPDATE")
 
 _HOLDER = text("SELECT owner, host, pid, acquired_at, heartbeat_at FROM run_lease WHERE experiment_id = :experiment")
@@ -43,7 +45,7 @@ def lease_holder(conn: Connection, experiment_id: str) -> Row[Any] | None:
     return conn.execute(_HOLDER, {"experiment": experiment_id}).first()
 
 
-def put_lease(conn: Connection, experiment_id: str, lease: dict[str, Any]) -> None:
+def put_lease(conn: Connection, experiment_id: str, lease: LeaseRow) -> None:
     """Make `lease` (`owner, host, pid, acquired_at, heartbeat`) the experiment's lease, replacing any other."""
     conn.execute(_UPSERT, {"experiment": experiment_id, **lease})
 

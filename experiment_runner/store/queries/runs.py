@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, text
 
 from experiment_runner.store.queries.common import execute_in, expanding
+from experiment_runner.store.queries.rows import AnnotationRow, EvaluationRow, ItemUpdate, StartRow
 
 _WORK_ITEMS = text(
     """
@@ -86,13 +87,13 @@ def work_items(conn: Connection, experiment_id: str) -> list[Row[Any]]:
     return list(conn.execute(_WORK_ITEMS, {"experiment": experiment_id}).all())
 
 
-def start_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def start_items(conn: Connection, rows: list[StartRow]) -> None:
     """Mark items (`item`, `stamp`) in progress and clear their error."""
     if rows:
         conn.execute(_START_ITEMS, rows)
 
 
-def update_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def update_items(conn: Connection, rows: list[ItemUpdate]) -> None:
     """Set items' `status`, `error` and `stamp`, and their `result` conversation when one is given."""
     if rows:
         conn.execute(_UPDATE_ITEMS, rows)
@@ -118,13 +119,13 @@ def final_message_ids(conn: Connection, item_ids: list[str]) -> dict[str, str | 
     return {row.id: row.message_id for row in execute_in(conn, _FINAL_MESSAGES, "ids", item_ids)}
 
 
-def insert_evaluations(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def insert_evaluations(conn: Connection, rows: list[EvaluationRow]) -> None:
     """Insert evaluations (every column of `_INSERT_EVALUATION`) in one executemany."""
     if rows:
         conn.execute(_INSERT_EVALUATION, rows)
 
 
-def insert_annotations(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def insert_annotations(conn: Connection, rows: list[AnnotationRow]) -> None:
     """Insert annotations (every column of `_INSERT_ANNOTATION`) in one executemany."""
     if rows:
         conn.execute(_INSERT_ANNOTATION, rows)

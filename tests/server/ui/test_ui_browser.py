@@ -200,7 +200,9 @@ def test_progress_updates_while_a_run_started_from_the_form_goes(store, live_ser
         from experiment_runner.store.queries.conversations import conversation
 
         with store.read() as session:
-            prompt = conversation(session.connection(), slow)["messages"][0]["parts"][0]["content"]
+            found = conversation(session.connection(), slow)
+        assert found is not None
+        prompt = found["messages"][0]["parts"][0]["content"]
         fake.configure(scripts=[{"match": prompt[:200], "reply": {"content": "slow reply", "latency_ms": SLOW_MS}}])
         server = live_server()
         page = browser.page()

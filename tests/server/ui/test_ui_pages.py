@@ -100,14 +100,18 @@ def test_the_live_list_sees_runs_started_after_the_page_loaded(client, store) ->
     finished = new_experiment(store, ids, name="old")
     finish_experiment(store, finished)
     page = client.get("/").text
-    newest = re.search(r'data-newest="([^"]+)"', page).group(1)
+    match = re.search(r'data-newest="([^"]+)"', page)
+    assert match
+    newest = match.group(1)
     assert newest == client.get(f"/ui/live/experiments?id={finished}").json()["rows"][0]["created_at"]
     assert client.get(f"/ui/live/experiments?since={newest}").json()["rows"] == []  # nothing new, nothing open
     started = new_experiment(store, ids, name="started later")
     [row] = client.get(f"/ui/live/experiments?since={newest}").json()["rows"]
     assert row["id"] == started and row["created_at"] > newest and row["open"] is True
     finish_experiment(store, started)
-    newer = re.search(r'data-newest="([^"]+)"', client.get("/?q=nothing+matches").text).group(1)  # filtered, still the newest
+    match = re.search(r'data-newest="([^"]+)"', client.get("/?q=nothing+matches").text)  # filtered, still the newest
+    assert match
+    newer = match.group(1)
     assert newer == row["created_at"] and client.get(f"/ui/live/experiments?since={newer}").json()["rows"] == []
     [done] = client.get(f"/ui/live/experiments?since={newer}&id={started}").json()["rows"]  # a row it showed open
     assert done["progress_text"] == "3 of 3 done" and done["open"] is False
