@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated environment, a real SQLite store in tmp_path, a CLI runner."""
+"""Shared fixtures: an isolated environment, a real store (a SQLite file in tmp_path, or a PostgreSQL database: see
+postgres_server.py), a CLI runner."""
 
 import importlib.util
 import sqlite3
@@ -31,6 +32,8 @@ from experiment_runner.cli import cli  # noqa: E402
 from experiment_runner.fixtures.fakellm import FakeLLM  # noqa: E402
 from experiment_runner.store import Store, open_store  # noqa: E402
 
+pytest_plugins = ["postgres_server"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,8 +45,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
+def db_path(store_location: Path | str) -> Path:
+    """The test's store: a file path on SQLite; on PostgreSQL (`backend` postgres) its URL, a str."""
+    return store_location  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -63,8 +67,47 @@ def run_cli(db_path: Path) -> Callable[..., Result]:
     return invoke
 
 
-def query(db_path: Path, sql: str, *args: object) -> list[tuple]:
-    """Rows of one SQL query against the store file, read with plain sqlite3."""
+def location(db: Path | str | Store) -> Path | str:
+    """A store's file path or URL (password included: the tests' own server)."""
+    if isinstance(db, Store):
+        if db.url is not None:
+            return db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        assert db.path is not None
+        return db.path
+    return db
+
+
+def is_postgres(db: Path | str | Store) -> bool:
+    found = location(db)
+    return isinstance(found, str) and found.startswith("postgresql://")
+
+
+def store_exists(db: Path | str | Store) -> bool:
+    """Whether a store was created there: the file exists (SQLite), the schema does (PostgreSQL)."""
+    if is_postgres(db):
+        return bool(query(db, "SELECT 1 FROM information_schema.tables WHERE table_name = 'alembic_version'"))
+    return Path(location(db)).exists()
+
+
+def has_table(db: Path | str | Store, name: str) -> bool:
+    """Whether the store has the table `name` (on either backend)."""
+    if is_postgres(db):
+        return bool(query(db, "SELECT 1 FROM information_schema.tables WHERE table_name = ?", name))
+    return store_exists(db) and bool(query(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name))
+
+
+def query(db_path: Path | str | Store, sql: str, *args: object) -> list[tuple]:
+    """Rows of one SQL query (`?` placeholders) against the store, read with the plain driver (sqlite3 or psycopg)."""
+    db_path = location(db_path)
+    if isinstance(db_path, str) and db_path.startswith("postgresql://"):
+        import psycopg
+        from psycopg.types.string import TextLoader
+
+        with psycopg.connect(db_path, autocommit=True) as pg:
+            for name in ("json", "jsonb"):  # JSON columns as text, as sqlite3 gives them
+                pg.adapters.register_loader(name, TextLoader)
+            cursor = pg.execute(sql.replace("%", "%%").replace("?", "%s"), args) if args else pg.execute(sql)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     conn = sqlite3.connect(db_path)
     try:
         return conn.execute(sql, args).fetchall()
@@ -72,8 +115,12 @@ def query(db_path: Path, sql: str, *args: object) -> list[tuple]:
         conn.close()
 
 
-def dump(db_path: Path) -> list[str]:
-    """Every row of every table (schema included), to show a store did not change."""
+def dump(db_path: Path | str | Store) -> list[str]:
+    """Every row of every table (schema included on SQLite), to show a store did not change."""
+    db_path = location(db_path)
+    if isinstance(db_path, str) and db_path.startswith("postgresql://"):
+        tables = [row[0] for row in query(db_path, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")]
+        return [f"{table}: {row!r}" for table in tables for row in sorted(map(repr, query(db_path, f'SELECT * FROM "{table}"')))]
     conn = sqlite3.connect(db_path)
     try:
         return list(conn.iterdump())

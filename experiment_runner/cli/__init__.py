@@ -3,23 +3,22 @@
 Errors raised by the core (`ExperimentRunnerError`) become one `Error: ...` line on stderr and the
 error's exit status here, in one place; nothing the user can get wrong prints a traceback.
 
-`--db` is taken before the command and after it (every command gets the option added). Only the
-commands of `CREATES_STORE` create a missing store file; the others say `no store at PATH` (exit 2)
-and create nothing. The store is closed when the command ends, which checkpoints its WAL.
+`--db` is taken before the command and after it (every command gets the option added): a file path, or a
+`postgresql://user:pass@host:port/db` URL. Only the commands of `CREATES_STORE` create a missing store (a
+file, or the tables in an empty database); the others say `no store at PATH` (exit 2) and create nothing. The store is closed when the command ends, which checkpoints its WAL.
 """
 
 import importlib
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 
 from experiment_runner import __version__, logconfig
-from experiment_runner.errors import BadInputError, ExperimentRunnerError, NotFoundError, StoreError
-from experiment_runner.store import DEFAULT_DB, Store, open_store
+from experiment_runner.errors import BadInputError, ExperimentRunnerError, NotFoundError
+from experiment_runner.store import DEFAULT_DB, Store, open_store, shown_location
 
 # The commands that may create the store file; every other one needs it to exist.
 CREATES_STORE = frozenset({"import", "run", "serve", "view", "demo"})
@@ -47,9 +46,7 @@ class Context:
 
     def _open(self, *, create: bool) -> Store:
         if self._store is None:
-            if not create and not Path(self.db).exists():
-                raise StoreError(f"no store at {self.db}")
-            self._store = open_store(self.db)
+            self._store = open_store(self.db, create=create)
         return self._store
 
     def experiment_id(self, given: str) -> str:
@@ -92,7 +89,8 @@ def error_line(exc: ExperimentRunnerError, field_names: Callable[[str], str] = o
     return f"Error: {exc.render(field_names) if isinstance(exc, BadInputError) else exc}"
 
 
-DB_HELP = "SQLite file of the store (env EXPERIMENT_RUNNER_DB), before or after the command; import, run, serve, view and demo create it."
+DB_HELP = ("The store: a SQLite file, or postgresql://user:pass@host:port/db (env EXPERIMENT_RUNNER_DB), before or after the command;"
+           " import, run, serve, view and demo create it.")
 
 
 def _set_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -104,7 +102,7 @@ def _set_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> N
 
 def _db_after_command() -> click.Option:
     # Eager, so it is set before any other parameter of the command is processed.
-    return click.Option(["--db"], metavar="PATH", expose_value=False, is_eager=True, callback=_set_db, help=DB_HELP)
+    return click.Option(["--db"], metavar="PATH|URL", expose_value=False, is_eager=True, callback=_set_db, help=DB_HELP)
 
 
 class Group(click.Group):
@@ -129,7 +127,7 @@ class Group(click.Group):
             return super().invoke(ctx)
         except ExperimentRunnerError as exc:
             obj = ctx.obj if isinstance(ctx.obj, Context) else None
-            where = f" in store {obj.db}" if isinstance(exc, NotFoundError) and obj else ""
+            where = f" in store {shown_location(obj.db)}" if isinstance(exc, NotFoundError) and obj else ""
             click.echo(f"{error_line(exc, obj.field_names if obj else option_for)}{where}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -148,7 +146,7 @@ class Group(click.Group):
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", envvar="EXPERIMENT_RUNNER_DB", default=DEFAULT_DB, show_default=True, metavar="PATH", help=DB_HELP)
+@click.option("--db", envvar="EXPERIMENT_RUNNER_DB", default=DEFAULT_DB, show_default=True, metavar="PATH|URL", help=DB_HELP)
 @click.option("-v", "--verbose", is_flag=True, envvar="EXPERIMENT_RUNNER_VERBOSE",
               help="Log retries, structured-output fallbacks and lease takeovers on stderr (env EXPERIMENT_RUNNER_VERBOSE=1).")
 @click.version_option(__version__, prog_name="experiment-runner")

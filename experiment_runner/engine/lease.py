@@ -1,6 +1,7 @@
 """The run lease: at most one runner per experiment, across processes and hosts sharing the store.
 
-A runner takes the experiment's lease in one `BEGIN IMMEDIATE` transaction before it plans any work,
+A runner takes the experiment's lease in one write transaction (`BEGIN IMMEDIATE` on SQLite, the
+experiment's row locked on PostgreSQL: `queries.leases.lock_experiment`) before it plans any work,
 renews it every `heartbeat` seconds (and in every writer transaction, which fails with `LeaseLostError`
 if another runner has taken it over), and releases it when the run ends. A lease not renewed for
 `timeout` seconds is stale: its runner died (kill -9, power loss) or stalled, and the next runner takes
@@ -104,6 +105,7 @@ def ensure_free(conn: Connection, experiment_id: str, timings: LeaseTimings | No
 
     What may be done under the lease (run it, change its settings, delete it) is then safe until the
     transaction ends; a stale lease (a crashed runner) does not count, and is returned (else None)."""
+    q.lock_experiment(conn, experiment_id)
     holder = q.lease_holder(conn, experiment_id)
     if holder is not None and is_live(holder, timings or LeaseTimings.from_env()):
         raise ExperimentBusyError(experiment_id, holder.pid, holder.host, holder.acquired_at)

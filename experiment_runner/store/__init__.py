@@ -1,4 +1,4 @@
-"""The store: the SQLite file, its tables and migrations, and every query that reads or writes them.
+"""The store: a SQLite file or a PostgreSQL database, its tables and migrations, and every query that reads or writes them.
 
 Owns the connection setup (pragmas, read and write transactions), the schema (`tables`, `migrations`),
 id and time helpers, and the data-access functions in `queries`. It may import only `errors` and the
@@ -6,5 +6,6 @@ standard library, SQLAlchemy and sqlmodel: every other stage builds on it, never
 """
 
 from experiment_runner.store.database import DEFAULT_DB, Store, open_store
+from experiment_runner.store.postgres import shown as shown_location
 
-__all__ = ["DEFAULT_DB", "Store", "open_store"]
+__all__ = ["DEFAULT_DB", "Store", "open_store", "shown_location"]

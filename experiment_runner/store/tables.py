@@ -1,16 +1,37 @@
-"""The store's tables, as SQLModel classes.
+"""The store's tables, as SQLModel classes: the schema, defined once.
 
-These classes mirror the schema that `migrations.py` builds step by step; a test checks that the two
-agree. Conversation parts, generation metadata and experiment settings are JSON columns because the
-export carries them as JSON objects verbatim. Times are ISO 8601 UTC strings (see `timeutil`).
+The Alembic revisions (`alembic/versions/`, see `migrations.py`) build these tables step by step on SQLite and
+PostgreSQL; a test has Alembic compare a migrated store with these classes. A column's `server_default` is
+the database's own default (what a row inserted without it, or an existing row when the column is added, gets).
+Conversation parts, generation metadata and experiment settings are JSON columns because the export carries
+them as JSON objects verbatim. Times are ISO 8601 UTC strings (see `timeutil`).
 """
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Column, Dialect, ForeignKey, Index, String, TypeDecorator, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
+from experiment_runner import jsonlimits
 from experiment_runner.conversation import Generation, JSONObject, Part, ToolDefinition
+
+
+class StoredJSON(TypeDecorator[Any]):
+    """A JSON column. PostgreSQL's driver hands JSON over as text (as SQLite does: `postgres.make_engine`), so the
+    ORM decodes it here; on SQLite SQLAlchemy's JSON type has decoded it already."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql" and isinstance(value, str):
+            return jsonlimits.loads_stored(value)
+        return value
+
+
+def _default(value: Any) -> Any:
+    """A field whose column has a server default too (`value` as the database writes it)."""
+    return Field(default=value, sa_column_kwargs={"server_default": false() if value is False else str(value)})
 
 
 def _fk(target: str, on_delete: str | None = None) -> Any:
@@ -21,14 +42,14 @@ class Conversation(SQLModel, table=True):
     """A chat conversation: imported (`type="source"`) or produced by an experiment (`"result"`)."""
 
     id: str = Field(primary_key=True)
-    type: str = Field(default="source", index=True)
+    type: str = Field(default="source", index=True, sa_column_kwargs={"server_default": "source"})
     content_hash: str
     created_at: str
     # Added by migration 4: the experiment whose run created a result conversation (NULL for sources).
     experiment_id: str | None = Field(default=None, index=True)
     # Added by migration 6: a source's OpenAI tool definitions (declared on replay) and its metadata object.
-    tools: list[ToolDefinition] | None = Field(default=None, sa_column=Column(JSON))
-    metadata_: JSONObject | None = Field(default=None, sa_column=Column("metadata", JSON))
+    tools: list[ToolDefinition] | None = Field(default=None, sa_column=Column(StoredJSON))
+    metadata_: JSONObject | None = Field(default=None, sa_column=Column("metadata", StoredJSON))
 
 
 class Message(SQLModel, table=True):
@@ -40,8 +61,8 @@ class Message(SQLModel, table=True):
     conversation_id: str = Field(sa_column=_fk("conversation.id", "CASCADE"))
     sequence_number: int
     role: str
-    parts: list[Part] = Field(sa_column=Column(JSON, nullable=False))
-    generation: Generation | None = Field(default=None, sa_column=Column(JSON))
+    parts: list[Part] = Field(sa_column=Column(StoredJSON, nullable=False))
+    generation: Generation | None = Field(default=None, sa_column=Column(StoredJSON))
 
 
 class Experiment(SQLModel, table=True):
@@ -50,11 +71,11 @@ class Experiment(SQLModel, table=True):
     id: str = Field(primary_key=True)
     name: str
     model: str
-    pass_through: bool = False
-    conversation_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
-    reasoning_config: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    pass_through: bool = _default(False)
+    conversation_ids: list[str] = Field(sa_column=Column(StoredJSON, nullable=False))
+    reasoning_config: dict[str, Any] | None = Field(default=None, sa_column=Column(StoredJSON))
     system_prompt_override: str | None = None
-    output_schema: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    output_schema: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(StoredJSON))
     created_by_user_id: str | None = None
     created_by_user_name: str | None = None
     created_by_service_account_id: str | None = None
@@ -65,10 +86,10 @@ class Experiment(SQLModel, table=True):
     api_base: str | None = None
     evaluator_model: str | None = None
     evaluator_api_base: str | None = None
-    labels: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    labels: dict[str, Any] | None = Field(default=None, sa_column=Column(StoredJSON))
     source_experiment_id: str | None = None
     # {"target"|"evaluator": {"setting": auto|json_schema|json_object|prompt, "used": mode, "max_tokens"?: N}}
-    structured_output: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    structured_output: dict[str, Any] | None = Field(default=None, sa_column=Column(StoredJSON))
     # Added by migration 5: the run state. `stop_reason` is why the last run ended early (interrupted | budget |
     # systematic | failed | shutdown; NULL while running, once complete, or after a crash), `runner` who started
     # it (cli | server: a server resumes only its own), `max_cost_usd` the experiment's budget, honoured by every
@@ -78,7 +99,7 @@ class Experiment(SQLModel, table=True):
     stopped_at: str | None = None
     runner: str | None = None
     max_cost_usd: float | None = None
-    setting_changes: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    setting_changes: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(StoredJSON))
 
 
 class Item(SQLModel, table=True):
@@ -96,9 +117,9 @@ class Item(SQLModel, table=True):
     result_conversation_id: str | None = Field(
         default=None, sa_column=Column(String, ForeignKey("conversation.id"), index=True)
     )
-    status: str = "pending"
+    status: str = _default("pending")
     error_message: str | None = None
-    evaluations_expected: int = 0
+    evaluations_expected: int = _default(0)
     created_at: str
     updated_at: str
 
@@ -119,11 +140,11 @@ class Evaluation(SQLModel, table=True):
     total_duration_ms: float | None = None
     error_message: str | None = None
     created_at: str
-    dropped: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))  # {reason kind: count}
+    dropped: dict[str, int] | None = Field(default=None, sa_column=Column(StoredJSON))  # {reason kind: count}
     cost_usd: float | None = None
     response_format: str | None = None
     # Added by migration 7: how many of its calls the response cache answered, and what they cost when first made.
-    cached_calls: int = 0
+    cached_calls: int = _default(0)
     cost_saved_usd: float | None = None
 
 
@@ -164,13 +185,13 @@ class ResponseCache(SQLModel, table=True):
     key: str = Field(primary_key=True)
     model: str
     api_base: str | None = None
-    parts: list[Part] = Field(sa_column=Column(JSON, nullable=False))
-    generation: Generation = Field(sa_column=Column(JSON, nullable=False))  # as first recorded (tokens, latency, cost)
+    parts: list[Part] = Field(sa_column=Column(StoredJSON, nullable=False))
+    generation: Generation = Field(sa_column=Column(StoredJSON, nullable=False))  # as first recorded (tokens, latency, cost)
     duration_ms: float
     cost_usd: float | None = None  # what the call cost when it was made (None: litellm had no price)
     created_at: str = Field(index=True)
-    hits: int = 0
-    saved_usd: float = 0.0  # summed cost of the calls its hits replaced
+    hits: int = _default(0)
+    saved_usd: float = _default(0)  # summed cost of the calls its hits replaced
     last_hit_at: str | None = None
 
 
@@ -205,5 +226,5 @@ class BatchRequest(SQLModel, table=True):
     item_id: str = Field(sa_column=_fk("item.id", "CASCADE"))
     mode: str  # the structured-output mode of the body
     cache_key: str
-    body: JSONObject = Field(sa_column=Column(JSON, nullable=False))  # messages and arguments, without the model
-    status: str = "submitted"  # submitted | done | failed | resubmitted
+    body: JSONObject = Field(sa_column=Column(StoredJSON, nullable=False))  # messages and arguments, without the model
+    status: str = _default("submitted")  # submitted | done | failed | resubmitted

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, dump
+from conftest import FIXTURES, dump, has_table
 from conftest import query as rows
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
@@ -43,7 +43,7 @@ def test_run_batch_completes_the_sample_through_the_batch_endpoints(run_cli, fak
     assert statuses(db_path) == {"completed": 40}
     assert rows(db_path, "SELECT status, count(*) FROM evaluation GROUP BY status") == [("completed", 40)]
     generations = [json.loads(g) for (g,) in rows(db_path, """SELECT m.generation FROM message m JOIN item i ON i.result_conversation_id = m.conversation_id
-                                                             WHERE m.role = 'assistant' AND m.generation LIKE '%batch_id%'""")]
+                                                             WHERE m.role = 'assistant' AND CAST(m.generation AS TEXT) LIKE '%batch_id%'""")]
     assert len(generations) == 40
     assert all(g["cost_usd"] == pytest.approx(g["cost_unbatched_usd"] / 2) and g["cost_usd"] > 0 for g in generations)
     assert "Collected 80 answer(s) (0 failed request(s)) at $" in result.stderr and "at the normal price" in result.stderr
@@ -59,7 +59,7 @@ def test_killed_between_submit_and_collect_resume_collects_without_resubmitting(
     proc = subprocess.Popen([sys.executable, "-m", "experiment_runner", *batch_args(fake_llm, "--all")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not (db_path.exists() and rows(db_path, "SELECT name FROM sqlite_master WHERE name = 'batch_job'")
+    while not (has_table(db_path, "batch_job")
                and rows(db_path, "SELECT count(*) FROM batch_job")[0][0]):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.05)

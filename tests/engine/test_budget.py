@@ -32,11 +32,11 @@ def test_the_estimate_is_close_to_what_the_run_then_reports(run_cli, fake_llm, d
     run_cli("import", SAMPLE)
     estimate = json.loads(priced_run(run_cli, fake_llm, "--dry-run", "--json").stdout)
     assert priced_run(run_cli, fake_llm).exit_code == 0
-    target = sum(json.loads(g)["input_tokens"] for (g,) in rows(db_path, "SELECT generation FROM message WHERE generation LIKE '%gpt-4o-mini%'"))
+    target = sum(json.loads(g)["input_tokens"] for (g,) in rows(db_path, "SELECT generation FROM message WHERE CAST(generation AS TEXT) LIKE '%gpt-4o-mini%'"))
     (judge, judge_cost), = rows(db_path, "SELECT sum(input_tokens), sum(cost_usd) FROM evaluation")
     actual = target + judge
     assert 0.65 * actual <= estimate["estimated_input_tokens"] <= 1.35 * actual
-    target_cost = sum(json.loads(g)["cost_usd"] for (g,) in rows(db_path, "SELECT generation FROM message WHERE generation LIKE '%gpt-4o-mini%'"))
+    target_cost = sum(json.loads(g)["cost_usd"] for (g,) in rows(db_path, "SELECT generation FROM message WHERE CAST(generation AS TEXT) LIKE '%gpt-4o-mini%'"))
     assert estimate["estimated_cost_usd"] >= 0.8 * (target_cost + judge_cost)
 
 

@@ -46,13 +46,13 @@ def test_the_mixed_cost_case_stops_within_the_cap_plus_one_reservation(store, fa
 
     assert progress.budget_reached and progress.budget_usd == cap
     assert cap <= progress.spent_usd <= cap + progress.max_reserved_usd
-    done = dict(rows(store.path, "SELECT status, count(*) FROM item GROUP BY status"))
+    done = dict(rows(store, "SELECT status, count(*) FROM item GROUP BY status"))
     assert 60 < done["completed"] < 160 and done["pending"] == 160 - done["completed"]
     # what the run counted is what its stored calls cost
     target = sum(json.loads(g)["cost_usd"] for (g,) in rows(
-        store.path, "SELECT generation FROM message WHERE role = 'assistant' AND conversation_id IN "
+        store, "SELECT generation FROM message WHERE role = 'assistant' AND conversation_id IN "
         "(SELECT result_conversation_id FROM item WHERE experiment_id = ?)", experiment_id))
-    (judge,), = rows(store.path, "SELECT sum(cost_usd) FROM evaluation")
+    (judge,), = rows(store, "SELECT sum(cost_usd) FROM evaluation")
     assert progress.spent_usd == pytest.approx(target + judge)
     print(f"\nmixed-cost case: cap ${cap}, spent ${progress.spent_usd:.6f} ({progress.spent_usd / cap:.2f}x), "
           f"dearest reservation ${progress.max_reserved_usd:.6f}, {done['completed']} of 160 items completed")

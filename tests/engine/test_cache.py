@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from conftest import FIXTURES
+from conftest import FIXTURES, store_exists
 from conftest import query as rows
 
 from experiment_runner.engine.cache import cache_key
@@ -37,7 +37,7 @@ def annotations(db: Path, experiment_id: str) -> list[tuple]:
                        WHERE i.experiment_id = ? ORDER BY i.position, a.position""", experiment_id)
 
 
-def test_the_same_run_twice_calls_nothing_the_second_time_and_no_cache_calls_again(run_cli, fake_llm, db_path) -> None:
+def test_the_same_run_twice_calls_nothing_the_second_time_and_no_cache_calls_again(run_cli, fake_llm, db_path, tmp_path) -> None:
     run_cli("import", SAMPLE)
     fake_llm.configure(scripts=[{"model": "gpt-4o", "reply": {"content": VERDICT}}])
     first_result, first = run(run_cli, fake_llm, "--all")
@@ -70,7 +70,7 @@ def test_the_same_run_twice_calls_nothing_the_second_time_and_no_cache_calls_aga
     repeated = 80 - first_calls  # the first run asked a repeated question once and answered the repeat from the cache
     assert f"Cache: {repeated} call(s) came from the response cache" in run_cli("show", first).stdout
 
-    page = db_path.parent / "report.html"
+    page = tmp_path / "report.html"
     assert run_cli("report", second, "-o", page).exit_code == 0
     assert "From the response cache</td><td class=\"n\">80 calls (40 target, 40 evaluator)" in page.read_text()
 
@@ -143,7 +143,7 @@ def test_reevaluate_and_resume_use_the_cache(run_cli, fake_llm, db_path) -> None
 
 def test_cache_stats_and_clear(run_cli, fake_llm, db_path) -> None:
     missing = run_cli("cache", "stats")  # no store yet: it reads one, so it creates none
-    assert missing.exit_code == 2 and "no store at" in missing.stderr and not db_path.exists()
+    assert missing.exit_code == 2 and "no store at" in missing.stderr and not store_exists(db_path)
     run_cli("import", TOOLS)
     assert run_cli("cache", "stats").stdout.strip() == "The response cache is empty."
     run(run_cli, fake_llm, "--all")

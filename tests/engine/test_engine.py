@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, dump
+from conftest import FIXTURES, dump, store_exists
 from conftest import query as rows
 
 from experiment_runner.engine.experiments import create_experiment
@@ -233,7 +233,7 @@ def _start_run(db: Path, fake: FakeLLM, *extra: str) -> subprocess.Popen:
 def _wait_for_completed(db: Path, count: int, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if db.exists():
+        if store_exists(db):
             try:
                 if rows(db, "SELECT count(*) FROM item WHERE status='completed'")[0][0] >= count:
                     return

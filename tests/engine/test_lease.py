@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, store_exists
 from conftest import query as rows
 
 from experiment_runner.engine import writer as w
@@ -23,6 +23,8 @@ from experiment_runner.errors import ExperimentBusyError, LeaseLostError
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
+from experiment_runner.store.queries import leases
+from experiment_runner.store.queries.rows import LeaseRow
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
 FAST = {"EXPERIMENT_RUNNER_LEASE_HEARTBEAT": "0.2", "EXPERIMENT_RUNNER_LEASE_TIMEOUT": "2"}
@@ -36,11 +38,9 @@ def _experiment(store: Store, fake_llm: FakeLLM, evaluator: bool = False, runner
 
 def _plant(store: Store, experiment_id: str, *, host: str, pid: int, age: float) -> None:
     """A lease row as another runner would have left it."""
+    row: LeaseRow = {"owner": "other", "host": host, "pid": pid, "acquired_at": "2026-01-01T00:00:00.000000Z", "heartbeat": time.time() - age}
     with store.write() as session:
-        session.connection().exec_driver_sql(
-            "INSERT OR REPLACE INTO run_lease VALUES (?, 'other', ?, ?, '2026-01-01T00:00:00.000000Z', ?)",
-            (experiment_id, host, pid, time.time() - age),
-        )
+        leases.put_lease(session.connection(), experiment_id, row)
 
 
 def test_a_second_runner_exits_1_naming_the_holder(store, fake_llm, run_cli) -> None:
@@ -66,17 +66,17 @@ def test_a_stale_lease_or_a_dead_local_process_is_taken_over(store, fake_llm, ru
     dead.wait()
     _plant(store, experiment_id, host=socket.gethostname(), pid=dead.pid, age=0)  # fresh, but its process is gone
     assert run_cli("resume", experiment_id).exit_code == 0
-    assert rows(store.path, "SELECT count(*) FROM run_lease") == [(0,)]  # released at the end
+    assert rows(store, "SELECT count(*) FROM run_lease") == [(0,)]  # released at the end
 
 
 def test_a_runner_that_lost_its_lease_cannot_write(store, fake_llm) -> None:
     experiment_id = _experiment(store, fake_llm)
     lease = acquire(store, experiment_id, LeaseTimings(heartbeat=0.1, timeout=0.2))
     _plant(store, experiment_id, host="elsewhere", pid=1, age=0)  # taken over while this one stalled
-    (item,) = rows(store.path, "SELECT id FROM item ORDER BY position LIMIT 1")[0]
+    (item,) = rows(store, "SELECT id FROM item ORDER BY position LIMIT 1")[0]
     with pytest.raises(LeaseLostError, match="another runner took the lease over"):
         w.apply_events(store, experiment_id, [w.Started(item)], lease)
-    assert rows(store.path, "SELECT count(*) FROM item WHERE status != 'pending'") == [(0,)]
+    assert rows(store, "SELECT count(*) FROM item WHERE status != 'pending'") == [(0,)]
 
 
 def _cli(db: Path, *args: str) -> subprocess.Popen:
@@ -91,7 +91,7 @@ def _kill_mid_run(db: Path, fake_llm: FakeLLM, concurrency: int, *extra: str) ->
     proc = _cli(db, "run", "--name", "long", "--model", "openai/target", "--api-base", fake_llm.api_base,
                 "--all", "--concurrency", str(concurrency), *extra)
     deadline = time.monotonic() + 60
-    while not (db.exists() and _completed(db) >= 6):
+    while not (store_exists(db) and _completed(db) >= 6):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.02)
     proc.kill()
@@ -202,7 +202,7 @@ def test_the_server_skips_a_leased_experiment_and_runs_it_once_the_lease_goes_st
         while not client.get(f"/v1/experiments/{experiment_id}").json()["completed_at"]:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-    assert rows(store.path, "SELECT status, count(*) FROM item GROUP BY status") == [("completed", 40)]
+    assert rows(store, "SELECT status, count(*) FROM item GROUP BY status") == [("completed", 40)]
     assert fake_llm.request_count == 40
 
 
@@ -219,10 +219,10 @@ def test_delete_refuses_while_a_live_runner_holds_the_lease(store, fake_llm, run
     with TestClient(create_app(store)) as client:
         response = client.delete(f"/v1/experiments/{experiment_id}")
     assert response.status_code == 409 and response.json() == {"detail": busy}
-    assert rows(store.path, "SELECT count(*) FROM item WHERE experiment_id = ?", experiment_id) == [(40,)]
+    assert rows(store, "SELECT count(*) FROM item WHERE experiment_id = ?", experiment_id) == [(40,)]
     _plant(store, experiment_id, host="elsewhere", pid=4242, age=60)  # that runner died: its stale lease goes too
     assert run_cli("delete", experiment_id).exit_code == 0
-    assert rows(store.path, "SELECT count(*) FROM experiment") == [(0,)] and rows(store.path, "SELECT count(*) FROM run_lease") == [(0,)]
+    assert rows(store, "SELECT count(*) FROM experiment") == [(0,)] and rows(store, "SELECT count(*) FROM run_lease") == [(0,)]
 
 
 def test_delete_during_a_cli_run_is_refused_and_the_run_finishes(run_cli, fake_llm, db_path) -> None:
@@ -230,7 +230,7 @@ def test_delete_during_a_cli_run_is_refused_and_the_run_finishes(run_cli, fake_l
     fake_llm.configure(latency_ms=100)
     proc = _cli(db_path, "run", "--name", "long", "--model", "openai/target", "--api-base", fake_llm.api_base, "--all", "--concurrency", "2")
     deadline = time.monotonic() + 60
-    while not (db_path.exists() and _completed(db_path) >= 1):
+    while not (store_exists(db_path) and _completed(db_path) >= 1):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.02)
     (experiment_id,) = rows(db_path, "SELECT id FROM experiment")[0]

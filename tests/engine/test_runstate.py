@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import FIXTURES, dump
+from conftest import FIXTURES, dump, store_exists
 from conftest import query as rows
 from fastapi.testclient import TestClient
 
@@ -192,7 +192,7 @@ def _cli(db: Path, *args: str) -> subprocess.Popen:
 
 def _wait_completed(db: Path, count: int, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
-    while not (db.exists() and rows(db, "SELECT count(*) FROM item WHERE status = 'completed'")[0][0] >= count):
+    while not (store_exists(db) and rows(db, "SELECT count(*) FROM item WHERE status = 'completed'")[0][0] >= count):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.05)
 

@@ -4,6 +4,7 @@ from typing import Any
 
 from conftest import FIXTURES
 from conftest import query as rows
+from sqlalchemy import text
 
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.experiments import create_experiment, get_experiment
@@ -23,7 +24,7 @@ def _setup(store: Store, evaluator: bool = True) -> tuple[str, list[str]]:
     local = "http://127.0.0.1:9/v1"  # never called: these tests write the events themselves
     judge: dict[str, Any] = {"evaluator_model": "openai/judge", "evaluator_api_base": local} if evaluator else {}
     experiment_id = create_experiment(store, ExperimentSpec(name="t", model="openai/target", conversation_ids=ids, api_base=local, **judge))
-    items = [r[0] for r in rows(store.path, "SELECT id FROM item WHERE experiment_id = ? ORDER BY position", experiment_id)]
+    items = [r[0] for r in rows(store, "SELECT id FROM item WHERE experiment_id = ? ORDER BY position", experiment_id)]
     return experiment_id, items
 
 
@@ -49,7 +50,7 @@ def test_plan_work_picks_what_is_missing(store: Store) -> None:
     units = {u.item_id: u for u in plan_work(store, experiment, False)}
     assert set(units) == {items[0], items[3]}
     assert not units[items[0]].needs_replay and units[items[3]].needs_replay
-    result = rows(store.path, "SELECT result_conversation_id FROM item WHERE id = ?", items[0])[0][0]
+    result = rows(store, "SELECT result_conversation_id FROM item WHERE id = ?", items[0])[0][0]
     assert units[items[0]].conversation_id == result  # only evaluated: the stored result is read
     again = {u.item_id: u.needs_replay for u in plan_work(store, experiment, True)}
     assert again == {items[0]: False, items[2]: True, items[3]: True}  # --retry-failed replays the failed one
@@ -64,9 +65,9 @@ def test_apply_events_counts_and_replaces_a_result_in_the_same_transaction(store
     counts = w.apply_events(store, experiment_id, [w.Replayed(items[0], second, None, finished=False),
                                                    w.Evaluated(items[0], second[-1]["id"], _done())])
     assert (counts.completed, counts.failed, counts.evaluations_skipped) == (1, 0, 0)
-    results = rows(store.path, "SELECT id, experiment_id FROM conversation WHERE type = 'result'")
-    assert results == [(rows(store.path, "SELECT result_conversation_id FROM item WHERE id = ?", items[0])[0][0], experiment_id)]
-    assert rows(store.path, "SELECT count(*) FROM message WHERE id = ?", first[-1]["id"]) == [(0,)]  # the old one is gone
+    results = rows(store, "SELECT id, experiment_id FROM conversation WHERE type = 'result'")
+    assert results == [(rows(store, "SELECT result_conversation_id FROM item WHERE id = ?", items[0])[0][0], experiment_id)]
+    assert rows(store, "SELECT count(*) FROM message WHERE id = ?", first[-1]["id"]) == [(0,)]  # the old one is gone
 
 
 def test_an_evaluation_of_another_message_is_skipped(store: Store) -> None:
@@ -78,16 +79,17 @@ def test_an_evaluation_of_another_message_is_skipped(store: Store) -> None:
                                                    w.Evaluated(items[1], other[0]["id"], _done()),  # not the final one
                                                    w.Evaluated(items[2], other[-1]["id"], _done())])  # no result at all
     assert (counts.completed, counts.evaluations_skipped) == (0, 3)
-    assert rows(store.path, "SELECT count(*) FROM evaluation") == [(0,)]
-    assert rows(store.path, "SELECT DISTINCT status FROM item WHERE id IN (?, ?)", items[0], items[1]) == [("in_progress",)]
+    assert rows(store, "SELECT count(*) FROM evaluation") == [(0,)]
+    assert rows(store, "SELECT DISTINCT status FROM item WHERE id IN (?, ?)", items[0], items[1]) == [("in_progress",)]
 
 
 def test_delete_removes_every_result_conversation_the_experiment_created(store: Store) -> None:
     experiment_id, items = _setup(store, evaluator=False)
     w.apply_events(store, experiment_id, [w.Replayed(items[0], _reply(), None, finished=True)])
     with store.write() as session:  # a result a racing runner of an older release left behind, linked by nothing
-        session.connection().exec_driver_sql(
-            "INSERT INTO conversation (id, type, content_hash, created_at, experiment_id) VALUES ('stray', 'result', 'h', '2026-01-01T00:00:00.000000Z', ?)", (experiment_id,))
+        session.connection().execute(text(
+            "INSERT INTO conversation (id, type, content_hash, created_at, experiment_id)"
+            " VALUES ('stray', 'result', 'h', '2026-01-01T00:00:00.000000Z', :e)"), {"e": experiment_id})
     delete_experiment(store, experiment_id)
-    assert rows(store.path, "SELECT count(*) FROM conversation WHERE type = 'result'") == [(0,)]
-    assert rows(store.path, "SELECT count(*) FROM conversation WHERE type = 'source'") == [(4,)]
+    assert rows(store, "SELECT count(*) FROM conversation WHERE type = 'result'") == [(0,)]
+    assert rows(store, "SELECT count(*) FROM conversation WHERE type = 'source'") == [(4,)]

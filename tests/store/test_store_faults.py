@@ -16,6 +16,8 @@ from conftest import query as rows
 
 from experiment_runner.cli import cli
 
+pytestmark = pytest.mark.sqlite_only("SQLite's file faults (tmpfs, chattr, file locks); PostgreSQL's are tests/store/test_postgres_faults.py")
+
 
 def _one_line(stderr: str, words: str) -> None:
     """The error is one `Error:` line in words: no SQL, parameters, library URL, group or traceback."""

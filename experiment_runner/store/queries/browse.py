@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, text
 
-from experiment_runner.store.queries.common import LATEST_EVALUATION, execute_in, expanding
+from experiment_runner.store.queries.common import LATEST_EVALUATION, Dialect, PerDialect, execute_in, expanding
 
 
 @dataclass(frozen=True)
@@ -24,19 +24,19 @@ class ItemConditions:
     label: str | None = None
     has_issues: bool | None = None
 
-    def params(self) -> dict[str, str | int | None]:
-        issues = None if self.has_issues is None else int(self.has_issues)
+    def params(self) -> dict[str, str | bool | None]:
+        issues = self.has_issues
         return {"status": self.status, "evaluation_status": self.evaluation_status, "label": self.label, "issues": issues}
 
 
 _MATCHING = f"""
     FROM item i LEFT JOIN evaluation e ON e.id = {LATEST_EVALUATION}
     WHERE i.experiment_id = :experiment
-      AND (:status IS NULL OR i.status = :status)
-      AND (:evaluation_status IS NULL OR e.status = :evaluation_status)
-      AND (:label IS NULL OR (e.status = 'completed'
+      AND (CAST(:status AS TEXT) IS NULL OR i.status = :status)
+      AND (CAST(:evaluation_status AS TEXT) IS NULL OR e.status = :evaluation_status)
+      AND (CAST(:label AS TEXT) IS NULL OR (e.status = 'completed'
            AND EXISTS (SELECT 1 FROM annotation a WHERE a.evaluation_id = e.id AND a.label = :label)))
-      AND (:issues IS NULL OR (e.status = 'completed'
+      AND (CAST(:issues AS BOOLEAN) IS NULL OR (e.status = 'completed'
            AND EXISTS (SELECT 1 FROM annotation a WHERE a.evaluation_id = e.id) = :issues))
 """
 
@@ -63,18 +63,23 @@ _LATEST_EVALUATIONS = expanding(
     "items",
 )
 
-_SEARCH = """
-    SELECT c.id, c.created_at,
+
+
+def _search(d: Dialect) -> str:
+    return f"""
+    SELECT c.id, c.created_at, {d.insertion_order('c')} AS inserted,
            (SELECT count(*) FROM message m WHERE m.conversation_id = c.id) AS n,
            (SELECT parts FROM message m WHERE m.conversation_id = c.id AND m.role = 'user'
                ORDER BY sequence_number LIMIT 1) AS first_user_parts
     FROM conversation c
     WHERE c.type = 'source'
-      AND (:pattern IS NULL OR c.id LIKE :pattern ESCAPE '\\'
-           OR EXISTS (SELECT 1 FROM message m WHERE m.conversation_id = c.id AND m.parts LIKE :pattern ESCAPE '\\'))
+      AND (CAST(:pattern AS TEXT) IS NULL OR c.id {d.like} :pattern ESCAPE '\\'
+           OR EXISTS (SELECT 1 FROM message m WHERE m.conversation_id = c.id AND CAST(m.parts AS TEXT) {d.like} :pattern ESCAPE '\\'))
 """
-_SEARCH_PAGE = text(_SEARCH + " ORDER BY c.created_at, c.rowid LIMIT :limit OFFSET :offset")
-_SEARCH_COUNT = text(f"SELECT count(*) FROM ({_SEARCH})")
+
+
+_SEARCH_PAGE = PerDialect(lambda d: text(_search(d) + " ORDER BY c.created_at, inserted LIMIT :limit OFFSET :offset"))
+_SEARCH_COUNT = PerDialect(lambda d: text(f"SELECT count(*) FROM ({_search(d)}) AS found"))
 
 _USED_BY = text(
     """
@@ -125,12 +130,12 @@ def like_pattern(words: str) -> str:
 
 def search_conversations(conn: Connection, pattern: str | None, limit: int, offset: int) -> list[Row[Any]]:
     """Source conversations whose id or message text matches the LIKE `pattern` (all with None), in import order."""
-    return list(conn.execute(_SEARCH_PAGE, {"pattern": pattern, "limit": limit, "offset": offset}).all())
+    return list(conn.execute(_SEARCH_PAGE.on(conn), {"pattern": pattern, "limit": limit, "offset": offset}).all())
 
 
 def count_conversations(conn: Connection, pattern: str | None) -> int:
     """How many source conversations `search_conversations` would list in all."""
-    return int(conn.execute(_SEARCH_COUNT, {"pattern": pattern}).scalar_one())
+    return int(conn.execute(_SEARCH_COUNT.on(conn), {"pattern": pattern}).scalar_one())
 
 
 def experiments_using(conn: Connection, conversation_id: str) -> list[Row[Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, text
 
-from experiment_runner.store.queries.common import execute_in, expanding
+from experiment_runner.store.queries.common import PerDialect, execute_in, expanding
 from experiment_runner.store.queries.rows import CacheEntryRow, CacheHitRow
 
 _GET = text("SELECT key, parts, generation, duration_ms, cost_usd FROM response_cache WHERE key = :key")
@@ -31,21 +31,23 @@ _DROP = expanding("DELETE FROM response_cache WHERE key IN :keys", "keys")
 _STATS = text(
     """
     SELECT model, count(*) AS entries, coalesce(sum(hits), 0) AS hits, coalesce(sum(saved_usd), 0) AS saved_usd,
-           coalesce(sum(length(parts) + length(generation)), 0) AS size, min(created_at) AS oldest, max(created_at) AS newest
+           coalesce(sum(length(CAST(parts AS TEXT)) + length(CAST(generation AS TEXT))), 0) AS size, min(created_at) AS oldest, max(created_at) AS newest
     FROM response_cache GROUP BY model ORDER BY model
     """
 )
 
-_CLEAR = text("DELETE FROM response_cache WHERE :before IS NULL OR created_at < :before")
+_CLEAR = text("DELETE FROM response_cache WHERE CAST(:before AS TEXT) IS NULL OR created_at < :before")
 
 # Calls of one experiment answered by the cache: its replies (result conversations it created) and its evaluations.
-_TARGET_USAGE = text(
-    """
-    SELECT count(*) AS calls, coalesce(sum(json_extract(m.generation, '$.cost_saved_usd')), 0) AS saved
-    FROM item i JOIN conversation c ON c.id = i.result_conversation_id AND c.experiment_id = i.experiment_id
-    JOIN message m ON m.conversation_id = c.id
-    WHERE i.experiment_id = :experiment AND json_extract(m.generation, '$.cache_hit') = 1
-    """
+_TARGET_USAGE = PerDialect(
+    lambda d: text(
+        f"""
+        SELECT count(*) AS calls, coalesce(sum({d.json_number('m.generation', 'cost_saved_usd')}), 0) AS saved
+        FROM item i JOIN conversation c ON c.id = i.result_conversation_id AND c.experiment_id = i.experiment_id
+        JOIN message m ON m.conversation_id = c.id
+        WHERE i.experiment_id = :experiment AND {d.json_true('m.generation', 'cache_hit')}
+        """
+    )
 )
 
 _EVALUATOR_USAGE = text(
@@ -90,6 +92,6 @@ def clear(conn: Connection, before: str | None) -> int:
 
 def experiment_usage(conn: Connection, experiment_id: str) -> dict[str, tuple[int, float]]:
     """`{"target"|"evaluator": (calls answered by the cache, USD those calls cost when first made)}`."""
-    target = conn.execute(_TARGET_USAGE, {"experiment": experiment_id}).one()
+    target = conn.execute(_TARGET_USAGE.on(conn), {"experiment": experiment_id}).one()
     evaluator = conn.execute(_EVALUATOR_USAGE, {"experiment": experiment_id}).one()
     return {"target": (int(target.calls), float(target.saved)), "evaluator": (int(evaluator.calls), float(evaluator.saved))}

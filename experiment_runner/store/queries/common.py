@@ -1,6 +1,13 @@
-"""Shared query pieces: the chunked `IN (...)` loop, stored JSON, message rows, two reused subqueries."""
+"""Shared query pieces: the chunked `IN (...)` loop, stored JSON, message rows, two reused subqueries, and
+the few SQL fragments that differ between SQLite and PostgreSQL (`Dialect`, `PerDialect`).
 
-from collections.abc import Mapping, Sequence
+Most statements are the same text on both; a parameter that may be NULL is compared as `CAST(:p AS TEXT) IS
+NULL` (PostgreSQL must know a parameter's type). A statement with a fragment of its own per dialect is a
+`PerDialect`, built once per dialect from one function and picked by the connection (`.on(conn)`).
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Row, TextClause, bindparam, text
@@ -20,6 +27,61 @@ FINAL_ASSISTANT_MESSAGE = (
     "(SELECT fm.id FROM message fm WHERE fm.conversation_id = i.result_conversation_id AND fm.role = 'assistant'"
     " ORDER BY fm.sequence_number DESC LIMIT 1)"
 )
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The SQL fragments that differ: JSON fields, string aggregation, insertion order, case-insensitive LIKE."""
+
+    name: str  # sqlite | postgresql
+
+    @property
+    def postgres(self) -> bool:
+        return self.name == "postgresql"
+
+    def json_number(self, column: str, key: str) -> str:
+        """A number inside a JSON object column (NULL when absent)."""
+        return f"CAST({column} ->> '{key}' AS DOUBLE PRECISION)" if self.postgres else f"json_extract({column}, '$.{key}')"
+
+    def json_is_number(self, column: str, key: str) -> str:
+        """A condition: the JSON object column's `key` holds a number."""
+        return f"json_typeof({column} -> '{key}') = 'number'" if self.postgres else f"json_type({column}, '$.{key}') IN ('integer', 'real')"
+
+    def total(self, expression: str) -> str:
+        """SQLite's `total()`: the sum as a float, 0.0 over no rows or only NULLs."""
+        return f"coalesce(sum({expression}), 0.0)" if self.postgres else f"total({expression})"
+
+    def json_true(self, column: str, key: str) -> str:
+        """A condition: the JSON object column's `key` is `true`."""
+        return f"({column} ->> '{key}') = 'true'" if self.postgres else f"json_extract({column}, '$.{key}') = 1"
+
+    def joined(self, column: str, separator: str, order: str) -> str:
+        """An aggregate: `column`'s values joined by `separator` in `order` (SQLite: rows must come ordered)."""
+        return f"string_agg({column}, '{separator}' ORDER BY {order})" if self.postgres else f"group_concat({column}, '{separator}')"
+
+    def insertion_order(self, alias: str) -> str:
+        """Rows in the order they were inserted (a tiebreak after `created_at`): SQLite's rowid, PostgreSQL's ctid
+        (the same for rows never updated, as conversations are)."""
+        return f"{alias}.ctid" if self.postgres else f"{alias}.rowid"
+
+    @property
+    def like(self) -> str:
+        """LIKE as SQLite means it: ASCII letters match either case."""
+        return "ILIKE" if self.postgres else "LIKE"
+
+
+@dataclass
+class PerDialect:
+    """One statement whose text depends on the dialect: built by `build` once per dialect, picked by the connection."""
+
+    build: Callable[[Dialect], TextClause]
+    _built: dict[str, TextClause] = field(default_factory=dict, init=False)
+
+    def on(self, conn: Connection) -> TextClause:
+        name = conn.dialect.name
+        if name not in self._built:
+            self._built[name] = self.build(Dialect(name))
+        return self._built[name]
 
 
 def expanding(sql: str, *names: str) -> TextClause:
@@ -50,7 +112,7 @@ def encode_json(value: Any) -> str | None:
 
 
 def decode_json(value: str | None) -> Any:
-    """A JSON column's value decoded (NULL is None)."""
+    """A JSON column's value decoded (NULL is None); both dialects hand JSON columns over as text."""
     return None if value is None else jsonlimits.loads_stored(value)
 
 

@@ -7,7 +7,7 @@ from sqlalchemy import Connection, Row, text
 
 from experiment_runner.conversation import Conversation, Message, ToolDefinition
 from experiment_runner.errors import NotFoundError
-from experiment_runner.store.queries.common import decode_json, encode_json, execute_in, expanding, message_dict
+from experiment_runner.store.queries.common import PerDialect, decode_json, encode_json, execute_in, expanding, message_dict
 from experiment_runner.store.queries.rows import ConversationRow, MessageRow
 
 _CONVERSATION = text("SELECT id, type, tools, metadata FROM conversation WHERE id = :id")
@@ -33,25 +33,28 @@ _WITH_MESSAGES = expanding(
 
 _SOURCES_AMONG = expanding("SELECT id FROM conversation WHERE id IN :ids AND type = 'source'", "ids")
 
-_SOURCE_IDS = text("SELECT id FROM conversation WHERE type = 'source' ORDER BY created_at, rowid")
+_SOURCE_IDS = PerDialect(lambda d: text(f"SELECT id FROM conversation c WHERE type = 'source' ORDER BY created_at, {d.insertion_order('c')}"))
 
 _STORED = expanding("SELECT id, content_hash, type FROM conversation WHERE id IN :ids", "ids")
 
 _TAKEN_MESSAGE_IDS = expanding("SELECT id FROM message WHERE id IN :ids", "ids")
 
-_LISTING = text(
-    """
+_LISTING = PerDialect(
+    lambda d: text(
+        f"""
     SELECT c.id, c.created_at,
            (SELECT count(*) FROM message m WHERE m.conversation_id = c.id) AS n,
-           (SELECT group_concat(role, ' ') FROM
-               (SELECT role FROM message m WHERE m.conversation_id = c.id ORDER BY sequence_number)) AS roles,
+           (SELECT {d.joined('role', ' ', 'sequence_number')} FROM
+               (SELECT role, sequence_number FROM message m WHERE m.conversation_id = c.id ORDER BY sequence_number) AS r) AS roles,
            (SELECT parts FROM message m WHERE m.conversation_id = c.id AND m.role = 'user'
                ORDER BY sequence_number LIMIT 1) AS first_user_parts
     FROM conversation c WHERE c.type = 'source'
-    ORDER BY c.created_at, c.rowid
+    ORDER BY c.created_at, {d.insertion_order('c')}
     LIMIT :limit
     """
+    )
 )
+NO_LIMIT = 2**62  # a LIMIT both dialects take for "all rows"
 
 _INSERT_CONVERSATION = text(
     "INSERT INTO conversation (id, type, content_hash, created_at, experiment_id, tools, metadata)"
@@ -132,7 +135,7 @@ def missing_sources(conn: Connection, ids: list[str]) -> list[str]:
 
 def source_conversation_ids(conn: Connection) -> list[str]:
     """Every imported conversation id, in import order."""
-    return list(conn.execute(_SOURCE_IDS).scalars())
+    return list(conn.execute(_SOURCE_IDS.on(conn)).scalars())
 
 
 def stored_conversations(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -147,7 +150,7 @@ def taken_message_ids(conn: Connection, ids: Sequence[str]) -> list[str]:
 
 def conversation_listing(conn: Connection, limit: int | None) -> list[Row[Any]]:
     """Source conversations in import order: id, created_at, message count `n`, `roles`, `first_user_parts`."""
-    return list(conn.execute(_LISTING, {"limit": -1 if limit is None else limit}).all())
+    return list(conn.execute(_LISTING.on(conn), {"limit": NO_LIMIT if limit is None else limit}).all())
 
 
 def insert_conversations(conn: Connection, rows: list[ConversationRow]) -> None:

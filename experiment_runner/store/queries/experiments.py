@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from experiment_runner.conversation import JSONObject
 from experiment_runner.errors import NotFoundError
-from experiment_runner.store.queries.common import execute_in, expanding
+from experiment_runner.store.queries.common import PerDialect, execute_in, expanding
 from experiment_runner.store.queries.rows import ItemRow
 from experiment_runner.store.tables import Experiment
 
@@ -58,15 +58,17 @@ _STOP_RUN = text(
     """
 )
 
-_SPENT = text(
-    """
+_SPENT = PerDialect(
+    lambda d: text(
+        f"""
     SELECT
-      (SELECT coalesce(sum(json_extract(m.generation, '$.cost_usd')), 0) FROM item i
+      (SELECT coalesce(sum({d.json_number('m.generation', 'cost_usd')}), 0) FROM item i
        JOIN message m ON m.conversation_id = i.result_conversation_id
        WHERE i.experiment_id = :experiment AND :replayed AND m.sequence_number =
          (SELECT max(sequence_number) FROM message WHERE conversation_id = i.result_conversation_id))
       + (SELECT coalesce(sum(e.cost_usd), 0) FROM evaluation e JOIN item i ON i.id = e.item_id WHERE i.experiment_id = :experiment)
     """
+    )
 )
 
 _RECENT_ERRORS = text(
@@ -163,7 +165,7 @@ def stop_run(conn: Connection, experiment_id: str, reason: str, detail: str, sta
 
 def spent_usd(conn: Connection, experiment_id: str, replayed: bool) -> float:
     """What the experiment's stored results cost: each result's final (replayed) reply, and every evaluation."""
-    return float(conn.execute(_SPENT, {"experiment": experiment_id, "replayed": replayed}).scalar_one())
+    return float(conn.execute(_SPENT.on(conn), {"experiment": experiment_id, "replayed": replayed}).scalar_one())
 
 
 _SET_SETTINGS = text(

@@ -1,7 +1,10 @@
 """Run leases: take, renew, release, and which experiments a live runner holds.
 
 A lease is one `run_lease` row per experiment. `lease_holder` then `put_lease` must run in one
-`Store.write()` transaction (`BEGIN IMMEDIATE`), so reading the holder and replacing a stale one is atomic.
+`Store.write()` transaction, so reading the holder and replacing a stale one is atomic: on SQLite the
+transaction is `BEGIN IMMEDIATE` (one writer at a time); on PostgreSQL `lock_experiment` first locks the
+experiment's row (`SELECT ... FOR UPDATE`), which another runner's `lock_experiment` waits for until this
+transaction ends (the lease row itself may not exist yet, so it cannot be the lock).
 """
 
 from typing import Any
@@ -9,6 +12,8 @@ from typing import Any
 from sqlalchemy import Connection, Row, text
 
 from experiment_runner.store.queries.rows import LeaseRow
+
+_LOCK_EXPERIMENT = text("SELECT id FROM experiment WHERE id = :experiment FOR UPDATE")
 
 _HOLDER = text("SELECT owner, host, pid, acquired_at, heartbeat_at FROM run_lease WHERE experiment_id = :experiment")
 
@@ -26,6 +31,13 @@ _RENEW = text("UPDATE run_lease SET heartbeat_at = :heartbeat WHERE experiment_i
 _RELEASE = text("DELETE FROM run_lease WHERE experiment_id = :experiment AND owner = :owner")
 
 _LIVE = text("SELECT experiment_id FROM run_lease WHERE heartbeat_at >= :fresh_after ORDER BY experiment_id")
+
+
+def lock_experiment(conn: Connection, experiment_id: str) -> None:
+    """In a write transaction: hold the experiment against other runners until it ends (PostgreSQL row lock;
+    SQLite's `BEGIN IMMEDIATE` holds the whole store already)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_EXPERIMENT, {"experiment": experiment_id})
 
 
 def lease_holder(conn: Connection, experiment_id: str) -> Row[Any] | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, text
 
-from experiment_runner.store.queries.common import FINAL_ASSISTANT_MESSAGE, LATEST_EVALUATION, decode_json, execute_in, expanding
+from experiment_runner.store.queries.common import FINAL_ASSISTANT_MESSAGE, LATEST_EVALUATION, PerDialect, decode_json, execute_in, expanding
 
 _FACTS = text(
     f"""
@@ -46,16 +46,16 @@ _RECEIVED = text(
 # Python: items, completed evaluations received, items whose latest evaluation completed (and of those, with
 # an annotation), and the summed `cost_usd` of the final replies that report a number (and how many do not).
 # Counted as `compute_metrics` and `PriceCoverage` count them (a JSON true is not a number).
-_OVERVIEW = expanding(
-    f"""
+_OVERVIEW = PerDialect(
+    lambda d: expanding(
+        f"""
     SELECT i.experiment_id, i.status, count(*) AS n,
            sum((SELECT count(*) FROM evaluation r WHERE r.item_id = i.id AND r.status = 'completed')) AS received,
            sum(CASE WHEN e.status = 'completed' THEN 1 ELSE 0 END) AS evaluated,
            sum(CASE WHEN e.status = 'completed' AND EXISTS (SELECT 1 FROM annotation a WHERE a.evaluation_id = e.id)
                THEN 1 ELSE 0 END) AS with_issues,
-           total(CASE WHEN json_type(m.generation, '$.cost_usd') IN ('integer', 'real')
-                 THEN json_extract(m.generation, '$.cost_usd') END) AS cost_usd,
-           sum(CASE WHEN json_type(m.generation, '$.cost_usd') IN ('integer', 'real') THEN 0 ELSE 1 END) AS unpriced
+           {d.total(f"CASE WHEN {d.json_is_number('m.generation', 'cost_usd')} THEN {d.json_number('m.generation', 'cost_usd')} END")} AS cost_usd,
+           sum(CASE WHEN {d.json_is_number('m.generation', 'cost_usd')} THEN 0 ELSE 1 END) AS unpriced
     FROM item i
     LEFT JOIN evaluation e ON e.id = {LATEST_EVALUATION}
     LEFT JOIN message m ON m.id = {FINAL_ASSISTANT_MESSAGE}
@@ -63,7 +63,8 @@ _OVERVIEW = expanding(
     GROUP BY i.experiment_id, i.status
     ORDER BY i.experiment_id, i.status
     """,
-    "ids",
+        "ids",
+    )
 )
 
 _ITEMS = text(
@@ -164,7 +165,7 @@ def evaluations_received(conn: Connection, experiment_id: str) -> int:
 def overview_rows(conn: Connection, experiment_ids: Sequence[str]) -> list[Row[Any]]:
     """Per experiment and item status: `n` items, completed evaluations `received`, items `evaluated` (latest
     evaluation completed) and those `with_issues`, the replies' summed `cost_usd` and the `unpriced` ones."""
-    return execute_in(conn, _OVERVIEW, "ids", experiment_ids)
+    return execute_in(conn, _OVERVIEW.on(conn), "ids", experiment_ids)
 
 
 def item_rows(conn: Connection, experiment_id: str, after: int, limit: int) -> list[Row[Any]]:
