@@ -74,7 +74,7 @@ def test_a_stored_experiment_reads_back_as_the_spec_it_was_created_from(store) -
     assert spec.conversation_ids == ids[:2]
     experiment_id = create_experiment(store, spec, check_models=False)
     assert ExperimentSpec.from_row(get_experiment(store, experiment_id)) == spec
-    assert rows(store.path, "SELECT count(*) FROM item WHERE experiment_id = ?", experiment_id) == [(2,)]
+    assert rows(store, "SELECT count(*) FROM item WHERE experiment_id = ?", experiment_id) == [(2,)]
 
 
 def test_the_evaluator_settings_come_from_the_spec() -> None:
@@ -208,5 +208,5 @@ def test_a_reevaluation_row_is_the_resolved_spec(store, experiment_id: str) -> N
     spec = ExperimentSpec.from_row(get_experiment(store, again))
     assert spec.model == source.model and spec.pass_through and spec.evaluator_max_tokens == 64
     assert spec.name == f"{source.name} (re-evaluated)" and spec.evaluator_model == "openai/judge-2"
-    assert json.loads(rows(store.path, "SELECT structured_output FROM experiment WHERE id = ?", again)[0][0])["evaluator"] == {
+    assert json.loads(rows(store, "SELECT structured_output FROM experiment WHERE id = ?", again)[0][0])["evaluator"] == {
         "setting": "auto", "max_tokens": 64}
