@@ -65,7 +65,7 @@ def _span_text(parts: list[Part], span: SpanSpec) -> str:
         value = part["arguments"][span.parameter_name]
         target = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     else:
-        assert part["type"] != "tool_call_response", "a tool call's response has no text to annotate"
+        assert part["type"] in ("text", "reasoning"), "only a tool call, a text or a reasoning part is annotated"
         target = part["content"]
     return target[span.start : span.end]
 
