@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
+from experiment_runner.conversation import Message, Part
 from experiment_runner.engine import writer
 from experiment_runner.engine.experiments import create_experiment
 from experiment_runner.engine.spec import ExperimentSpec
@@ -57,12 +58,14 @@ def new_experiment(
     )
 
 
-def _span_text(parts: list[dict[str, Any]], span: SpanSpec) -> str:
+def _span_text(parts: list[Part], span: SpanSpec) -> str:
     part = parts[span.part]
     if part["type"] == "tool_call":
+        assert span.parameter_name is not None, "a span in a tool call names its parameter here"
         value = part["arguments"][span.parameter_name]
         target = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     else:
+        assert part["type"] in ("text", "reasoning"), "only a tool call, a text or a reasoning part is annotated"
         target = part["content"]
     return target[span.start : span.end]
 
@@ -115,15 +118,15 @@ def finish_experiment(
     writer.finish_experiment(store, experiment_id)
 
 
-def _copy_result(source: list[dict[str, Any]], reply: str | None) -> list[dict[str, Any]]:
+def _copy_result(source: list[Message], reply: str | None) -> list[Message]:
     """The source's messages with new ids (a pass-through result), the final one's text replaced by `reply`."""
-    messages = [{**m, "id": new_id()} for m in source]
+    messages: list[Message] = [{**m, "id": new_id()} for m in source]
     if reply is not None:
         messages[-1]["parts"] = [{"type": "text", "content": reply}]
     return messages
 
 
-def _outcome(message: dict[str, Any], model: str, fails: bool, spans: Sequence[SpanSpec]) -> EvaluationOutcome:
+def _outcome(message: Message, model: str, fails: bool, spans: Sequence[SpanSpec]) -> EvaluationOutcome:
     """What the evaluator would report about `message`: fixed usage, and `spans` unless it fails."""
     return EvaluationOutcome(
         status="failed" if fails else "completed",

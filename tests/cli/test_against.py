@@ -46,7 +46,8 @@ def test_known_case(store, run_cli) -> None:
     math_reply_len = 40
     alone = char_kappa([([math_reply_len], [S("R", 0, 4)], [S("R", 2, 6)])])["overall"]["kappa"]
     assert alone == brute_kappa([math_reply_len], [("R", 0, 4)], [("R", 2, 6)])
-    assert -1 <= result["kappa"]["overall"]["kappa"] <= 1 and result["kappa"]["per_label"]["Fabrication"]["kappa"] == 1.0
+    kappa = result["kappa"]["overall"]["kappa"]
+    assert kappa is not None and -1 <= kappa <= 1 and result["kappa"]["per_label"]["Fabrication"]["kappa"] == 1.0
     cli = run_cli("score", a, "--against", b, "--json")
     assert json.loads(cli.stdout) == result
     text = run_cli("score", a, "--against", b).stdout

@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 from factories import RAGTRUTH_GOLD, build_finished
 
+from experiment_runner.results.documents import ExportDocument
 from experiment_runner.results.export import export_document
+from experiment_runner.results.span_scores import GoldScores, SpanScore
 from experiment_runner.store import open_store
 
 
-def document(db_path: Path, experiment_id: str) -> dict:
+def document(db_path: Path, experiment_id: str) -> ExportDocument:
     store = open_store(db_path)
     try:
         return export_document(store, experiment_id)
@@ -140,15 +142,15 @@ def test_score_bad_gold_exits_2(run_cli, tmp_path: Path, experiment_id: str) -> 
 def test_score_table_shows_dash_where_a_score_is_undefined() -> None:
     from experiment_runner.cli.results import render_score
 
-    def scores(predicted: int, gold: int, tp: int) -> dict:
+    def scores(predicted: int, gold: int, tp: int) -> dict[str, SpanScore]:
         p, r = (tp / predicted if predicted else 0.0), (tp / gold if gold else 0.0)
-        s = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "tp_pred": tp, "predicted": predicted, "tp_gold": tp, "gold": gold}
+        s: SpanScore = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "tp_pred": tp, "predicted": predicted, "tp_gold": tp, "gold": gold}
         return {"exact": s, "overlap": s}
 
-    result = {
-        "overall": scores(3, 2, 1), "overall_any_label": scores(3, 2, 2),
+    result: GoldScores = {
+        "messages": 3, "overall": scores(3, 2, 1), "overall_any_label": scores(3, 2, 2),
         "per_label": {"Benign": scores(2, 0, 0), "Fabrication": scores(0, 2, 0), "Other": scores(1, 2, 1)},
-        "scored": 3, "skipped_reply_differs": 0, "skipped_not_evaluated": 0, "gold_without_item": 0,
+        "experiment_id": "e", "scored": 3, "skipped_reply_differs": 0, "skipped_not_evaluated": 0, "gold_without_item": 0,
     }
     rows = {line.split()[0]: line.split()[1:] for line in render_score(result).splitlines()[2:7]}
     assert rows["Benign"] == ["0.000", "-", "-", "0.000", "-", "-", "2", "0"]  # predicted, but no gold span: R, F1 undefined

@@ -56,15 +56,19 @@ def test_a_rules_only_run_of_the_sample_calls_no_model_and_stores_exact_spans(ru
     document = export_document(store, experiment)
     stored = total = 0
     for item in document["items"]:
-        reply = item["result_conversation"]["messages"][-1]
+        result = item["result_conversation"]
+        assert result is not None
+        reply = result["messages"][-1]
         evaluation = document["evaluations"][reply["id"]]
         assert evaluation["status"] == "completed" and evaluation["model"] == "rules" and evaluation["input_tokens"] is None
-        text_reply = reply["parts"][0]["content"]
+        first = reply["parts"][0]
+        assert first["type"] == "text"
+        text_reply = first["content"]
         got = [(a["label"], a["start_offset"], a["end_offset"]) for a in evaluation["annotations"]]
         assert sorted(got) == sorted(expected_spans(text_reply))
         for a in evaluation["annotations"]:
             assert text_reply[a["start_offset"]:a["end_offset"]] == a["text"]
-            assert a["explanation"].startswith(("rule 1 \"no hedging\" (regex /", "rule 2 (json_valid)", "rule 3 (not_contains"))
+            assert a["explanation"] is not None and a["explanation"].startswith(("rule 1 \"no hedging\" (regex /", "rule 2 (json_valid)", "rule 3 (not_contains"))
         stored += len(got)
         total += len(expected_spans(text_reply))
     metrics = document["experiment"]["metrics"]
@@ -89,13 +93,17 @@ def test_rules_with_an_evaluator_model_join_its_evaluation(run_cli, fake_llm, db
     tool_spans = [a for e in evaluations for a in e["annotations"] if a["tool_name"]]
     assert tool_spans, "the rules found numbers inside tool-call arguments"
     for item in document["items"]:
-        reply = item["result_conversation"]["messages"][-1]
+        result = item["result_conversation"]
+        assert result is not None
+        reply = result["messages"][-1]
         for a in document["evaluations"][reply["id"]]["annotations"]:
             part = reply["parts"][a["message_part_index"]]
             if a["parameter_name"]:
+                assert part["type"] == "tool_call"
                 value = part["arguments"][a["parameter_name"]]
                 target = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
             else:
+                assert part["type"] in ("text", "reasoning")
                 target = part["content"]
             assert target[a["start_offset"]:a["end_offset"]] == a["text"] and a["text"].isdigit()
     assert document["experiment"]["metrics"]["total_issues"] == sum(len(e["annotations"]) for e in evaluations) > 0

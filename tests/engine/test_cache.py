@@ -6,6 +6,7 @@ from pathlib import Path
 from conftest import FIXTURES, store_exists
 from conftest import query as rows
 
+from experiment_runner.conversation import OpenAIMessage
 from experiment_runner.engine.cache import cache_key
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
@@ -164,7 +165,7 @@ def test_cache_stats_and_clear(run_cli, fake_llm, db_path) -> None:
 
 
 def test_the_key_covers_what_changes_the_reply_and_nothing_else() -> None:
-    messages = [{"role": "user", "content": "hi"}]
+    messages: list[OpenAIMessage] = [{"role": "user", "content": "hi"}]
     base = cache_key("openai/m", "http://h/v1", messages, {"max_tokens": 10})
     assert base == cache_key("openai/m", "http://h/v1/", messages, {"max_tokens": 10, "timeout": 5, "api_key": "sk-x"})
     for other in (

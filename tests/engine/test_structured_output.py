@@ -7,6 +7,7 @@ import pytest
 from conftest import FIXTURES
 from conftest import query as rows
 
+from experiment_runner.conversation import OpenAIMessage
 from experiment_runner.engine.structured import FALLBACK, FormatLearner, request_kwargs, with_instructions
 from experiment_runner.errors import ModelCallError
 from experiment_runner.evaluation.evaluator import DEFAULT_LABELS
@@ -120,6 +121,7 @@ def test_modes_build_the_right_arguments_and_instructions() -> None:
     assert request_kwargs("json_object", "n", schema) == {"response_format": {"type": "json_object", "schema": schema}}
     assert request_kwargs("json_object_plain", "n", schema) == {"response_format": {"type": "json_object"}}
     assert request_kwargs("prompt", "n", schema) == {}
-    messages = [{"role": "user", "content": "Hi"}]
+    messages: list[OpenAIMessage] = [{"role": "user", "content": "Hi"}]
     assert with_instructions("json_schema", messages, schema) == messages
-    assert with_instructions("prompt", messages, schema)[-1]["content"].startswith("Hi\n\nAnswer with one JSON object only")
+    prompted = with_instructions("prompt", messages, schema)[-1]["content"]
+    assert prompted is not None and prompted.startswith("Hi\n\nAnswer with one JSON object only")

@@ -6,6 +6,7 @@ from conftest import FIXTURES
 from conftest import query as rows
 from sqlalchemy import text
 
+from experiment_runner.conversation import Message
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.experiments import create_experiment, get_experiment
 from experiment_runner.engine.spec import ExperimentSpec
@@ -28,7 +29,7 @@ def _setup(store: Store, evaluator: bool = True) -> tuple[str, list[str]]:
     return experiment_id, items
 
 
-def _reply(text: str = "hi") -> list[dict]:
+def _reply(text: str = "hi") -> list[Message]:
     return [{"id": new_id(), "sequence_number": 0, "role": "user", "parts": [{"type": "text", "content": "q"}], "generation": None},
             {"id": new_id(), "sequence_number": 1, "role": "assistant", "parts": [{"type": "text", "content": text}], "generation": None}]
 

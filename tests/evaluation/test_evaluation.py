@@ -71,6 +71,7 @@ def test_request_defines_labels_and_shows_parts_verbatim() -> None:
     config = EvaluatorConfig("openai/judge", labels=({"name": "Wrong Size", "description": "Party size differs."},),
                              domain_context="Restaurant bookings.")
     system, user = build_request(config, messages)
+    assert system["content"] is not None and user["content"] is not None
     assert system["role"] == "system" and "**Wrong Size**: Party size differs." in system["content"]
     assert "Fabrication" not in system["content"] and "Restaurant bookings." in system["content"]
     assert "[system]\nYou book restaurant tables." in user["content"]

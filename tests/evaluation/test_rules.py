@@ -1,23 +1,26 @@
 """Rule evaluators (issue 24): checking a rules file, and spans at exact offsets with no model call."""
 
 import json
-from typing import Any
+from typing import cast
 
 import pytest
 
+from experiment_runner.conversation import Part, TextPart
 from experiment_runner.errors import BadInputError
-from experiment_runner.evaluation.rules import apply_rules, check_rules, load_rules, merge_spans, parse_rules
+from experiment_runner.evaluation.rules import RuleSpec, apply_rules, check_rules, load_rules, merge_spans, parse_rules
 from experiment_runner.evaluation.spans import Span
 
-REPLY: list[dict[str, Any]] = [
+REPLY_TEXT: TextPart = {"type": "text", "content": "Call me at 555-1234. todo: fix. TODO"}
+REPLY: list[Part] = [
     {"type": "reasoning", "content": "TODO think"},
-    {"type": "text", "content": "Call me at 555-1234. todo: fix. TODO"},
+    REPLY_TEXT,
     {"type": "tool_call", "name": "book", "id": "c1", "arguments": {"phone": "555-9876", "party": 4, "note": "todo"}},
 ]
 
 
 def rules(*raw: dict) -> list:
-    return parse_rules(check_rules(list(raw)))
+    # check_rules returns the rules it checked as plain dicts (the spec stores them so); each has RuleSpec's shape.
+    return parse_rules(cast(list[RuleSpec], check_rules(list(raw))))
 
 
 def test_regex_marks_every_match_in_text_and_tool_arguments_not_reasoning() -> None:
@@ -27,7 +30,7 @@ def test_regex_marks_every_match_in_text_and_tool_arguments_not_reasoning() -> N
         (2, 0, 8, "555-9876", "book", "phone"),
     ]
     assert spans[0].explanation == r"rule 1 (regex /\d{3}-\d{4}/): matched"
-    assert REPLY[1]["content"][11:19] == "555-1234"
+    assert REPLY_TEXT["content"][11:19] == "555-1234"
 
 
 def test_regex_flags_and_not_contains() -> None:
@@ -48,13 +51,13 @@ def test_non_string_arguments_are_matched_in_their_compact_json() -> None:
 
 def test_whole_reply_rules_mark_the_whole_text_part() -> None:
     found = apply_rules(rules({"label": "Format", "json_valid": True}, {"label": "Missing", "contains": "Sources:"}), REPLY)
-    text = REPLY[1]["content"]
+    text = REPLY_TEXT["content"]
     assert [(s.label, s.message_part_index, s.start_offset, s.end_offset, s.text) for s in found] == [
         ("Format", 1, 0, len(text), text), ("Missing", 1, 0, len(text), text),
     ]
     assert found[0].explanation is not None and found[0].explanation.startswith("rule 1 (json_valid): the reply is not valid JSON (Expecting value at char 0)")
     assert found[1].explanation == 'rule 2 (contains "Sources:"): the reply does not contain it'
-    ok = [{"type": "text", "content": ' {"a": 1, "Sources:": []} '}]
+    ok: list[Part] = [{"type": "text", "content": ' {"a": 1, "Sources:": []} '}]
     assert apply_rules(rules({"label": "Format", "json_valid": True}, {"label": "Missing", "contains": "Sources:"}), ok) == []
     assert apply_rules(rules({"label": "Format", "json_valid": True}), [REPLY[2]]) == []  # no text: nothing to mark
 

@@ -2,17 +2,19 @@
 
 import random
 import re
+from typing import cast
 
 import pytest
 
+from experiment_runner.conversation import JSONObject, Part, TextPart, ToolCallPart
 from experiment_runner.evaluation.spans import Dropped, Quote, Span, align_quotes, find_quote, part_target
 
 
-def text(content: str) -> dict:
+def text(content: str) -> TextPart:
     return {"type": "text", "content": content}
 
 
-def tool_call(name: str, arguments: dict | str, call_id: str = "call_1") -> dict:
+def tool_call(name: str, arguments: JSONObject, call_id: str = "call_1") -> ToolCallPart:
     return {"type": "tool_call", "id": call_id, "name": name, "arguments": arguments}
 
 
@@ -174,7 +176,9 @@ def test_part_target():
     assert part_target(call, None) == '{"query":"caf\u00e9","limit":5,"filters":{"city":"K\u00f6ln","n":[1,2]}}'
     assert part_target(call, "missing") is None
     assert part_target({"type": "tool_call_response", "id": "call_1", "response": "x"}, None) is None
-    assert part_target(tool_call("t", '{"a": "b"}'), "a") == "b"  # JSON-string arguments
+    # Arguments as JSON text, not the object ToolCallPart declares: part_target still reads them.
+    json_text_call = cast(ToolCallPart, {"type": "tool_call", "id": "call_1", "name": "t", "arguments": '{"a": "b"}'})
+    assert part_target(json_text_call, "a") == "b"
 
 
 # --- align_quotes ---------------------------------------------------------------------------
@@ -216,7 +220,7 @@ def test_taken_bookkeeping_is_per_part():
 
 def test_tool_call_parameters():
     args = {"query": "best caf\u00e9  in town", "limit": 25, "filters": {"city": "K\u00f6ln", "open": True}}
-    parts = [text("Let me search."), tool_call("web_search", args)]
+    parts: list[Part] = [text("Let me search."), tool_call("web_search", args)]
     quotes = [
         Quote("a", "Caf\u00e9 in", message_part_index=1, tool_name="web_search", parameter_name="query"),
         Quote("b", "25", message_part_index=1, tool_name="web_search", parameter_name="limit"),
@@ -248,7 +252,7 @@ def test_parameter_name_ignored_for_text_parts():
 
 
 def test_wrong_part_index_falls_back_to_containing_part():
-    parts = [
+    parts: list[Part] = [
         {"type": "reasoning", "content": "I should flatter the user."},
         text("First part."),
         tool_call("noop", {"x": 1}),
@@ -273,13 +277,13 @@ def test_wrong_part_index_falls_back_to_containing_part():
 
 
 def test_quote_naming_a_tool_call_response_falls_back_to_text():
-    parts = [text("done, see results"), {"type": "tool_call_response", "id": "c", "response": "results"}]
+    parts: list[Part] = [text("done, see results"), {"type": "tool_call_response", "id": "c", "response": "results"}]
     (span,), dropped = align_quotes(parts, [Quote("x", "see results", message_part_index=1)])
     assert dropped == [] and (span.message_part_index, span.start_offset) == (0, 6)
 
 
 def test_drops_with_reasons():
-    parts = [text("Hello there."), tool_call("search", {"q": "cats"})]
+    parts: list[Part] = [text("Hello there."), tool_call("search", {"q": "cats"})]
     quotes = [
         Quote("a", "nowhere to be seen"),
         Quote("b", ""),
@@ -302,7 +306,7 @@ def test_drops_with_reasons():
 
 
 def test_tool_call_quote_not_found_in_call_is_searched_in_text_parts():
-    parts = [text("calling search for dogs"), tool_call("search", {"q": "cats"})]
+    parts: list[Part] = [text("calling search for dogs"), tool_call("search", {"q": "cats"})]
     (span,), _ = align_quotes(parts, [Quote("x", "for dogs", message_part_index=1, parameter_name="q")])
     assert (span.message_part_index, span.start_offset, span.end_offset, span.parameter_name) == (0, 15, 23, None)
 
@@ -403,7 +407,7 @@ def test_property_dropped_spaces_align_via_whitespace_blind_tier():
 
 
 def test_an_unusable_part_index_searches_every_part_tool_arguments_included():
-    parts = [text("Booked."), tool_call("book_table", {"party_size": "12", "time": "19:00"})]
+    parts: list[Part] = [text("Booked."), tool_call("book_table", {"party_size": "12", "time": "19:00"})]
     spans, dropped = align_quotes(parts, [Quote("x", "12", message_part_index=-1), Quote("x", "nowhere", message_part_index=7)])
     assert [(s.message_part_index, s.parameter_name, s.text) for s in spans] == [(1, "party_size", "12")]
     assert [(d.kind, d.reason) for d in dropped] == [("part_index_out_of_range", "part index 7 out of range")]

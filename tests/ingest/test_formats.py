@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiment_runner.conversation import content_hash, to_openai_messages
+from experiment_runner.conversation import Message, content_hash, to_openai_messages
 from experiment_runner.ingest.formats import normalize_conversation
 
 OPENAI = {
@@ -46,7 +46,7 @@ def test_native_back_to_openai_for_replay() -> None:
 
 
 def test_reasoning_is_not_replayed_and_object_responses_are_json() -> None:
-    native = [
+    native: list[Message] = [
         {"role": "assistant", "parts": [{"type": "reasoning", "content": "hmm"}, {"type": "text", "content": "Hi"}]},
         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "x", "response": {"ok": True}}]},
     ]
@@ -85,7 +85,7 @@ def test_invalid_conversations_are_rejected(conv: object, message: str) -> None:
 
 
 def test_content_hash_ignores_message_ids_but_not_content() -> None:
-    a = [{"role": "user", "parts": [{"type": "text", "content": "x"}], "generation": None}]
-    b = [{**a[0], "id": "m1"}]
-    c = [{"role": "user", "parts": [{"type": "text", "content": "y"}], "generation": None}]
+    a: list[Message] = [{"role": "user", "parts": [{"type": "text", "content": "x"}], "generation": None}]
+    b: list[Message] = [{**a[0], "id": "m1"}]
+    c: list[Message] = [{"role": "user", "parts": [{"type": "text", "content": "y"}], "generation": None}]
     assert content_hash(a) == content_hash(b) != content_hash(c)

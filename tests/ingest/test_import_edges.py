@@ -71,4 +71,5 @@ def test_arrays_stream_with_the_right_line_of_every_element(tmp_path: Path) -> N
     floats = tmp_path / "floats.json"
     floats.write_text(json.dumps([{"messages": [{"role": "assistant", "content": "x", "generation": {"model": "m", "cost_usd": 0.25}}]}]))
     (parsed,) = read_source(str(floats)).conversations
-    assert parsed.messages[0]["generation"]["cost_usd"] == 0.25 and isinstance(parsed.messages[0]["generation"]["cost_usd"], float)
+    generation = parsed.messages[0]["generation"]
+    assert generation is not None and generation["cost_usd"] == 0.25 and isinstance(generation["cost_usd"], float)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, dump
 
+from experiment_runner.conversation import Message
 from experiment_runner.errors import BadInputError
 from experiment_runner.ingest.conversations import load_conversation
 from experiment_runner.ingest.importing import import_files, parse_text
@@ -47,7 +48,7 @@ def chat(**extra: Any) -> list[dict[str, Any]]:
     return [a for a in attributes if a["key"] not in extra] + [kv(k, v) for k, v in extra.items()]
 
 
-def by_id(path: Path, **options: Any) -> dict[str, list[dict[str, Any]]]:
+def by_id(path: Path, **options: Any) -> dict[str, list[Message]]:
     return {c.id: c.messages for c in parse_text(path.read_text(encoding="utf-8"), str(path), **options).conversations}
 
 
@@ -61,7 +62,8 @@ def test_the_real_openai_v2_trace_becomes_three_conversations() -> None:
         ("user", [{"type": "text", "content": "What is the capital of France?"}]),
         ("assistant", [{"type": "text", "content": "The capital of France is Paris."}]),
     ]
-    assert single[-1]["generation"]["input_tokens"] == 14 and single[-1]["generation"]["output_tokens"] == 6
+    generation = single[-1]["generation"]
+    assert generation is not None and generation["input_tokens"] == 14 and generation["output_tokens"] == 6
 
 
 def test_the_agent_loop_keeps_tool_calls_results_and_generation() -> None:
@@ -82,17 +84,19 @@ def test_the_agent_loop_keeps_tool_calls_results_and_generation() -> None:
 
 def test_a_conversation_id_on_an_ancestor_joins_two_traces() -> None:
     messages = by_id(OPENAI_V2)["conv-ada-0001"]  # the id is only on each trace's invoke_agent root
-    assert [m["parts"][0]["content"] for m in messages] == [
+    assert [m["parts"][0] for m in messages] == [{"type": "text", "content": content} for content in (
         "You are a friendly assistant.", "Hi! My name is Ada.", "Nice to meet you, Ada! How can I help?", "What is my name?", "Your name is Ada.",
-    ]
-    assert messages[-1]["generation"]["input_tokens"] == 27  # the later trace's chat span supplies it
+    )]
+    generation = messages[-1]["generation"]
+    assert generation is not None and generation["input_tokens"] == 27  # the later trace's chat span supplies it
 
 
 def test_each_span_option_makes_one_conversation_per_inference_span() -> None:
     conversations = by_id(OPENAI_V2, each_span=True)
     assert len(conversations) == 5
     first_call = conversations[f"{WEATHER_TRACE}-f4b1b64633be40f5"]
-    assert first_call[-1]["parts"][0]["type"] == "tool_call" and first_call[-1]["generation"]["finish_reasons"] == ["tool_call"]
+    generation = first_call[-1]["generation"]
+    assert first_call[-1]["parts"][0]["type"] == "tool_call" and generation is not None and generation["finish_reasons"] == ["tool_call"]
 
 
 def test_older_openllmetry_attributes() -> None:
@@ -131,7 +135,8 @@ def test_array_and_kvlist_valued_messages_and_unknown_parts() -> None:
     assert messages[0] == {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]}
     assert messages[1]["parts"][1] == {"type": "blob", "mime_type": "image/png", "size": 12}  # unknown part type kept
     assert messages[2]["parts"] == [{"type": "reasoning", "content": "hmm"}, {"type": "text", "content": "a cat"}]
-    assert messages[2]["generation"]["finish_reasons"] == ["length"] and messages[2]["generation"]["input_tokens"] == 7
+    generation = messages[2]["generation"]
+    assert generation is not None and generation["finish_reasons"] == ["length"] and generation["input_tokens"] == 7
 
 
 def test_any_value_decodes_every_otlp_type() -> None:
@@ -147,7 +152,7 @@ def test_the_last_ending_span_wins_whatever_the_order() -> None:
     early = span("00000000000000b1", chat(), end=5_000_000)
     found = conversations_from_requests([(request(late), "x:1"), (request(early), "x:2")])
     (conv,) = found.conversations
-    assert conv.conversation["id"] == TRACE and conv.conversation["messages"][-1]["parts"][0]["content"] == "late"
+    assert conv.conversation["id"] == TRACE and conv.conversation["messages"][-1]["parts"][0] == {"type": "text", "content": "late"}
     assert conv.where == "x:1: span 00000000000000b2"
 
 
@@ -182,7 +187,8 @@ def test_reimporting_a_trace_stores_nothing_new(store: Store, db_path: Path) -> 
     assert (again.new, again.unchanged) == (0, 3) and dump(db_path) == before
     with store.read() as session:
         stored = load_conversation(session, WEATHER_TRACE)
-    assert stored["messages"][2]["parts"][0]["name"] == "get_weather"
+    call = stored["messages"][2]["parts"][0]
+    assert call["type"] == "tool_call" and call["name"] == "get_weather"
 
 
 def test_import_command_detects_otlp_and_counts_skipped_spans(run_cli) -> None:

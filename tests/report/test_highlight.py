@@ -2,10 +2,10 @@
 
 import random
 from html.parser import HTMLParser
-from typing import Any
 
 import pytest
 
+from experiment_runner.conversation import Annotation, Part
 from experiment_runner.report.highlight import (
     DEFAULT_COLOURS,
     HighlightSpan,
@@ -178,20 +178,20 @@ def test_label_colours_are_fixed_for_defaults_and_stable_for_others() -> None:
 
 
 def test_tool_call_parameters_get_their_own_highlights() -> None:
-    parts: list[dict[str, Any]] = [
+    parts: list[Part] = [
         {"type": "text", "content": "Booking it now."},
         {"type": "tool_call", "id": "c1", "name": "book_table",
          "arguments": {"restaurant": "Café Luz", "party_size": 6, "when": {"day": "Fri"}}},
         {"type": "tool_call_response", "id": "c1", "response": {"ok": True}},
     ]
-    annotations: list[dict[str, Any]] = [
-        {"id": "p", "label": "Fabrication", "explanation": "asked for 4", "message_part_index": 1,
+    annotations: list[Annotation] = [
+        {"id": "p", "label": "Fabrication", "text": "6", "explanation": "asked for 4", "message_part_index": 1,
          "start_offset": 0, "end_offset": 1, "tool_name": "book_table", "parameter_name": "party_size"},
-        {"id": "w", "label": "Reasoning Error", "explanation": None, "message_part_index": 1,
+        {"id": "w", "label": "Reasoning Error", "text": '"Fri"', "explanation": None, "message_part_index": 1,
          "start_offset": 7, "end_offset": 12, "tool_name": "book_table", "parameter_name": "when"},
-        {"id": "t", "label": "Fabrication", "explanation": None, "message_part_index": 0,
+        {"id": "t", "label": "Fabrication", "text": "Booking", "explanation": None, "message_part_index": 0,
          "start_offset": 0, "end_offset": 7, "tool_name": None, "parameter_name": None},
-        {"id": "bad", "label": "Fabrication", "explanation": None, "message_part_index": 0,
+        {"id": "bad", "label": "Fabrication", "text": "king it now.", "explanation": None, "message_part_index": 0,
          "start_offset": 3, "end_offset": 99, "tool_name": None, "parameter_name": None},
     ]
     views, unplaced = parts_view(parts, annotations)

@@ -18,6 +18,7 @@ from experiment_runner.errors import NotFoundError
 from experiment_runner.evaluation.evaluator import DEFAULT_LABELS
 from experiment_runner.ingest.importing import import_conversations, import_files
 from experiment_runner.report.html import render_report, write_report
+from experiment_runner.results.documents import ExportDocument, ExportEvaluation, ExportItem
 from experiment_runner.results.export import export_document
 
 XSS_REPLY = "Sure! <script>alert(1)</script> The answer is 42, \"quoted\" & 'single' 🎉 東京."
@@ -101,8 +102,10 @@ def test_every_annotation_is_highlighted_at_its_offsets(store, experiment, tmp_p
     document = export_document(store, experiment)
     annotations = 0
     for item in document["items"]:
-        reply = item["result_conversation"]["messages"][-1]
-        card = by_source[item["source_conversation"]["id"]]["h"]
+        result, source_id = item["result_conversation"], item["source_conversation"]["id"]
+        assert result is not None and source_id is not None
+        reply = result["messages"][-1]
+        card = by_source[source_id]["h"]
         for a in document["evaluations"][reply["id"]]["annotations"]:
             assert marked_text(card, a["id"]) == a["text"], a
             annotations += 1
@@ -182,9 +185,10 @@ def test_cli_default_file_name_and_errors(store, experiment, run_cli, tmp_path, 
         write_report(store, "nope", tmp_path / "x.html")
 
 
-def _synthetic(document: dict, n: int) -> dict:
+def _synthetic(document: ExportDocument, n: int) -> ExportDocument:
     """`document` with its items (and their evaluations) repeated to `n`, each with fresh ids."""
-    items, evaluations = [], {}
+    items: list[ExportItem] = []
+    evaluations: dict[str, ExportEvaluation] = {}
     for i in range(n):
         item = copy.deepcopy(document["items"][i % len(document["items"])])
         item["id"] = f"item-{i}"

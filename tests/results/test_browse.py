@@ -25,7 +25,9 @@ def test_item_filters_pick_items_by_status_evaluation_and_label(store) -> None:
     assert sources(filtered_item_page(store, experiment_id, show="failed", label="Fabrication")) == []
     # the evaluations of the page's items come with them, keyed by the reply's message id
     _, refusal = refusals.items[0]
-    reply_id = refusal["result_conversation"]["messages"][-1]["id"]
+    result = refusal["result_conversation"]
+    assert result is not None
+    reply_id = result["messages"][-1]["id"]
     assert [a["label"] for a in refusals.evaluations[reply_id]["annotations"]] == ["Incorrect Refusal"]
 
 

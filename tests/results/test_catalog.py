@@ -212,12 +212,13 @@ def test_delete_keeps_result_conversations_a_reevaluation_shares(store) -> None:
     assert [i["result_conversation"] for i in document["items"]] == shared
     assert document["experiment"]["metrics"]["total_issues"] == 1
     assert table_counts(store)["conversation"] == counts["conversation"]  # every result was shared
+    assert None not in shared
     delete_experiment(store, reevaluation)
     after = table_counts(store)
     assert orphans(store) == NO_ORPHANS
     assert after == {
         "conversation": 44,
-        "message": counts["message"] - sum(len(c["messages"]) for c in shared),
+        "message": counts["message"] - sum(len(c["messages"]) for c in shared if c is not None),
         "experiment": 0,
         "item": 0,
         "evaluation": 0,

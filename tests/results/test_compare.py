@@ -1,6 +1,8 @@
 """Comparing experiments (issue 8): known deltas on two hand-built experiments, the CLI `compare`."""
 
 import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 from factories import NATIVE, RAGTRUTH, SpanSpec, finish_experiment, import_fixture, new_experiment
@@ -33,7 +35,7 @@ def pair(store) -> tuple[str, str]:
     return a, b
 
 
-def by(rows: list[dict], key: str) -> dict:
+def by(rows: Sequence[Mapping[str, Any]], key: str) -> dict:
     return {row[key]: (row["a"], row["b"], row["delta"]) for row in rows}
 
 

@@ -3,7 +3,9 @@
 import io
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import jsonschema
 import pytest
@@ -13,12 +15,13 @@ from experiment_runner.engine.experiments import create_reevaluation
 from experiment_runner.engine.spec import ReevaluationSpec
 from experiment_runner.errors import NotFoundError
 from experiment_runner.ingest.importing import import_files
+from experiment_runner.results.documents import ExportItem
 from experiment_runner.results.export import export_chunks, export_document, item_facts, load_export_schema, write_export
 from experiment_runner.results.metrics import compute_metrics
 from experiment_runner.store import open_store
 
 
-def validate(document: dict) -> None:
+def validate(document: Mapping[str, Any]) -> None:
     schema = load_export_schema()
     jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(document)
 
@@ -41,7 +44,7 @@ def test_export_validates_and_streams_the_same_text_as_json_dumps(store) -> None
 
 
 @pytest.mark.parametrize(("key", "value"), [("id", "not-a-uuid"), ("created_at", "2026-11-24 09:30")])
-def test_format_checker_checks_uuids_and_times(store, key: str, value: str) -> None:
+def test_format_checker_checks_uuids_and_times(store, key: Literal["id", "created_at"], value: str) -> None:
     document = export_document(store, build_finished(store))
     document["experiment"][key] = value
     with pytest.raises(jsonschema.ValidationError):
@@ -54,7 +57,7 @@ def test_timestamps_are_utc_with_milliseconds(store) -> None:
     experiment = document["experiment"]
     stamps = [experiment["created_at"], experiment["completed_at"]]
     stamps += [item[key] for item in document["items"] for key in ("created_at", "updated_at")]
-    assert all(stamp.match(s) for s in stamps), stamps
+    assert all(s is not None and stamp.match(s) for s in stamps), stamps
 
 
 def test_items_follow_position_with_conversations(store) -> None:
@@ -66,12 +69,21 @@ def test_items_follow_position_with_conversations(store) -> None:
     assert failed["result_conversation"] is None and failed["evaluations_received"] == 0
     booking = items[1]
     source, result = booking["source_conversation"], booking["result_conversation"]
+    assert result is not None
     assert source["type"] == "source" and result["type"] == "result"
     assert [m["parts"] for m in result["messages"]] == [m["parts"] for m in source["messages"]]
     assert {m["id"] for m in result["messages"]}.isdisjoint(m["id"] for m in source["messages"])
     assert [m["sequence_number"] for m in result["messages"]] == [0, 1, 2]
-    assert result["messages"][-1]["generation"]["latency_ms"] == 1203.0
+    generation = result["messages"][-1]["generation"]
+    assert generation is not None and generation["latency_ms"] == 1203.0
     assert [i["evaluations_received"] for i in items] == [1, 1, 0, 1, 0, 1]
+
+
+def final_message_id(item: ExportItem) -> str:
+    """The id of an item's final result message (the item has a result)."""
+    result = item["result_conversation"]
+    assert result is not None
+    return result["messages"][-1]["id"]
 
 
 def test_evaluations_are_keyed_by_the_final_message_id(store) -> None:
@@ -81,12 +93,12 @@ def test_evaluations_are_keyed_by_the_final_message_id(store) -> None:
     assert set(evaluations) == set(finals)
     for message_id, evaluation in evaluations.items():
         assert evaluation["message_id"] == message_id
-    booking = evaluations[document["items"][1]["result_conversation"]["messages"][-1]["id"]]
+    booking = evaluations[final_message_id(document["items"][1])]
     assert [(a["label"], a["text"], a["tool_name"], a["parameter_name"]) for a in booking["annotations"]] == [
         ("Fabrication", "6", "book_table", "party_size"),
         ("Fabrication", "Booking it now.", None, None),
     ]
-    math = evaluations[document["items"][2]["result_conversation"]["messages"][-1]["id"]]
+    math = evaluations[final_message_id(document["items"][2])]
     assert math["status"] == "failed" and math["annotations"] == [] and math["error_message"]
 
 
@@ -140,8 +152,8 @@ def test_round_trip_keeps_conversation_and_message_ids(store, tmp_path: Path) ->
     path.write_text("".join(json.dumps(c) + "\n" for c in sources))
     fresh = open_store(tmp_path / "fresh.db")
     try:
-        assert import_files(fresh, [str(path)]).ids == [c["id"] for c in sources]
-        ids = [c["id"] for c in sources]
+        ids = import_files(fresh, [str(path)]).ids
+        assert ids == [c["id"] for c in sources]
         experiment_id = new_experiment(fresh, ids)
         again = [i["source_conversation"] for i in export_document(fresh, experiment_id)["items"]]
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ def S(label: str, start: int, end: int, part: int = 0) -> LabelledSpan:
     return LabelledSpan(label=label, start=start, end=end, part_index=part)
 
 
-def row(result: dict, *path: str) -> tuple:
+def row(result: Mapping[str, Any], *path: str) -> tuple[Any, ...]:
     """(precision, recall, f1, tp_pred, predicted, tp_gold, gold) at `path` in the result."""
     node = result
     for key in path:

@@ -202,7 +202,9 @@ def test_progress_updates_while_a_run_started_from_the_form_goes(store, live_ser
         with store.read() as session:
             found = conversation(session.connection(), slow)
         assert found is not None
-        prompt = found["messages"][0]["parts"][0]["content"]
+        first = found["messages"][0]["parts"][0]
+        assert first["type"] == "text"
+        prompt = first["content"]
         fake.configure(scripts=[{"match": prompt[:200], "reply": {"content": "slow reply", "latency_ms": SLOW_MS}}])
         server = live_server()
         page = browser.page()
