@@ -23,7 +23,7 @@ from typing_extensions import TypedDict  # pydantic refuses typing.TypedDict bef
 
 from experiment_runner.conversation import JSONObject
 from experiment_runner.engine.output_schema import check_fields, to_json_schema
-from experiment_runner.errors import BadInputError
+from experiment_runner.errors import BadInputError, StoreError
 from experiment_runner.errors import Field as Named
 from experiment_runner.evaluation.evaluator import DEFAULT_LABELS, EvaluatorConfig, check_labels
 from experiment_runner.evaluation.rules import check_rules
@@ -294,15 +294,19 @@ class ExperimentSpec(ExperimentSettings):
         settings = row.structured_output or {}
         target, evaluator = settings.get("target") or {}, settings.get("evaluator") or {}
         values = {name: getattr(row, name) for name in cls.model_fields if name not in PACKED}
-        return cls.model_validate(
-            values | {
-                "labels": labels or None,
-                "rules": rules or None,
-                "response_format": target.get("setting") or "auto",
-                "evaluator_response_format": evaluator.get("setting") or "auto",
-                "evaluator_max_tokens": evaluator.get("max_tokens"),
-            }
-        )
+        try:
+            return cls.model_validate(
+                values | {
+                    "labels": labels or None,
+                    "rules": rules or None,
+                    "response_format": target.get("setting") or "auto",
+                    "evaluator_response_format": evaluator.get("setting") or "auto",
+                    "evaluator_max_tokens": evaluator.get("max_tokens"),
+                }
+            )
+        except (ValidationError, BadInputError) as exc:  # a row edited by hand, or written by a newer release
+            where = ".".join(str(part) for part in exc.errors()[0]["loc"]) if isinstance(exc, ValidationError) else exc.field
+            raise StoreError(f"experiment {row.id} has stored settings this release cannot read ({where})") from None
 
 
 class ReevaluationSpec(_Frozen):

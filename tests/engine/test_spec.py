@@ -21,7 +21,7 @@ from experiment_runner.engine.spec import (
     ResponseFormat,
 )
 from experiment_runner.engine.structured import SETTINGS
-from experiment_runner.errors import BadInputError
+from experiment_runner.errors import BadInputError, StoreError
 from experiment_runner.evaluation.evaluator import DEFAULT_LABELS
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.server.app import create_app
@@ -59,6 +59,13 @@ def test_a_spec_goes_to_a_row_and_comes_back_the_same() -> None:
     assert row.output_schema == [{"name": "answer", "type": "str", "is_list": True, "is_optional": False}]
     plain = ExperimentSpec(name="n", model="m", conversation_ids=["a"])
     assert ExperimentSpec.from_row(plain.to_row(experiment_id="p", created_at="t")) == plain
+
+
+def test_a_row_whose_settings_cannot_be_read_is_a_store_error_naming_the_setting() -> None:
+    row = ExperimentSpec(name="n", model="m", conversation_ids=["a"]).to_row(experiment_id="p", created_at="t")
+    row.labels = {"labels": ["fact"]}  # never written by a release: labels are objects with a description
+    with pytest.raises(StoreError, match=r"experiment p has stored settings this release cannot read \(labels\.labels\.0\)"):
+        ExperimentSpec.from_row(row)
 
 
 def test_every_setting_is_stored_in_a_column_of_its_name_or_packed() -> None:

@@ -35,7 +35,7 @@ ROWS: dict[str, list[dict[str, object]]] = {
     "experiment": [
         {"id": "exp-1", "name": "first", "model": "target", "pass_through": 0, "conversation_ids": '["src-1", "src-2"]',
          "created_at": T, "completed_at": None, "api_base": "http://127.0.0.1:9/v1", "evaluator_model": "judge",
-         "labels": '{"labels": ["fact"]}', "structured_output": '{"target": {"setting": "auto"}}',
+         "labels": '{"labels": [{"name": "fact", "description": "A claim the context contradicts"}]}', "structured_output": '{"target": {"setting": "auto"}}',
          "stop_reason": "interrupted", "stop_detail": "Ctrl-C", "stopped_at": T, "runner": "cli", "max_cost_usd": 2.5,
          "setting_changes": "[]"},
     ],

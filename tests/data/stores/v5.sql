@@ -53,7 +53,7 @@ CREATE TABLE experiment (
             created_at TEXT NOT NULL,
             completed_at TEXT
         , api_base TEXT, evaluator_model TEXT, evaluator_api_base TEXT, labels JSON, source_experiment_id TEXT, structured_output JSON, stop_reason TEXT, stop_detail TEXT, stopped_at TEXT, runner TEXT, max_cost_usd FLOAT, setting_changes JSON);
-INSERT INTO "experiment" VALUES('exp-1','first','target',0,'["src-1", "src-2"]',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'2026-01-02T03:04:05.000000Z',NULL,'http://127.0.0.1:9/v1','judge',NULL,'{"labels": ["fact"]}',NULL,'{"target": {"setting": "auto"}}','interrupted','Ctrl-C','2026-01-02T03:04:05.000000Z','cli',2.5,'[]');
+INSERT INTO "experiment" VALUES('exp-1','first','target',0,'["src-1", "src-2"]',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'2026-01-02T03:04:05.000000Z',NULL,'http://127.0.0.1:9/v1','judge',NULL,'{"labels": [{"name": "fact", "description": "A claim the context contradicts"}]}',NULL,'{"target": {"setting": "auto"}}','interrupted','Ctrl-C','2026-01-02T03:04:05.000000Z','cli',2.5,'[]');
 CREATE TABLE item (
             id TEXT PRIMARY KEY,
             experiment_id TEXT NOT NULL REFERENCES experiment (id) ON DELETE CASCADE,
