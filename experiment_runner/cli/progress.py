@@ -89,8 +89,10 @@ def run_summary(experiment_id: str, progress: Progress, experiment: dict[str, An
     parts = [f"{progress.completed} completed", f"{progress.failed} failed"]
     if progress.evaluations_failed:
         parts.append(f"{progress.evaluations_failed} evaluation(s) failed")
-    if progress.total > progress.done:
-        parts.append(f"{progress.total - progress.done} not finished")
+    if progress.others_done:
+        parts.append(f"{progress.others_done} done by other workers")
+    if progress.total > progress.done + progress.others_done:
+        parts.append(f"{progress.total - progress.done - progress.others_done} not finished")
     lines = [f"Experiment {experiment_id}: {_plural(progress.total, 'item')} run: " + ", ".join(parts) + "."]
     facts = []
     if experiment is not None and experiment.get("evaluations_received"):

@@ -254,9 +254,32 @@ def m007_cache_and_batches(conn: Connection) -> None:
     )
 
 
+def m008_item_claims(conn: Connection) -> None:
+    """Item claims (issue 23): a `worker` row per process working on an experiment (host, pid, heartbeat, the
+    budget it has reserved), and on each item the worker that claimed it. Replaces `run_lease`, left unused."""
+    _run(
+        conn,
+        """
+        CREATE TABLE worker (
+            id TEXT PRIMARY KEY,
+            experiment_id TEXT NOT NULL REFERENCES experiment (id) ON DELETE CASCADE,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            heartbeat_at FLOAT NOT NULL,
+            reserved_usd FLOAT NOT NULL DEFAULT 0
+        );
+        CREATE INDEX ix_worker_experiment_id ON worker (experiment_id);
+        ALTER TABLE item ADD COLUMN claimed_by TEXT;
+        ALTER TABLE item ADD COLUMN claimed_at TEXT;
+        CREATE INDEX ix_item_claimed_by ON item (claimed_by)
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_initial, m002_run_settings, m003_structured_output, m004_run_leases, m005_run_state, m006_conversation_tools,
-    m007_cache_and_batches,
+    m007_cache_and_batches, m008_item_claims,
 ]
 LATEST = len(MIGRATIONS)
 

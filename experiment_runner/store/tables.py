@@ -99,6 +99,9 @@ class Item(SQLModel, table=True):
     evaluations_expected: int = 0
     created_at: str
     updated_at: str
+    # Added by migration 8: the worker (`worker.id`) that claimed the item, and when; NULL when nobody holds it.
+    claimed_by: str | None = Field(default=None, index=True)
+    claimed_at: str | None = None
 
 
 class Evaluation(SQLModel, table=True):
@@ -142,7 +145,7 @@ class Annotation(SQLModel, table=True):
 
 
 class RunLease(SQLModel, table=True):
-    """Who runs an experiment now: one row while a runner holds it; stale once `heartbeat_at` is old."""
+    """Who ran an experiment, before migration 8 moved the hold to `worker` rows and item claims (unused since)."""
 
     __tablename__ = "run_lease"
 
@@ -152,6 +155,21 @@ class RunLease(SQLModel, table=True):
     pid: int
     acquired_at: str  # ISO 8601 UTC
     heartbeat_at: float  # Unix seconds of the last renewal
+
+
+class Worker(SQLModel, table=True):
+    """A process working on an experiment (migration 8): one row per run of `run`, `resume`, `worker` or a server's
+    background run; its items carry its id in `item.claimed_by`. Stale once `heartbeat_at` is old."""
+
+    __tablename__ = "worker"
+
+    id: str = Field(primary_key=True)  # a random id per process and experiment
+    experiment_id: str = Field(sa_column=Column(String, ForeignKey("experiment.id", ondelete="CASCADE"), nullable=False, index=True))
+    host: str
+    pid: int
+    started_at: str  # ISO 8601 UTC
+    heartbeat_at: float  # Unix seconds of the last renewal
+    reserved_usd: float = 0.0  # the budget this worker has reserved for its items under way
 
 
 class ResponseCache(SQLModel, table=True):
