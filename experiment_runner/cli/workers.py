@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import click
 
-from experiment_runner.cli import Context, cli
+from experiment_runner.cli import Context, cli, option_for
 from experiment_runner.cli.caching import no_cache_option
 from experiment_runner.engine.experiments import get_experiment
 from experiment_runner.engine.pool import combine, default_workers, report_of, run_in_processes
@@ -36,8 +36,8 @@ REPORT_SECONDS = 0.25  # how often a worker of `run --workers` reports its progr
               envvar="EXPERIMENT_RUNNER_CONCURRENCY", help="At most K model calls at once in this process.")
 @click.option("--wait", is_flag=True, help="When no work is left, keep looking for new work until SIGTERM or Ctrl-C.")
 @no_cache_option
-@click.option("--as-run", is_flag=True, hidden=True)
-@click.option("--retry-failed-before", hidden=True)
+@click.option("--as-run", is_flag=True, hidden=True, help="A process of `run --workers`: report progress as JSON lines.")
+@click.option("--retry-failed-before", hidden=True, metavar="STAMP", help="Redo items that failed before STAMP (`resume --retry-failed`).")
 @click.pass_obj
 def worker_command(obj: Context, /, experiment_id: str | None, concurrency: int, wait: bool, no_cache: bool,
                    as_run: bool, retry_failed_before: str | None) -> None:
@@ -55,6 +55,7 @@ def worker_command(obj: Context, /, experiment_id: str | None, concurrency: int,
         experiment-runner --db postgresql://runner:secret@db.internal/experiments worker --wait
     """
     store = obj.existing_store
+    obj.field_names = stored_field_names
     options = WorkerOptions(
         experiment_id=obj.experiment_id(experiment_id) if experiment_id else None, concurrency=concurrency, wait=wait,
         use_cache=not no_cache, retry_before=retry_failed_before, as_run=as_run,
@@ -71,6 +72,14 @@ def worker_command(obj: Context, /, experiment_id: str | None, concurrency: int,
         click.echo("worker: no experiment has work left.", err=True)
     if outcome.signalled:
         click.echo("worker: stopped; what it had claimed and not finished is back for other workers.", err=True)
+
+
+def stored_field_names(field: str) -> str:
+    """How a worker's errors name inputs: it has no --model, only the experiment's stored settings."""
+    stored = {"model": "its stored model", "evaluator_model": "its stored evaluator model"}
+    if field in ("api_base", "evaluator_api_base"):
+        return f"`experiment-runner resume ID {option_for(field)} URL`"
+    return stored.get(field) or option_for(field)
 
 
 def _done_line(experiment_id: str, progress: Progress) -> None:

@@ -25,6 +25,7 @@ from experiment_runner.engine.lease import LeaseTimings
 from experiment_runner.engine.progress import Progress, ProgressCallback, RunOptions
 from experiment_runner.engine.run import run_experiment_async
 from experiment_runner.engine.runstate import ExperimentStoppedError
+from experiment_runner.errors import BadInputError
 from experiment_runner.store import Store
 from experiment_runner.store.queries import claims
 
@@ -67,12 +68,10 @@ async def work(
 ) -> WorkerOutcome:
     """Work until no experiment has work left (or, with `wait`, until a signal); returns what was done."""
     outcome = WorkerOutcome()
-    if options.experiment_id is not None:  # a named experiment: its keys are checked before anything else
-        preflight(as_spec(get_experiment(store, options.experiment_id)))
     while not outcome.signalled:
         worked = False
         for experiment_id in await anyio.to_thread.run_sync(open_experiments, store, options.experiment_id):
-            preflight(as_spec(get_experiment(store, experiment_id)))  # a missing key: the one-line error, nothing claimed
+            check_keys(store, experiment_id)  # a missing key: the one-line error, nothing claimed
             try:
                 progress = await run_experiment_async(store, experiment_id, _run_options(options), on_progress)
             except ExperimentStoppedError as exc:  # stopped between the listing and the claim
@@ -93,6 +92,14 @@ async def work(
             break
         outcome.signalled = await wait_for_work(options.poll_seconds)
     return outcome
+
+
+def check_keys(store: Store, experiment_id: str) -> None:
+    """The preflight of `run` on the stored experiment, with this process's keys; the error names the experiment."""
+    try:
+        preflight(as_spec(get_experiment(store, experiment_id)))
+    except BadInputError as exc:
+        raise BadInputError([f"experiment {experiment_id}: ", *exc.parts], field=exc.field) from None
 
 
 def _run_options(options: WorkerOptions) -> RunOptions:
