@@ -164,7 +164,8 @@ class _Watch:
         previous = {sig: signal.signal(sig, self._signalled) for sig in (signal.SIGINT, signal.SIGTERM)} if handle_signals else {}
         try:
             last = 0.0
-            while any(child.process.poll() is None for child in self.children):
+            while any([child.process.poll() is None for child in self.children]):  # polls each: a killed one is reaped
+                # at once (a zombie's pid would look alive to the others until its heartbeat timed out)
                 time.sleep(0.05)
                 if time.monotonic() - last >= min(self.tick, 0.5):
                     last = time.monotonic()
