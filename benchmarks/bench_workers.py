@@ -126,7 +126,8 @@ def kill(args: argparse.Namespace) -> None:
             time.sleep(0.02)
         store = open_store(db)
         with store.read() as session:
-            victim = session.connection().exec_driver_sql("SELECT pid FROM worker ORDER BY started_at LIMIT 1").scalar_one()
+            pids = session.connection().exec_driver_sql("SELECT pid FROM worker").scalars()
+            victim = next(pid for pid in pids if pid != proc.pid)  # one of the worker processes, not the command
         store.close()
         os.kill(victim, signal.SIGKILL)
         killed_at = time.time()

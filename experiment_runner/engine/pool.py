@@ -1,12 +1,12 @@
 """`run --workers N` (and `resume`, `reevaluate`): N local worker processes share one run (issue 23).
 
 The command's own process prepares the run as `run` does (who runs it, the previous stop cleared, what is
-left to do), starts N `experiment-runner worker --experiment ID --as-run` processes with `--concurrency`
-split among them, and watches: each child prints its `Progress` as one JSON line on stdout now and then
-and once at its end, and `run_in_processes` adds them up and hands the sum to `on_progress`, so the
-command prints what it prints for one process. Children run in their own process group: a terminal's
-Ctrl-C reaches only this process, which passes each signal on (the first drains every child, the second
-stops them at once). A child that stops the run (its budget, a systematic failure) records the stop on
+left to do), starts N-1 `experiment-runner worker --experiment ID --as-run` processes and is the N-th
+worker itself, `--concurrency` split among them. Each child prints its `Progress` as one JSON line on
+stdout now and then and once at its end; `run_in_processes` adds them to its own and hands the sum to
+`on_progress`, so the command prints what it prints for one process. Children run in their own process
+group: a terminal's Ctrl-C reaches only this process, whose run passes each signal on (`on_signal`: the
+first drains every child, the second stops them at once). A child that stops the run (its budget, a systematic failure) records the stop on
 the experiment; the others then claim nothing more and end, and the run is resumable as with one process.
 """
 
@@ -17,14 +17,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from types import FrameType
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from experiment_runner.engine.cache import CacheUsage
 from experiment_runner.engine.progress import Progress, ProgressCallback, RunOptions
+from experiment_runner.engine.run import run_experiment
 from experiment_runner.engine.runstate import budget_left, prepare_run
 from experiment_runner.engine.workplan import count_left
 from experiment_runner.errors import ExperimentRunnerError
@@ -111,6 +110,7 @@ class _Child:
                 self.latest = json.loads(line)
             except ValueError:
                 log.info("worker %d: %s", self.process.pid, line.rstrip())
+        self.process.wait()  # reaped as soon as it ends: a killed child's pid must look dead to the other workers
 
     def read_errors(self) -> None:
         assert self.process.stderr is not None
@@ -120,22 +120,46 @@ class _Child:
 def run_in_processes(
     store: Store, db: str, experiment_id: str, options: RunOptions, workers: int, on_progress: ProgressCallback | None = None
 ) -> Progress:
-    """Run the experiment in `workers` worker processes on this machine; the summed progress, as `run_experiment`."""
+    """Run the experiment in `workers` processes on this machine, this one included (it has litellm loaded
+    already; the others import it while this one's calls are under way); the summed progress, as `run_experiment`."""
     experiment = prepare_run(store, experiment_id, options.runner)
     retry_before = now() if options.retry_failed else None
     budget = budget_left(store, experiment)
-    progress = Progress(total=count_left(store, experiment, retry_before), budget_usd=budget.cap_usd, spent_before_usd=budget.spent_usd)
-    children = [_start(db, experiment_id, k, retry_before, options.use_cache) for k in split(options.concurrency, workers)]
-    watch = _Watch(children, progress, on_progress, options.tick_seconds or 1.0)
-    watch.until_done(options.handle_signals)
+    command = Progress(total=count_left(store, experiment, retry_before), budget_usd=budget.cap_usd, spent_before_usd=budget.spent_usd)
+    shares = split(options.concurrency, workers)
+    children = [_start(db, experiment_id, k, retry_before, options.use_cache) for k in shares[1:]]
+
+    def report(local: Progress) -> None:
+        apply_report(command, combine([report_of(local), *(child.latest for child in children if child.latest)]))
+        command.stop_requested = command.stop_requested or local.stop_requested
+        if on_progress is not None:
+            on_progress(command)
+
+    def forward() -> None:  # a signal here: the same for every child (the first drains, the second stops)
+        for child in children:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGINT)
+
+    local_options = replace(options, concurrency=shares[0], retry_before=retry_before, on_signal=forward)
+    try:
+        local = run_experiment(store, experiment_id, local_options, report)
+    except BaseException:
+        forward()  # this process failed: the others drain and stop too
+        raise
+    finally:
+        for child in children:
+            child.process.wait()
+            for thread in child.readers:  # their last lines (the final report)
+                thread.join(timeout=10)
+    report(local)
     left = count_left(store, experiment, retry_before)
+    command.others_done = max(0, command.total - left - command.done)
     for child in children:  # one that died (kill -9) is fine when the others took its items over
         if child.process.returncode not in (0, 130) and not (left == 0 and child.process.returncode < 0):
             line = next((e for e in reversed(child.errors) if e.startswith("Error: ")), None)
             raise ExperimentRunnerError(line.removeprefix("Error: ") if line else
                                         f"a worker process ended unexpectedly (exit status {child.process.returncode})")
-    progress.others_done = max(0, progress.total - left - progress.done)
-    return progress
+    return command
 
 
 def _start(db: str, experiment_id: str, concurrency: int, retry_before: str | None, use_cache: bool) -> _Child:
@@ -145,52 +169,10 @@ def _start(db: str, experiment_id: str, concurrency: int, retry_before: str | No
         command += ["--retry-failed-before", retry_before]
     if not use_cache:
         command.append("--no-cache")
+    # its own process group: a terminal's Ctrl-C reaches only the command, which passes each signal on once
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
     child = _Child(process)
     child.readers = [threading.Thread(target=reader, daemon=True) for reader in (child.read, child.read_errors)]
     for thread in child.readers:
         thread.start()
     return child
-
-
-class _Watch:
-    """The parent's loop: sum the children's reports, call back, pass signals on, until every child ended."""
-
-    def __init__(self, children: list[_Child], progress: Progress, on_progress: ProgressCallback | None, tick: float):
-        self.children, self.progress, self.on_progress, self.tick = children, progress, on_progress, tick
-        self.signals = 0
-
-    def until_done(self, handle_signals: bool) -> None:
-        previous = {sig: signal.signal(sig, self._signalled) for sig in (signal.SIGINT, signal.SIGTERM)} if handle_signals else {}
-        try:
-            last = 0.0
-            while any([child.process.poll() is None for child in self.children]):  # polls each: a killed one is reaped
-                # at once (a zombie's pid would look alive to the others until its heartbeat timed out)
-                time.sleep(0.05)
-                if time.monotonic() - last >= min(self.tick, 0.5):
-                    last = time.monotonic()
-                    self._sum()
-            for child in self.children:
-                child.process.wait()
-                for thread in child.readers:  # their last lines (the final report)
-                    thread.join(timeout=10)
-            self._sum()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _signalled(self, _signum: int, _frame: FrameType | None) -> None:
-        """First signal: every child drains; a second one: every child stops now."""
-        self.signals += 1
-        for child in self.children:
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGINT)
-        if self.signals == 1:
-            self.progress.stop_requested = True
-            if self.on_progress is not None:
-                self.on_progress(self.progress)
-
-    def _sum(self) -> None:
-        apply_report(self.progress, combine([child.latest for child in self.children if child.latest]))
-        if self.on_progress is not None:
-            self.on_progress(self.progress)

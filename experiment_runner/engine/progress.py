@@ -29,6 +29,7 @@ class RunOptions:
     use_cache: bool = field(default_factory=cache_enabled)
     resume: bool = True  # run/resume/server: clear a stop and run; False (`worker`): leave a stopped experiment alone
     user_stop: bool = True  # a signal here is the user stopping the experiment (False: a `worker` leaving it runnable)
+    on_signal: Callable[[], None] | None = None  # told of each SIGINT/SIGTERM the run receives (`run --workers`)
     retry_before: str | None = None  # with retry_failed: redo what failed before this stamp (default: the run's start)
 
 

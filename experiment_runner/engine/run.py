@@ -398,6 +398,8 @@ class _Run:
         """First SIGINT/SIGTERM: take no new items and give calls under way a grace period. Second: stop now."""
         with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
             async for _ in received:
+                if self.options.on_signal is not None:
+                    self.options.on_signal()
                 if self.stopping:
                     self.work_scope.cancel()
                     return

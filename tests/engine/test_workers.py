@@ -161,7 +161,7 @@ def test_kill_9_of_one_worker_its_items_are_taken_over_and_no_prompt_is_sent_thr
     proc = _cli(db_path, *_run_args(fake_llm, "--workers", "2", "--concurrency", "8", judge=False))
     _wait(db_path, "SELECT count(DISTINCT pid) FROM worker", 2, proc)
     _wait(db_path, "SELECT count(*) FROM item WHERE status = 'completed'", 20, proc)
-    victim = rows(db_path, "SELECT pid FROM worker ORDER BY started_at LIMIT 1")[0][0]
+    victim = rows(db_path, "SELECT pid FROM worker WHERE pid != ? LIMIT 1", proc.pid)[0][0]  # a worker process, not the command
     os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
