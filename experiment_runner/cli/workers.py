@@ -24,8 +24,8 @@ from experiment_runner.store import Store
 
 workers_option = click.option(
     "--workers", type=click.IntRange(1, 64), envvar="EXPERIMENT_RUNNER_WORKERS",
-    help="Worker processes on this machine sharing the run, --concurrency split among them "
-         "(default: 2 on a multi-core machine for runs of many model calls, else 1; env EXPERIMENT_RUNNER_WORKERS).",
+    help="Worker processes on this machine sharing the run, --concurrency split among them (default: 2 for runs of "
+         "200+ model calls when a core is idle, else 1; env EXPERIMENT_RUNNER_WORKERS).",
 )
 REPORT_SECONDS = 0.25  # how often a worker of `run --workers` reports its progress to the command
 

@@ -33,19 +33,22 @@ from experiment_runner.store.timeutil import now
 
 log = logging.getLogger(__name__)
 
-MANY_CALLS = 200  # from this many model calls on, a second process pays for its start-up (litellm's import)
+MANY_CALLS = 200  # from this many model calls on, a second process can pay for its start-up (litellm's import)
 SUMMED = ("completed", "failed", "evaluations_failed", "spent_usd", "unpriced_calls", "retries", "in_flight", "claimed")
 
 
 def default_workers(experiment: Experiment, items: int) -> int:
-    """What is fastest here: 1 where the run is not CPU-bound (a pass-through, few calls, one core), else 2.
+    """What is fastest here: a second process only for a CPU-bound run (at least `MANY_CALLS` model calls, not a
+    pass-through) on a machine with a core to spare (the 1-minute load average below cores - 1), else 1.
 
-    A run's CPU goes to litellm and the HTTP client, one core per process; past two processes on the
-    machines measured the gain was gone (benchmarks/README.md)."""
+    A run's CPU goes to litellm and the HTTP client, one core per process: a second process pays for its own
+    start-up (litellm's import, seconds) and gains only where a core is idle. On the shared 2-core machines
+    measured (load average about 4), 2 processes were slower than 1 (benchmarks/README.md)."""
     calls = items * (1 + (experiment.evaluator_model is not None))
     if experiment.pass_through and experiment.evaluator_model is None or calls < MANY_CALLS:
         return 1
-    return min(2, _cores())
+    spare = _cores() - os.getloadavg()[0]
+    return 2 if spare >= 1 else 1
 
 
 def _cores() -> int:

@@ -53,7 +53,7 @@ def claim_work(store: Store, experiment: Experiment, lease: Lease, size: int, re
     with store.write() as session:
         conn = session.connection()
         lease.check(conn)
-        if claims.lock_experiment(conn, experiment.id) is not None:
+        if claims.lock_experiment(conn, experiment.id, lock=False) is not None:  # (no row lock: claims stay concurrent)
             return []
         reap_dead(conn, experiment.id, lease.timings)
         rows = claims.claim_page(conn, experiment.id, lease.owner, size, evaluates=evaluates, retry_before=retry_before, stamp=now())
