@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 Envelope = tuple[w.Event, anyio.Event | None]  # an event, and what the writer sets once it is committed
 PAGE_MAX = 50  # the most items one claim takes
+WAIT_SECONDS = 0.2  # how often a run with nothing to claim looks again while other workers hold the last items
 
 
 def run_experiment(
@@ -201,7 +202,8 @@ class _Run:
     async def _feed(self, work_in: ObjectSendStream[tuple[WorkUnit, list[dict[str, Any]]]]) -> None:
         """Claim items a page at a time and hand them to the workers: first K (every call starts at once), then as
         many as are waiting (at least a quarter of K, so a claim is not a transaction per item). When nothing is
-        left to claim but other workers still hold items, look again every heartbeat: a dead one's are taken over."""
+        left to claim but other workers still hold items, look again every `WAIT_SECONDS` (the run ends when they are
+        done, and a dead worker's are taken over)."""
         concurrency = max(1, self.options.concurrency)
         size = min(PAGE_MAX, concurrency)
         async with work_in:
@@ -212,7 +214,7 @@ class _Run:
                     if not await anyio.to_thread.run_sync(
                             held_elsewhere, self.store, self.experiment, self.lease, self.options.retry_before):
                         return
-                    await anyio.sleep(self.lease.timings.heartbeat)
+                    await anyio.sleep(min(self.lease.timings.heartbeat, WAIT_SECONDS))
                     continue
                 self.progress.claimed += len(units)
                 for unit, messages in await anyio.to_thread.run_sync(load_units, self.store, units):

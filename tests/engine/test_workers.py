@@ -73,6 +73,18 @@ def test_concurrency_is_split_among_the_processes() -> None:
     assert split(50, 2) == [25, 25] and split(7, 3) == [3, 2, 2] and split(2, 4) == [1, 1] and split(1, 2) == [1]
 
 
+def test_the_default_is_one_process_where_a_second_could_not_pay_for_its_start() -> None:
+    from experiment_runner.engine.pool import default_workers
+    from experiment_runner.store.tables import Experiment
+
+    def experiment(**settings: object) -> Experiment:
+        return Experiment(id="e", name="n", model="openai/t", conversation_ids=[], created_at="", **settings)
+
+    assert default_workers(experiment(pass_through=True), 5000) == 1  # copies replies: no model call
+    assert default_workers(experiment(), 150) == 1 and default_workers(experiment(evaluator_model="openai/j"), 90) == 1
+    assert default_workers(experiment(evaluator_model="openai/j"), 400) in (1, 2)  # 2 only with a core idle (load-dependent)
+
+
 def test_run_workers_2_on_400_items_sends_every_prompt_once(run_cli, fake_llm, db_path, tmp_path) -> None:
     run_cli("import", _many(tmp_path, 400))
     proc = _cli(db_path, *_run_args(fake_llm, "--workers", "2", "--concurrency", "50"))
