@@ -8,7 +8,8 @@ Modes:
         bench.py (whole processes, medians; its peers must be set up: `bash setup.sh` there).
     python benchmarks/bench_workers.py scale [--db URL] [--reps 1]
         120 items, no judge, our fake server at 500 ms, K=4 per process: 1, 2 and 4 worker processes
-        (`run --workers P --concurrency 4P`), timed at the server from the first request to the last reply.
+        (`worker --experiment ID --concurrency 4`, started together), timed at the server from the first request
+        to the last reply.
     python benchmarks/bench_workers.py kill [--db URL]
         the scale run with 4 workers, one of them killed (-9) a third of the way: every item completes, how many
         prompts were sent twice (at most that worker's K), none three times, how long until its items were taken.
@@ -81,11 +82,27 @@ def _db(args: argparse.Namespace, folder: Path) -> str:
     return args.db or str(folder / "store.db")
 
 
-def _start_run(db: str, data: Path, fake: FakeLLM, workers: int, per_process: int) -> subprocess.Popen[str]:
+def _start_workers(db: str, data: Path, fake: FakeLLM, workers: int, per_process: int) -> list[subprocess.Popen[str]]:
+    """Import `data` and create its experiment (in this process), then start `workers` `worker` processes at once."""
+    from experiment_runner.engine.experiments import ExperimentSpec, create_experiment
+    from experiment_runner.ingest.importing import import_files
+    from experiment_runner.store import open_store
+
+    store = open_store(db)
+    try:
+        ids = import_files(store, [str(data)]).ids
+        experiment_id = create_experiment(store, ExperimentSpec(f"scale-{workers}", "openai/target", ids, api_base=fake.api_base))
+    finally:
+        store.close()
     env = {**os.environ, "EXPERIMENT_RUNNER_NO_CACHE": "1", "EXPERIMENT_RUNNER_DB": db}
-    return subprocess.Popen([*CLI, "run", "--name", f"scale-{workers}", "--model", "openai/target", "--api-base", fake.api_base,
-                             "--input", str(data), "--workers", str(workers), "--concurrency", str(workers * per_process)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return [subprocess.Popen([*CLI, "worker", "--experiment", experiment_id, "--concurrency", str(per_process)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+
+
+def _finish(procs: list[subprocess.Popen[str]]) -> list[int]:
+    for proc in procs:
+        proc.communicate(timeout=600)
+    return [proc.returncode for proc in procs]
 
 
 def _server_span(fake: FakeLLM) -> float:
@@ -100,9 +117,8 @@ def scale(args: argparse.Namespace) -> None:
         for processes in spans:
             with tempfile.TemporaryDirectory() as tmp, FakeLLM(latency_ms=args.latency_ms) as fake:
                 data = _conversations(Path(tmp), args.items, f"p{processes}r{rep}{time.time_ns()}")
-                proc = _start_run(_db(args, Path(tmp)), data, fake, processes, args.k)
-                _, err = proc.communicate(timeout=600)
-                assert proc.returncode == 0 and fake.request_count == args.items, err
+                codes = _finish(_start_workers(_db(args, Path(tmp)), data, fake, processes, args.k))
+                assert codes == [0] * processes and fake.request_count == args.items, codes
                 spans[processes].append(_server_span(fake))
     one = statistics.median(spans[1])
     ideal = args.items / args.k * args.latency_ms / 1000
@@ -115,35 +131,25 @@ def scale(args: argparse.Namespace) -> None:
 
 def kill(args: argparse.Namespace) -> None:
     """4 workers, one killed -9 a third of the way through."""
-    from experiment_runner.store import open_store
-
     with tempfile.TemporaryDirectory() as tmp, FakeLLM(latency_ms=args.latency_ms) as fake:
         db = _db(args, Path(tmp))
         data = _conversations(Path(tmp), args.items, f"kill{time.time_ns()}")
-        proc = _start_run(db, data, fake, 4, args.k)
+        procs = _start_workers(db, data, fake, 4, args.k)
         while fake.request_count < args.items // 3:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.02)
-        store = open_store(db)
-        with store.read() as session:
-            pids = session.connection().exec_driver_sql("SELECT pid FROM worker").scalars()
-            victim = next(pid for pid in pids if pid != proc.pid)  # one of the worker processes, not the command
-        store.close()
-        os.kill(victim, signal.SIGKILL)
+        procs[0].send_signal(signal.SIGKILL)
         killed_at = time.time()
-        _, err = proc.communicate(timeout=600)
+        codes = _finish(procs)
         timeline = fake.timeline()
     asked = Counter(prompt for prompt, _, _ in timeline)
     again = [arrived for prompt, arrived, _ in timeline if asked[prompt] > 1 and arrived > killed_at]
     taken = f"{min(again) - killed_at:.2f} s" if again else "-"
-    rows = [["exit status", str(proc.returncode)], ["items", str(len(asked))], ["prompts sent twice", str(sum(n == 2 for n in asked.values()))],
+    rows = [["exit statuses", " ".join(map(str, codes))], ["items", str(len(asked))], ["prompts sent twice", str(sum(n == 2 for n in asked.values()))],
             ["prompts sent three times or more", str(sum(n > 2 for n in asked.values()))],
             ["kill to first retaken request", taken]]
     print_grid(["kill -9 of 1 of 4 workers", "measured"], rows)
     print(f"{args.items} items, {args.latency_ms:g} ms, K={args.k} per process; the killed worker ran on this host, so its pid "
           f"was seen dead at the next claim (a worker elsewhere is taken over after EXPERIMENT_RUNNER_LEASE_TIMEOUT)")
-    if proc.returncode:
-        print(err)
 
 
 def main() -> None:
