@@ -249,3 +249,19 @@ def test_a_worker_without_the_key_it_needs_fails_fast_and_claims_nothing(run_cli
     assert proc.returncode == 2 and err.count("\n") == 1 and err.startswith("Error: ") and "OPENAI_API_KEY" in err, err
     assert rows(db_path, "SELECT count(*) FROM item WHERE claimed_by IS NOT NULL OR status != 'pending'") == [(0,)]
     assert rows(db_path, "SELECT count(*) FROM worker") == [(0,)]
+
+
+def test_worker_wait_takes_new_experiments_until_sigterm(store, fake_llm, db_path) -> None:
+    import_files(store, [str(SAMPLE)])
+    proc = _cli(db_path, "worker", "--wait", "--concurrency", "4")
+    _wait(db_path, "SELECT count(*) FROM conversation", 1, proc)  # (the store exists; the worker polls it)
+    time.sleep(0.5)
+    experiment_id = _experiment(store, fake_llm)  # created while it waits: it picks it up at its next look
+    _wait(db_path, "SELECT count(*) FROM experiment WHERE completed_at IS NOT NULL", 1, proc)
+    assert proc.poll() is None  # still waiting for more
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"worker: experiment {experiment_id}: 40 completed, 0 failed here" in err
+    assert err.strip().splitlines()[-1] == "worker: stopped; what it had claimed and not finished is back for other workers."
+    assert _statuses(db_path) == {"completed": 40} and rows(db_path, "SELECT count(*) FROM worker") == [(0,)]
