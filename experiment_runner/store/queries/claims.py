@@ -5,7 +5,8 @@ Every function runs inside the caller's `Store.write()` transaction. On SQLite t
 `BEGIN IMMEDIATE`, so reading the unclaimed items and claiming them is atomic. On PostgreSQL the same
 statements run under row locks instead: the page query ends in `FOR UPDATE OF i SKIP LOCKED` (concurrent
 claimers skip each other's rows rather than wait), the fence and the experiment lock in `FOR UPDATE`.
-That suffix is the only dialect branch (`_locking`).
+That suffix is the only dialect branch (`_locking`); parameters PostgreSQL cannot type from their context
+(`:experiment IS NULL`, a bare `:evaluates`) are cast.
 """
 
 from typing import Any
@@ -56,7 +57,7 @@ _LIVE_EXPERIMENTS = text("SELECT DISTINCT experiment_id FROM worker WHERE heartb
 _OPEN_EXPERIMENTS = text(
     """
     SELECT e.id FROM experiment e
-    WHERE e.stop_reason IS NULL AND (:experiment IS NULL OR e.id = :experiment)
+    WHERE e.stop_reason IS NULL AND (CAST(:experiment AS TEXT) IS NULL OR e.id = :experiment)
       AND NOT EXISTS (SELECT 1 FROM batch_job b WHERE b.experiment_id = e.id)
       AND EXISTS (SELECT 1 FROM item i WHERE i.experiment_id = e.id AND i.status IN ('pending', 'in_progress'))
     ORDER BY e.created_at, e.id
@@ -68,7 +69,7 @@ _STOP_REASON = "SELECT stop_reason FROM experiment WHERE id = :experiment"
 # their evaluation, and (with `retry_before`, a stamp) items that failed, or whose evaluation failed, before it.
 _TO_DO = """
     (i.status IN ('pending', 'in_progress')
-     OR (i.status = 'completed' AND :evaluates AND i.result_conversation_id IS NOT NULL
+     OR (i.status = 'completed' AND CAST(:evaluates AS BOOLEAN) AND i.result_conversation_id IS NOT NULL
          AND (e.status IS NULL OR (e.status = 'failed' AND i.updated_at < :retry_before)))
      OR (i.status = 'failed' AND i.updated_at < :retry_before))
 """
