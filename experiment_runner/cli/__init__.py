@@ -69,7 +69,7 @@ COMMAND_MODULES = {
     "run": "runs", "resume": "runs", "reevaluate": "runs",
     "list": "results", "show": "results", "export": "results", "delete": "results", "score": "results",
     "report": "reporting", "compare": "reporting", "serve": "serving", "demo": "demo", "gate": "gating",
-    "view": "viewing", "cache": "caching",
+    "view": "viewing", "cache": "caching", "worker": "workers",
 }
 
 # The option that sets each request-body field whose CLI spelling is not `--` + the field with dashes.

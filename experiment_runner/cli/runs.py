@@ -14,6 +14,7 @@ from experiment_runner.cli.caching import no_cache_option
 from experiment_runner.cli.conversations import import_summary
 from experiment_runner.cli.estimates import show_estimate
 from experiment_runner.cli.progress import ProgressPrinter, run_summary
+from experiment_runner.cli.workers import run_progress, workers_option
 from experiment_runner.conversation import Conversation
 from experiment_runner.engine.estimate import check_priced, dry_run, dry_run_conversations, dry_run_reevaluation
 from experiment_runner.engine.evaluate import DEFAULT_MAX_TOKENS
@@ -21,7 +22,6 @@ from experiment_runner.engine.experiments import SettingChanges, change_settings
 from experiment_runner.engine.outcome import RunOutcome
 from experiment_runner.engine.output_schema import check_fields
 from experiment_runner.engine.progress import RunOptions
-from experiment_runner.engine.run import run_experiment
 from experiment_runner.engine.runstate import budget_left
 from experiment_runner.engine.spec import EFFORTS, ExperimentSpec, ReevaluationSpec
 from experiment_runner.engine.structured import SETTINGS
@@ -109,6 +109,7 @@ def with_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
 @click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model; without it replies are not evaluated.")
 @with_options(evaluator_options)
 @concurrency_option
+@workers_option
 @no_cache_option
 @batch_option
 @detach_option
@@ -148,7 +149,7 @@ def run_command(obj: Context, /, **opts: Any) -> None:
     experiment_id = create_experiment(store, spec)
     if opts["batch"]:
         return execute_batches(obj, experiment_id, detach=opts["detach"], use_cache=use_cache)
-    execute(obj, experiment_id, opts["concurrency"], retry_failed=False, use_cache=use_cache)
+    execute(obj, experiment_id, opts["concurrency"], retry_failed=False, use_cache=use_cache, workers=opts["workers"])
 
 
 def spec_values(spec: type[BaseModel], opts: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +211,7 @@ def import_inputs(store: Store, names: tuple[str, ...]) -> list[str]:
 @click.option("--api-base", help="Send the target model's calls here from now on (a fixed port; recorded on the experiment).")
 @click.option("--evaluator-api-base", help="Send the evaluator's calls here from now on (recorded on the experiment).")
 @concurrency_option
+@workers_option
 @no_cache_option
 @detach_option
 @with_options(budget_options)
@@ -248,7 +250,7 @@ def resume_command(obj: Context, /, experiment_id: str, retry_failed: bool, conc
         )
     changes = SettingChanges(opts["api_base"], opts["evaluator_api_base"], opts["max_cost"])
     change_settings(obj.store, experiment_id, changes)  # the preflight of `run`, then the changes are stored
-    execute(obj, experiment_id, concurrency, retry_failed=retry_failed, use_cache=use_cache)
+    execute(obj, experiment_id, concurrency, retry_failed=retry_failed, use_cache=use_cache, workers=opts["workers"])
 
 
 def resume_field_names(experiment_id: str) -> Callable[[str], str]:
@@ -272,6 +274,7 @@ def resume_field_names(experiment_id: str) -> Callable[[str], str]:
 @with_options(evaluator_options)
 @click.option("--name", help="Name of the new experiment (default: the old name + ' (re-evaluated)').")
 @concurrency_option
+@workers_option
 @no_cache_option
 @batch_option
 @detach_option
@@ -298,22 +301,20 @@ def reevaluate_command(obj: Context, /, experiment_id: str, name: str | None, co
     new_id = create_reevaluation(obj.store, experiment_id, spec)
     if opts["batch"]:
         return execute_batches(obj, new_id, detach=opts["detach"], use_cache=use_cache)
-    execute(obj, new_id, concurrency, retry_failed=False, use_cache=use_cache)
+    execute(obj, new_id, concurrency, retry_failed=False, use_cache=use_cache, workers=opts["workers"])
 
 
-def execute(obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, use_cache: bool = True) -> None:
-    """Run the experiment (within its stored budget), show its progress, print its id last, then its outcome:
-    the error line of a run that stopped early or failed every item (exit 1), the Ctrl-C notice (exit 130),
-    or the failed items' line."""
+def execute(
+    obj: Context, experiment_id: str, concurrency: int, *, retry_failed: bool, use_cache: bool = True, workers: int | None = None
+) -> None:
+    """Run the experiment (within its stored budget; in `workers` processes), show its progress, print its id
+    last, then its outcome: the error line of a run that stopped early or failed every item (exit 1), the
+    Ctrl-C notice (exit 130), or the failed items' line."""
     click.echo(f"Experiment {experiment_id}: running (if stopped, continue with: experiment-runner resume {experiment_id})", err=True)
     printer = ProgressPrinter(terminal=sys.stderr.isatty())
-    progress = run_experiment(
-        obj.store,
-        experiment_id,
-        RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, runner="cli",
-                   tick_seconds=printer.tick_seconds, use_cache=use_cache),
-        printer,
-    )
+    options = RunOptions(concurrency=concurrency, retry_failed=retry_failed, handle_signals=True, runner="cli",
+                         tick_seconds=printer.tick_seconds, use_cache=use_cache)
+    progress = run_progress(obj, experiment_id, options, workers, printer)
     printer.finish()
     outcome = RunOutcome.of(experiment_id, progress)
     click.echo("\n".join(run_summary(outcome, progress, experiment_summary(obj.store, experiment_id))), err=True)

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -116,7 +117,7 @@ async def run_batches_async(store: Store, experiment_id: str, options: BatchOpti
     """`run_batches` inside a running event loop."""
     experiment = get_experiment(store, experiment_id)
     refuse_budget(experiment.max_cost_usd)
-    lease = await anyio.to_thread.run_sync(acquire, store, experiment_id)
+    lease = await anyio.to_thread.run_sync(partial(acquire, store, experiment_id, exclusive=True))  # one batch loop at a time
     run = _BatchRun(store, experiment, options, lease, on_progress)
     async with recorded_run(store, lease, "cli", "stopped by Ctrl-C (submitted batch jobs keep running)") as record:
         try:

@@ -44,6 +44,7 @@ class RunOutcome:
     budget_usd: float | None
     stopped_by: str | None  # the systematic failure: "target model M at host:port: reason"
     most_common_failure: tuple[str, int] | None  # this run's most frequent item failure and its count
+    others_done: int = 0  # items of `total` that other workers (processes sharing the run) finished
 
     @classmethod
     def of(cls, experiment_id: str, progress: Progress) -> "RunOutcome":
@@ -56,7 +57,7 @@ class RunOutcome:
             ending = Ending.BUDGET
         elif progress.interrupted:
             ending = Ending.INTERRUPTED
-        elif progress.failed == progress.total:
+        elif progress.failed and progress.failed == progress.total - progress.others_done:
             ending = Ending.FAILED
         else:
             ending = Ending.COMPLETED
@@ -64,7 +65,7 @@ class RunOutcome:
         return cls(
             experiment_id, ending, progress.total, progress.completed, progress.failed, progress.evaluations_failed,
             progress.spent_before_usd + progress.spent_usd, progress.budget_usd, progress.stopped_by,
-            common[0] if common else None,
+            common[0] if common else None, progress.others_done,
         )
 
     @property
@@ -78,8 +79,10 @@ class RunOutcome:
         parts = [f"{self.completed} completed", f"{self.failed} failed"]
         if self.evaluations_failed:
             parts.append(f"{self.evaluations_failed} evaluation(s) failed")
-        if self.total > self.done:
-            parts.append(f"{self.total - self.done} not finished")
+        if self.others_done:
+            parts.append(f"{self.others_done} done by other workers")
+        if self.total > self.done + self.others_done:
+            parts.append(f"{self.total - self.done - self.others_done} not finished")
         return f"{plural(self.total, 'item')} run: " + ", ".join(parts)
 
     def next_command(self) -> str | None:

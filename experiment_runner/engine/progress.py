@@ -27,6 +27,10 @@ class RunOptions:
     tick_seconds: float | None = None  # also call on_progress this often, whether or not an item ended
     # False (`--no-cache`, env EXPERIMENT_RUNNER_NO_CACHE=1): every call samples again (and refreshes its cache entry)
     use_cache: bool = field(default_factory=cache_enabled)
+    resume: bool = True  # run/resume/server: clear a stop and run; False (`worker`): leave a stopped experiment alone
+    user_stop: bool = True  # a signal here is the user stopping the experiment (False: a `worker` leaving it runnable)
+    on_signal: Callable[[], None] | None = None  # told of each SIGINT/SIGTERM the run receives (`run --workers`)
+    retry_before: str | None = None  # with retry_failed: redo what failed before this stamp (default: the run's start)
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Progress:
     in_flight: int = 0  # items started and not yet ended
     stop_requested: bool = False  # a first Ctrl-C (or SIGTERM): no new item starts, those under way finish
     cache: CacheUsage = field(default_factory=CacheUsage)  # calls the response cache answered, and what they saved
+    claimed: int = 0  # items this process claimed
+    others_done: int = 0  # items of `total` that other workers finished meanwhile (set at the end)
 
     @property
     def done(self) -> int:

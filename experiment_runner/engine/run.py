@@ -2,7 +2,8 @@
 
 Shape of a run (one anyio task group):
 
-- a feeder reads the items still to do, a page at a time, with the conversations they need;
+- a feeder claims the items still to do, a page at a time (`workplan.claim_work`), and reads the
+  conversations they need;
 - K workers take items from it: each replays its conversation (one target call, retried with backoff),
   then evaluates the reply at once (one evaluator call) — so at most K model calls are under way;
 - one writer owns every database write: workers hand it events, and it commits whatever has arrived
@@ -10,9 +11,11 @@ Shape of a run (one anyio task group):
   its evaluation) before it makes its next call, so a crash (kill -9) loses at most the calls in flight:
   their items are still `pending`/`in_progress`, and `resume` runs them again.
 
-The whole run holds the experiment's lease (`engine.lease`): a second runner gets `ExperimentBusyError`,
-a runner that dies leaves a lease that goes stale after the heartbeat timeout. A run records who runs it
-and, when it ends early, why (`engine.runstate`): its unfinished items go back to `pending`.
+The run is one worker of the experiment (`engine.lease`): a second runner (another `run`/`resume`, a
+`worker` process, a server) joins it and claims other items; each writes only the items it still holds.
+A runner that dies leaves a worker row that goes stale after the heartbeat timeout, and its items are
+taken over. A run records who runs it and, when it ends early, why (`engine.runstate`): its unfinished
+items go back to `pending`.
 
 Item states: pending -> in_progress -> completed | failed. An item is completed when its reply is
 stored and, if an evaluator is configured, its evaluation is recorded (a failed evaluation still
@@ -49,18 +52,22 @@ from experiment_runner.engine.replay import (
     target_call,
     with_system_prompt,
 )
-from experiment_runner.engine.runstate import budget_left, first_error, recorded_run, stop_of
+from experiment_runner.engine.runstate import INTERRUPTED, budget_left, first_error, recorded_run, stop_of
+from experiment_runner.engine.shared_budget import POLL_SECONDS, SharedBudget
 from experiment_runner.engine.spec import ExperimentSpec
 from experiment_runner.engine.structured import FormatLearner
-from experiment_runner.engine.workplan import WorkUnit, load_units, plan_work
+from experiment_runner.engine.workplan import WorkUnit, claim_work, count_left, held_elsewhere, load_units
 from experiment_runner.errors import ModelCallError
 from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store import Store
 from experiment_runner.store.tables import Experiment
+from experiment_runner.store.timeutil import now
 
 log = logging.getLogger(__name__)
 
 Envelope = tuple[w.Event, anyio.Event | None]  # an event, and what the writer sets once it is committed
+PAGE_MAX = 50  # the most items one claim takes
+WAIT_SECONDS = 0.2  # how often a run with nothing to claim looks again while other workers hold the last items
 
 
 def run_experiment(
@@ -73,26 +80,37 @@ def run_experiment(
 async def run_experiment_async(
     store: Store, experiment_id: str, options: RunOptions, on_progress: ProgressCallback | None = None
 ) -> Progress:
-    """Run (or resume) an experiment inside a running event loop (the REST server uses this)."""
+    """Run (or resume) an experiment inside a running event loop (the REST server uses this). Joins the
+    workers already on it, if any: each claims its own items."""
     experiment = get_experiment(store, experiment_id)
+    if options.retry_failed and options.retry_before is None:  # failed before now: never what fails in this run
+        options = replace(options, retry_before=now())
     lease = await anyio.to_thread.run_sync(acquire, store, experiment_id)
-    async with recorded_run(store, lease, options.runner) as record:
-        units = await anyio.to_thread.run_sync(plan_work, store, experiment, options.retry_failed)
-        if options.max_cost_usd is None:  # the stored budget, less what earlier runs spent
+    lease.claims = True
+    async with recorded_run(store, lease, options.runner, resume=options.resume) as record:
+        total = await anyio.to_thread.run_sync(count_left, store, experiment, options.retry_before)
+        stored = options.max_cost_usd is None
+        if stored:  # the stored budget, less what earlier runs spent, shared with every other worker
             budget = await anyio.to_thread.run_sync(budget_left, store, experiment)
             options = replace(options, max_cost_usd=budget.left_usd)
-            progress = Progress(total=len(units), budget_usd=budget.cap_usd, spent_before_usd=budget.spent_usd)
+            progress = Progress(total=total, budget_usd=budget.cap_usd, spent_before_usd=budget.spent_usd)
         else:
-            progress = Progress(total=len(units), budget_usd=options.max_cost_usd)
+            progress = Progress(total=total, budget_usd=options.max_cost_usd)
         run = _Run(store, experiment, options, progress, on_progress, lease)
-        if units and options.max_cost_usd is not None and options.max_cost_usd <= 0:
+        if stored and run.budget is not None:
+            run.shared_budget = SharedBudget(run.budget, lease, progress.spent_before_usd, replayed=not experiment.pass_through)
+        if total and options.max_cost_usd is not None and options.max_cost_usd <= 0:
             progress.budget_reached = True  # the stored budget is spent: nothing starts
         else:
             try:
-                await run.execute(units)
+                await run.execute()
             except BaseExceptionGroup as group:  # task groups wrap what failed: report the error itself
                 raise first_error(group) from None
+        left = await anyio.to_thread.run_sync(count_left, store, experiment, options.retry_before)
+        progress.others_done = max(0, progress.total - left - progress.done)
         record.stop = stop_of(progress)
+        if record.stop is not None and record.stop.reason == INTERRUPTED and not options.user_stop:
+            record.stop = None  # a worker told to leave: the experiment stays runnable for the others
     return progress
 
 
@@ -101,7 +119,7 @@ class _Run:
 
     def __init__(
         self, store: Store, experiment: Experiment, options: RunOptions, progress: Progress, on_progress: ProgressCallback | None,
-        lease: Lease | None = None,
+        lease: Lease,
     ):
         self.store = store
         self.lease = lease
@@ -116,6 +134,8 @@ class _Run:
         self.stopping = False
         self.work_scope = anyio.CancelScope()
         self.budget = Budget(options.max_cost_usd) if options.max_cost_usd is not None else None
+        self.shared_budget: SharedBudget | None = None  # the stored budget, decided with the other workers
+        self.waiting = 0  # workers waiting for an item: how many the next claim takes
         self.policy = replace(options.policy, on_retry=self._retried)
         self.target_kwargs = reasoning_kwargs(experiment.reasoning_config)
         self.cache = ResponseCache(store, read=options.use_cache, usage=progress.cache)
@@ -144,28 +164,26 @@ class _Run:
             self.progress.stopped_by = f"{role} model {model}{where}: {exc}"
         self.stopping = True
 
-    async def execute(self, units: list[WorkUnit]) -> None:
+    async def execute(self) -> None:
         events_in, events_out = anyio.create_memory_object_stream[Envelope](math.inf)
-        work_in, work_out = anyio.create_memory_object_stream[tuple[WorkUnit, list[Message]]](
-            2 * self.options.concurrency
-        )
+        # unbuffered: an item is claimed only when a worker is about to take it, so processes share items evenly
+        work_in, work_out = anyio.create_memory_object_stream[tuple[WorkUnit, list[Message]]](0)
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._write, events_out)
             signals = anyio.CancelScope()
             if self.options.handle_signals:
                 outer.start_soon(self._watch_signals, signals)
             renewals = anyio.CancelScope()
-            if self.lease is not None:
-                outer.start_soon(self._keep_lease, renewals)
+            outer.start_soon(self._keep_lease, renewals)
             ticks = anyio.CancelScope()
             if self.on_progress is not None and self.options.tick_seconds:
                 outer.start_soon(self._tick, ticks)
             try:
                 with self.work_scope:
                     async with anyio.create_task_group() as workers:
-                        workers.start_soon(self._feed, units, work_in)
                         for _ in range(max(1, self.options.concurrency)):
                             workers.start_soon(self._work, work_out.clone(), events_in.clone())
+                        workers.start_soon(self._feed, work_in)
                         work_out.close()
             finally:
                 events_in.close()
@@ -182,18 +200,32 @@ class _Run:
         asked = {"target": self.target_schema is not None, "evaluator": self.evaluator is not None}
         return {role: learner.mode for role, learner in self.learners.items() if asked[role] and learner.settled}
 
-    async def _feed(self, units: list[WorkUnit], work_in: ObjectSendStream[tuple[WorkUnit, list[Message]]]) -> None:
+    async def _feed(self, work_in: ObjectSendStream[tuple[WorkUnit, list[Message]]]) -> None:
+        """Claim items a page at a time and hand them to the workers: first K (every call starts at once), then as
+        many as are waiting (at least a quarter of K, so a claim is not a transaction per item). When nothing is
+        left to claim but other workers still hold items, look again every `WAIT_SECONDS` (the run ends when they are
+        done, and a dead worker's are taken over)."""
+        concurrency = max(1, self.options.concurrency)
+        size = min(PAGE_MAX, concurrency)
         async with work_in:
-            for start in range(0, len(units), 50):
-                page = units[start : start + 50]
-                loaded = await anyio.to_thread.run_sync(load_units, self.store, page)
-                for unit, messages in loaded:
-                    if self.stopping:
+            while not self.stopping:
+                units = await anyio.to_thread.run_sync(
+                    claim_work, self.store, self.experiment, self.lease, size, self.options.retry_before)
+                if not units:
+                    if not await anyio.to_thread.run_sync(
+                            held_elsewhere, self.store, self.experiment, self.lease, self.options.retry_before):
                         return
+                    await anyio.sleep(min(self.lease.timings.heartbeat, WAIT_SECONDS))
+                    continue
+                self.progress.claimed += len(units)
+                for unit, messages in await anyio.to_thread.run_sync(load_units, self.store, units):
+                    if self.stopping:
+                        return  # what is claimed and not started goes back to the pool at the end of the run
                     try:
                         await work_in.send((unit, messages))
                     except anyio.BrokenResourceError:  # every worker has stopped (Ctrl-C): nothing takes more
                         return
+                size = min(PAGE_MAX, max(self.waiting, math.ceil(concurrency / 4)))
 
     async def _work(
         self,
@@ -201,28 +233,37 @@ class _Run:
         events: ObjectSendStream[Envelope],
     ) -> None:
         async with work_out, events:
-            async for unit, messages in work_out:
+            while not self.stopping:
+                self.waiting += 1
+                try:
+                    unit, messages = await work_out.receive()
+                except anyio.EndOfStream:
+                    return
+                finally:
+                    self.waiting -= 1
                 if self.stopping:
                     return
                 reserved = await self._admit(unit, messages)
                 if reserved is None:
                     return
-                cost = [0.0]
+                cost = 0.0
                 self.progress.in_flight += 1
                 try:
-                    await self._process(unit, messages, events, cost)
+                    cost = await self._process(unit, messages, events)
                 finally:
                     self.progress.in_flight -= 1
-                    self.progress.spent_usd += cost[0]
+                    self.progress.spent_usd += cost
                     if self.budget is not None:
-                        self.budget.settle(reserved, cost[0])
+                        self.budget.settle(reserved, cost)
+                        if self.shared_budget is not None:
+                            self.shared_budget.settled()
 
     async def _admit(self, unit: WorkUnit, messages: list[Message]) -> float | None:
         """The price reserved for this item (0 without a budget) once it may start, or None when it may not."""
         if self.budget is None:
             return 0.0
         price = await anyio.to_thread.run_sync(item_bound, messages, unit.needs_replay, self.plan, unit.tools)
-        started = await self.budget.start(price)
+        started = await self._reserve(price)
         self.progress.max_reserved_usd = self.budget.dearest
         if started and not self.stopping:
             return price
@@ -233,26 +274,39 @@ class _Run:
             self.progress.budget_reached = self.stopping = True
         return None
 
-    async def _process(
-        self, unit: WorkUnit, messages: list[Message], events: ObjectSendStream[Envelope], cost: list[float]
-    ) -> None:
-        """One item: replay (or copy) its reply, then evaluate it; `cost[0]` collects what its calls cost."""
+    async def _reserve(self, price: float) -> bool:
+        """Wait until an item reserving `price` may start (True) or no item may (False); a shared budget asks the
+        store each time, and looks again every `POLL_SECONDS` while other processes' items hold the rest."""
+        assert self.budget is not None
+        if self.shared_budget is None:
+            return await self.budget.start(price)
+        while True:
+            decision = await anyio.to_thread.run_sync(self.shared_budget.reserve, price)
+            if decision is not None:
+                return decision
+            await self.budget.wait_settled(POLL_SECONDS)
+
+    async def _process(self, unit: WorkUnit, messages: list[Message], events: ObjectSendStream[Envelope]) -> float:
+        """One item: replay (or copy) its reply, then evaluate it; returns what its calls cost (the priced ones)."""
+        cost = 0.0
         await events.send((w.Started(unit.item_id), None))
         if unit.needs_replay:
             try:
                 messages, problem = await self._reply(messages, unit.tools)
                 if not self.experiment.pass_through:  # a copied reply's cost was paid before this run
-                    self._add_cost(cost, generation.get("cost_usd") if (generation := messages[-1].get("generation")) else None)
+                    generation = messages[-1].get("generation")
+                    cost += self._priced(generation.get("cost_usd") if generation else None)
             except ModelCallError as exc:
                 if exc.systematic:
-                    return self._stop_on(exc, "target")  # the item stays unfinished; resume runs it
+                    self._stop_on(exc, "target")  # the item stays unfinished; resume runs it
+                    return cost
                 self.progress.failure_reasons[str(exc)] += 1
                 await self._commit(events, w.Failed(unit.item_id, str(exc)))
-                return
+                return cost
             finished = problem is not None or not self.evaluates
             await self._commit(events, w.Replayed(unit.item_id, messages, problem, finished))
             if finished:
-                return
+                return cost
         if self.evaluates:
             try:
                 outcome = await evaluate_reply(
@@ -260,16 +314,18 @@ class _Run:
                     learner=self.learners["evaluator"], reachability=self.reachability["evaluator"], cache=self.cache,
                 )
             except ModelCallError as exc:  # systematic: no evaluation is recorded, resume evaluates the item
-                return self._stop_on(exc, "evaluator")
+                self._stop_on(exc, "evaluator")
+                return cost
             if outcome.cost_usd is not None or outcome.input_tokens:  # (no call made: nothing to count)
-                self._add_cost(cost, outcome.cost_usd)
+                cost += self._priced(outcome.cost_usd)
             await self._commit(events, w.Evaluated(unit.item_id, messages[-1]["id"], outcome))
+        return cost
 
-    def _add_cost(self, cost: list[float], call_cost: float | None) -> None:
-        """Add what a call cost to its item's tally; a call without a price is counted as unpriced."""
+    def _priced(self, call_cost: float | None) -> float:
+        """What a call adds to its item's cost; a call without a price is counted as unpriced (and adds 0)."""
         if call_cost is None:
             self.progress.unpriced_calls += 1
-        cost[0] += call_cost or 0.0
+        return call_cost or 0.0
 
     async def _commit(self, events: ObjectSendStream[Envelope], event: w.Event) -> None:
         """Hand the writer an event and wait until it is committed (a kill then costs only calls in flight)."""
@@ -330,8 +386,7 @@ class _Run:
                 await anyio.to_thread.run_sync(w.apply_events, self.store, self.experiment.id, rest, self.lease)
 
     async def _keep_lease(self, scope: anyio.CancelScope) -> None:
-        """Renew the lease while the run's work lasts (until `scope` is cancelled)."""
-        assert self.lease is not None
+        """Renew the worker row while the run's work lasts (until `scope` is cancelled)."""
         with scope:
             await self.lease.keep_alive()
 
@@ -347,6 +402,8 @@ class _Run:
         """First SIGINT/SIGTERM: take no new items and give calls under way a grace period. Second: stop now."""
         with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
             async for _ in received:
+                if self.options.on_signal is not None:
+                    self.options.on_signal()
                 if self.stopping:
                     self.work_scope.cancel()
                     return

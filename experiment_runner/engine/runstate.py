@@ -21,17 +21,18 @@ from typing import Protocol
 
 import anyio
 
-from experiment_runner.engine.lease import Lease
+from experiment_runner.engine.lease import Lease, LeaseTimings, reap_dead
 from experiment_runner.errors import ExperimentRunnerError, LeaseLostError, StoreError
 from experiment_runner.store import Store
+from experiment_runner.store.queries import claims, runs
 from experiment_runner.store.queries import experiments as q
-from experiment_runner.store.queries import runs
 from experiment_runner.store.tables import Experiment
 from experiment_runner.store.timeutil import now
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED, BUDGET, SYSTEMATIC, FAILED, SHUTDOWN = "interrupted", "budget", "systematic", "failed", "shutdown"
+EXPERIMENT_WIDE = (BUDGET, SYSTEMATIC)  # stops every worker of the experiment, not only the one that met it
 RUNNERS = ("cli", "server")
 
 
@@ -78,25 +79,58 @@ def stop_of(outcome: Outcome) -> Stop | None:
     return None
 
 
-def begin_run(store: Store, lease: Lease, runner: str) -> None:
-    """Record who runs the experiment now and clear the last stop (under the lease just taken)."""
+class ExperimentStoppedError(ExperimentRunnerError):
+    """A worker (not a resume) found the experiment stopped by a user, its budget or a failure: it stays stopped."""
+
+
+def begin_run(store: Store, lease: Lease, runner: str, resume: bool = True) -> None:
+    """Start this worker's part of the run (under its worker row). `resume` (run, resume, a server): clear the
+    last stop, and record who runs it unless it joins other live workers. A plain worker leaves a stopped
+    experiment alone (`ExperimentStoppedError`)."""
     with store.write() as session:
         conn = session.connection()
         lease.check(conn)
-        q.start_run(conn, lease.experiment_id, runner)
+        stop = claims.lock_experiment(conn, lease.experiment_id)
+        if not resume:
+            if stop is not None:
+                raise ExperimentStoppedError(f"experiment {lease.experiment_id} is stopped ({stop}); it waits for resume")
+            return
+        if len(reap_dead(conn, lease.experiment_id, lease.timings)) > 1:  # joining: keep who started it
+            q.clear_stop(conn, lease.experiment_id)
+        else:
+            q.start_run(conn, lease.experiment_id, runner)
+
+
+def prepare_run(store: Store, experiment_id: str, runner: str) -> Experiment:
+    """`run --workers`: what `begin_run` records, done by the command before it starts its worker processes
+    (which never clear a stop themselves); the experiment as it will run."""
+    with store.write() as session:
+        conn = session.connection()
+        claims.lock_experiment(conn, experiment_id)
+        if reap_dead(conn, experiment_id, LeaseTimings.from_env()):
+            q.clear_stop(conn, experiment_id)
+        else:
+            q.start_run(conn, experiment_id, runner)
+        return q.require_experiment(session, experiment_id)
 
 
 def end_run(store: Store, lease: Lease, stop: Stop | None) -> None:
-    """Close the run in one transaction: items in progress back to pending and why it stopped (if it stopped),
-    `completed_at` set only when nothing is left. A runner that lost its lease, or a store that fails now,
-    writes nothing: the lease row then tells the story."""
+    """End this worker's part of the run in one transaction: its claims back to the pool (items in progress to
+    `pending`), then, as the last live worker, why the run stopped and `completed_at` when nothing is left. A
+    stop that concerns the whole experiment (its budget, a systematic failure) is recorded even while other
+    workers go on, so they take no new items; a Ctrl-C stops only this process then. A worker that lost its
+    row, or a store that fails now, writes nothing: the dead row then tells the story."""
     stamp = now()
     try:
         with store.write() as session:
             conn = session.connection()
             lease.check(conn)
-            if stop is not None:
-                runs.reopen_items(conn, lease.experiment_id, stamp)
+            claims.lock_experiment(conn, lease.experiment_id)
+            claims.release(conn, lease.owner, stamp)
+            last = all(row.id == lease.owner for row in reap_dead(conn, lease.experiment_id, lease.timings))
+            if last and stop is not None:  # a provider batch run's items in progress (they hold no claim)
+                claims.reopen_unclaimed(conn, lease.experiment_id, stamp)
+            if stop is not None and (last or stop.reason in EXPERIMENT_WIDE):
                 q.stop_run(conn, lease.experiment_id, stop.reason, stop.detail, stamp)
             runs.finish_experiment(conn, lease.experiment_id, stamp)
     except (LeaseLostError, StoreError) as exc:
@@ -126,14 +160,16 @@ class RunRecord:
 
 
 @asynccontextmanager
-async def recorded_run(store: Store, lease: Lease, runner: str, interrupted: str = "stopped by Ctrl-C") -> AsyncIterator[RunRecord]:
+async def recorded_run(
+    store: Store, lease: Lease, runner: str, interrupted: str = "stopped by Ctrl-C", resume: bool = True
+) -> AsyncIterator[RunRecord]:
     """Hold a run between `begin_run` and `end_run`, recording why it stopped, and release its lease.
 
     A cancellation is the server shutting down, Ctrl-C an interruption (`interrupted` says what it left),
     any other error a failed run; a run that lost its lease records nothing (its new holder does)."""
     record, keep = RunRecord(), True
     try:
-        await anyio.to_thread.run_sync(begin_run, store, lease, runner)
+        await anyio.to_thread.run_sync(begin_run, store, lease, runner, resume)
         yield record
     except anyio.get_cancelled_exc_class():
         record.stop = Stop(SHUTDOWN, "the server running it stopped")
@@ -141,7 +177,7 @@ async def recorded_run(store: Store, lease: Lease, runner: str, interrupted: str
     except KeyboardInterrupt:
         record.stop = Stop(INTERRUPTED, interrupted)
         raise
-    except LeaseLostError:
+    except (LeaseLostError, ExperimentStoppedError):
         keep = False
         raise
     except Exception as exc:

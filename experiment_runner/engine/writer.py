@@ -7,10 +7,12 @@ event loop that drives the model calls, so its CPU time is the engine's overhead
 Each batch also keeps the links whole: an item's earlier result conversation is deleted in the
 transaction that gives it a new one, and an evaluation is stored only if it refers to the final message
 of its own item's current result conversation (any other is skipped, and the item stays unevaluated).
-With a lease, every batch first renews it, so a runner that lost its lease cannot write.
+With a lease, every batch first renews it, so a runner that lost its lease cannot write; a worker that claims
+items writes only the rows of items it still holds (`_fenced`).
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -21,9 +23,11 @@ from experiment_runner.engine.lease import Lease
 from experiment_runner.evaluation.evaluator import EvaluationOutcome
 from experiment_runner.store import Store
 from experiment_runner.store.ids import new_id
-from experiment_runner.store.queries import conversations, runs
+from experiment_runner.store.queries import claims, conversations, runs
 from experiment_runner.store.queries.rows import AnnotationRow, ConversationRow, EvaluationRow, ItemUpdate, MessageRow, StartRow
 from experiment_runner.store.timeutil import now
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,9 +101,38 @@ def _item(item_id: str, status: ItemStatus, stamp: str, error: str | None = None
 
 
 def apply_events(store: Store, experiment_id: str, events: list[Event], lease: Lease | None = None) -> Counts:
-    """Apply a batch of events, in order, in one transaction (renewing `lease` first, if given)."""
+    """Apply a batch of events, in order, in one transaction (renewing `lease` first, if given).
+
+    A lease that claims items fences every item's rows on its claim, in the same transaction: an event for
+    an item this worker no longer holds (its claim went stale and another worker took it) writes nothing."""
+    with store.write() as session:
+        conn = session.connection()
+        if lease is not None:
+            lease.check(conn)
+            if lease.claims:
+                events = _fenced(conn, lease, events)
+        counts, rows, stamp = _rows(events, experiment_id)
+        kept = _execute(conn, rows, stamp)
+        for writes in [event for event in events if isinstance(event, ExtraWrites)]:  # after the items' rows
+            writes.apply(conn)  # (a batch job's collected mark commits with its results)
+    counts.completed += len(kept)
+    counts.evaluations_failed += sum(e["status"] == "failed" for e in kept)
+    counts.evaluations_skipped += len(rows.evaluations) - len(kept)
+    return counts
+
+
+def _fenced(conn: Connection, lease: Lease, events: list[Event]) -> list[Event]:
+    """The events whose item this worker still holds (and every non-item write)."""
+    ids = [event.item_id for event in events if not isinstance(event, ExtraWrites)]
+    holds = claims.held(conn, lease.owner, ids)
+    if lost := set(ids) - holds:
+        log.warning("experiment %s: %d item(s) were taken over by another worker; their results are dropped", lease.experiment_id, len(lost))
+    return [event for event in events if isinstance(event, ExtraWrites) or event.item_id in holds]
+
+
+def _rows(events: list[Event], experiment_id: str) -> tuple[Counts, "_Rows", str]:
+    """The batch's rows grouped by statement, and the counts its item events finish."""
     counts, rows, stamp = Counts(), _Rows(), now()
-    extra = [event for event in events if isinstance(event, ExtraWrites)]
     for event in events:
         if isinstance(event, Started):
             rows.started.append({"item": event.item_id, "stamp": stamp})
@@ -112,17 +145,7 @@ def apply_events(store: Store, experiment_id: str, events: list[Event], lease: L
             counts.completed += event.problem is None and event.finished
         elif isinstance(event, Evaluated):
             _add_evaluation(rows, event, stamp)
-    with store.write() as session:
-        conn = session.connection()
-        if lease is not None:
-            lease.check(conn)
-        kept = _execute(conn, rows, stamp)
-        for writes in extra:  # after the items' rows: a job's collected mark commits with its results
-            writes.apply(conn)
-    counts.completed += len(kept)
-    counts.evaluations_failed += sum(e["status"] == "failed" for e in kept)
-    counts.evaluations_skipped += len(rows.evaluations) - len(kept)
-    return counts
+    return counts, rows, stamp
 
 
 def _add_result(rows: _Rows, event: Replayed, experiment_id: str, stamp: str) -> None:

@@ -4,9 +4,8 @@ Each run records the server as its runner. Shutting down cancels them (recorded 
 items back to `pending`), and the next start resumes them, as it resumes those a crashed server left;
 nothing else: not what the CLI ran, not what a user stopped, nor what stopped on its budget or on a
 systematic failure (`runstate.server_resumable`); those wait for `experiment-runner resume`. Every run
-keeps the budget stored with its experiment. An experiment whose lease another live runner holds is
-skipped and checked again every lease heartbeat: once that lease is released or stale, and the
-experiment still is one to resume, this server runs it.
+keeps the budget stored with its experiment. An experiment other live workers are running is joined: this
+server claims the items they do not hold, and takes over a dead worker's once it is stale (issue 23).
 """
 
 import logging
@@ -16,12 +15,9 @@ from contextlib import asynccontextmanager
 import anyio
 from anyio.abc import TaskGroup
 
-from experiment_runner.engine.lease import LeaseTimings, leased_experiments
 from experiment_runner.engine.outcome import RunOutcome
 from experiment_runner.engine.progress import RunOptions
 from experiment_runner.engine.run import run_experiment_async
-from experiment_runner.engine.runstate import server_resumable
-from experiment_runner.errors import ExperimentBusyError
 from experiment_runner.store import Store
 
 log = logging.getLogger("experiment_runner.server.app")
@@ -35,9 +31,7 @@ class Runs:
         self.options = RunOptions(concurrency=concurrency, handle_signals=False, runner="server")
         self._group: TaskGroup | None = None
         self._running: dict[str, tuple[anyio.CancelScope, anyio.Event]] = {}
-        self._deferred: set[str] = set()  # leased by another live runner: retried when the lease goes stale
         self._ready: anyio.Event | None = None
-        self.timings = LeaseTimings.from_env()
 
     @property
     def active(self) -> bool:
@@ -46,10 +40,6 @@ class Runs:
     def running(self) -> list[str]:
         """Ids of the experiments whose engine is under way here."""
         return list(self._running)
-
-    def deferred(self) -> list[str]:
-        """Ids of the experiments waiting for another runner's lease to end."""
-        return sorted(self._deferred)
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
@@ -60,7 +50,6 @@ class Runs:
             # litellm (seconds to import) is loaded before the server accepts requests: creating an
             # experiment checks its models with litellm, and a first request should not wait for that.
             await self._import_litellm(self._ready)
-            group.start_soon(self._retry_deferred)
             try:
                 yield
             finally:
@@ -74,7 +63,6 @@ class Runs:
             raise RuntimeError("the app's lifespan is not running: serve it with uvicorn or `with TestClient(app)`")
         if experiment_id in self._running:
             return
-        self._deferred.discard(experiment_id)
         entry = (anyio.CancelScope(), anyio.Event())
         self._running[experiment_id] = entry
         self._group.start_soon(self._run, experiment_id, self.options, *entry, self._ready, name=f"experiment {experiment_id}")
@@ -85,26 +73,6 @@ class Runs:
         if entry is not None:
             entry[0].cancel()
             await entry[1].wait()
-
-    async def _retry_deferred(self) -> None:
-        """Every heartbeat: start the deferred experiments whose lease no live runner holds any more, if they
-        are still to be resumed (the other runner may have finished them, or stopped them for a reason)."""
-        while True:
-            await anyio.sleep(self.timings.heartbeat)
-            if not self._deferred:
-                continue
-            try:
-                leased = await anyio.to_thread.run_sync(leased_experiments, self.store, self.timings)
-                resumable = set(await anyio.to_thread.run_sync(server_resumable, self.store))
-            except Exception:  # a store fault: try again at the next beat
-                log.exception("checking run leases failed")
-                continue
-            for experiment_id in sorted(self._deferred - leased):
-                if experiment_id not in resumable:
-                    self._deferred.discard(experiment_id)
-                    log.info("experiment %s: not resumed here: it finished or was stopped meanwhile", experiment_id)
-                elif self._group is not None:
-                    self.start(experiment_id)
 
     async def _import_litellm(self, ready: anyio.Event) -> None:
         """Import litellm (seconds) in a worker thread, so the first model call does not block the event loop."""
@@ -129,10 +97,6 @@ class Runs:
                 log.info("experiment %s: stopped", experiment_id)
             else:
                 log.info("experiment %s: %s", experiment_id, RunOutcome.of(experiment_id, progress).describe())
-        except ExperimentBusyError as exc:
-            log.info("experiment %s: skipped: being run by %s on %s (since %s); it starts here when that run ends",
-                     experiment_id, exc.pid, exc.host, exc.since)
-            self._deferred.add(experiment_id)
         except anyio.get_cancelled_exc_class():
             log.info("experiment %s: interrupted by shutdown; it resumes when the server starts again", experiment_id)
             raise

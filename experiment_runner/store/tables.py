@@ -122,6 +122,9 @@ class Item(SQLModel, table=True):
     evaluations_expected: int = _default(0)
     created_at: str
     updated_at: str
+    # Added by revision 0008: the worker (`worker.id`) that claimed the item, and when; NULL when nobody holds it.
+    claimed_by: str | None = Field(default=None, index=True)
+    claimed_at: str | None = None
 
 
 class Evaluation(SQLModel, table=True):
@@ -164,17 +167,19 @@ class Annotation(SQLModel, table=True):
     parameter_name: str | None = None
 
 
-class RunLease(SQLModel, table=True):
-    """Who runs an experiment now: one row while a runner holds it; stale once `heartbeat_at` is old."""
+class Worker(SQLModel, table=True):
+    """A process working on an experiment (revision 0008, which dropped the `run_lease` table it replaces): one row per run of `run`, `resume`, `worker` or a server's
+    background run; its items carry its id in `item.claimed_by`. Stale once `heartbeat_at` is old."""
 
-    __tablename__ = "run_lease"
+    __tablename__ = "worker"
 
-    experiment_id: str = Field(sa_column=Column(String, ForeignKey("experiment.id", ondelete="CASCADE"), primary_key=True))
-    owner: str  # a random id per runner (one run of one process)
+    id: str = Field(primary_key=True)  # a random id per process and experiment
+    experiment_id: str = Field(sa_column=Column(String, ForeignKey("experiment.id", ondelete="CASCADE"), nullable=False, index=True))
     host: str
     pid: int
-    acquired_at: str  # ISO 8601 UTC
+    started_at: str  # ISO 8601 UTC
     heartbeat_at: float  # Unix seconds of the last renewal
+    reserved_usd: float = _default(0.0)  # the budget this worker has reserved for its items under way
 
 
 class ResponseCache(SQLModel, table=True):

@@ -17,7 +17,7 @@ def all_commands() -> list[str]:
 def test_the_command_list_is_complete() -> None:
     assert all_commands() == sorted(
         ["cache", "compare", "conversations", "delete", "demo", "export", "gate", "import", "list", "reevaluate", "report", "resume", "run",
-         "score", "serve", "show", "view"]
+         "score", "serve", "show", "view", "worker"]
     )
 
 

@@ -46,6 +46,7 @@ PREFIX_CALLS = {
     ("score", "reference_id"): ["score", "{b}", "--against", "{a}", "--json"],
     ("resume", "experiment_id"): ["resume", "{a}"],
     ("reevaluate", "experiment_id"): ["reevaluate", "{a}", "--rules", "{tmp}/rules.json", "--dry-run"],
+    ("worker", "experiment_id"): ["worker", "--experiment", "{a}"],
     ("delete", "experiment_id"): ["delete", "{b}"],  # last: it removes b
 }
 

@@ -67,7 +67,7 @@ def test_a_lease_takeover_names_the_old_holder(run_cli, fake_llm, tmp_path, stor
     experiment_id = create_experiment(store, ExperimentSpec(name="l", model="openai/target", conversation_ids=ids, api_base=fake_llm.api_base))
     with store.write() as session:  # a runner on another host that died a minute ago, before running anything
         session.connection().exec_driver_sql(
-            "INSERT INTO run_lease VALUES (?, 'other', 'elsewhere', 4242, '2026-01-01T00:00:00.000000Z', ?)", (experiment_id, time.time() - 60)
+            "INSERT INTO worker VALUES ('other', ?, 'elsewhere', 4242, '2026-01-01T00:00:00.000000Z', ?, 0)", (experiment_id, time.time() - 60)
         )
     result = run_cli("-v", "resume", experiment_id)
     assert result.exit_code == 0, result.stderr

@@ -1,4 +1,4 @@
-"""One runner per experiment (issue 14): the lease, kill -9 costs only calls in flight, racing runners."""
+"""Runners of one experiment (issue 14, issue 23): worker rows, kill -9 costs only calls in flight, racing runners join."""
 
 import json
 import os
@@ -14,6 +14,7 @@ import httpx
 import pytest
 from conftest import FIXTURES, store_exists
 from conftest import query as rows
+from sqlalchemy import text
 
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.experiments import create_experiment
@@ -23,8 +24,7 @@ from experiment_runner.errors import ExperimentBusyError, LeaseLostError
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
-from experiment_runner.store.queries import leases
-from experiment_runner.store.queries.rows import LeaseRow
+from experiment_runner.store.queries import claims
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
 FAST = {"EXPERIMENT_RUNNER_LEASE_HEARTBEAT": "0.2", "EXPERIMENT_RUNNER_LEASE_TIMEOUT": "2"}
@@ -36,24 +36,27 @@ def _experiment(store: Store, fake_llm: FakeLLM, evaluator: bool = False, runner
     return create_experiment(store, ExperimentSpec(name="t", model="openai/target", conversation_ids=ids, api_base=fake_llm.api_base, **judge), runner=runner)
 
 
-def _plant(store: Store, experiment_id: str, *, host: str, pid: int, age: float) -> None:
-    """A lease row as another runner would have left it."""
-    row: LeaseRow = {"owner": "other", "host": host, "pid": pid, "acquired_at": "2026-01-01T00:00:00.000000Z", "heartbeat": time.time() - age}
+def _plant(store: Store, experiment_id: str, *, host: str, pid: int, age: float, claim: int = 0) -> None:
+    """A worker row as another runner would have left it, holding the first `claim` items."""
     with store.write() as session:
-        leases.put_lease(session.connection(), experiment_id, row)
+        conn = session.connection()
+        conn.execute(text("DELETE FROM worker WHERE id = 'other'"))
+        claims.register(conn, {"id": "other", "experiment": experiment_id, "host": host, "pid": pid,
+                               "started_at": "2026-01-01T00:00:00.000000Z", "heartbeat": time.time() - age})
+        conn.execute(text("UPDATE item SET claimed_by = 'other' WHERE id IN (SELECT id FROM item ORDER BY position LIMIT :n)"),
+                     {"n": claim})
 
 
-def test_a_second_runner_exits_1_naming_the_holder(store, fake_llm, run_cli) -> None:
+def test_a_second_runner_joins_and_a_batch_run_stays_single(store, fake_llm, run_cli, monkeypatch) -> None:
+    monkeypatch.setenv("EXPERIMENT_RUNNER_LEASE_TIMEOUT", "1")
+    monkeypatch.setenv("EXPERIMENT_RUNNER_NO_CACHE", "1")  # counts calls per item: the cache would answer repeated questions
     experiment_id = _experiment(store, fake_llm)
-    _plant(store, experiment_id, host="elsewhere", pid=4242, age=0)
-    result = run_cli("resume", experiment_id)
-    assert result.exit_code == 1
-    assert result.stderr.splitlines()[-1] == (
-        f"Error: experiment {experiment_id} is being run by 4242 on elsewhere (since 2026-01-01T00:00:00.000000Z)"
-    )
-    assert fake_llm.request_count == 0
-    with pytest.raises(ExperimentBusyError):
-        acquire(store, experiment_id)
+    _plant(store, experiment_id, host="elsewhere", pid=4242, age=0, claim=3)  # a live runner elsewhere holds 3 items
+    with pytest.raises(ExperimentBusyError, match=f"experiment {experiment_id} is being run by 4242 on elsewhere"):
+        acquire(store, experiment_id, exclusive=True)
+    result = run_cli("resume", experiment_id)  # joins: the 37 free items at once, the 3 once that runner goes stale
+    assert result.exit_code == 0, result.stderr
+    assert fake_llm.request_count == 40 and rows(store, "SELECT count(*) FROM item WHERE status = 'completed'") == [(40,)]
 
 
 def test_a_stale_lease_or_a_dead_local_process_is_taken_over(store, fake_llm, run_cli) -> None:
@@ -66,13 +69,14 @@ def test_a_stale_lease_or_a_dead_local_process_is_taken_over(store, fake_llm, ru
     dead.wait()
     _plant(store, experiment_id, host=socket.gethostname(), pid=dead.pid, age=0)  # fresh, but its process is gone
     assert run_cli("resume", experiment_id).exit_code == 0
-    assert rows(store, "SELECT count(*) FROM run_lease") == [(0,)]  # released at the end
+    assert rows(store, "SELECT count(*) FROM worker") == [(0,)]  # released at the end
 
 
 def test_a_runner_that_lost_its_lease_cannot_write(store, fake_llm) -> None:
     experiment_id = _experiment(store, fake_llm)
     lease = acquire(store, experiment_id, LeaseTimings(heartbeat=0.1, timeout=0.2))
-    _plant(store, experiment_id, host="elsewhere", pid=1, age=0)  # taken over while this one stalled
+    time.sleep(0.3)  # it stalls past its timeout, and the next runner removes its row
+    acquire(store, experiment_id, LeaseTimings(heartbeat=0.1, timeout=0.2))
     (item,) = rows(store, "SELECT id FROM item ORDER BY position LIMIT 1")[0]
     with pytest.raises(LeaseLostError, match="another runner took the lease over"):
         w.apply_events(store, experiment_id, [w.Started(item)], lease)
@@ -181,7 +185,7 @@ def test_two_resumes_and_a_server_started_together_send_every_prompt_once(run_cl
     print(f"race: resume exit codes {codes}; {extra} prompt(s) sent twice; {judged} judge calls; 0 orphans, 0 crossed evaluations")
 
 
-def test_the_server_skips_a_leased_experiment_and_runs_it_once_the_lease_goes_stale(store, fake_llm, monkeypatch) -> None:
+def test_the_server_joins_a_leased_experiment_and_takes_over_its_items_once_stale(store, fake_llm, monkeypatch) -> None:
     monkeypatch.setenv("EXPERIMENT_RUNNER_NO_CACHE", "1")  # counts calls per item: the cache would answer repeated questions
     from fastapi.testclient import TestClient
 
@@ -190,15 +194,12 @@ def test_the_server_skips_a_leased_experiment_and_runs_it_once_the_lease_goes_st
     monkeypatch.setenv("EXPERIMENT_RUNNER_LEASE_HEARTBEAT", "0.1")
     monkeypatch.setenv("EXPERIMENT_RUNNER_LEASE_TIMEOUT", "1")
     experiment_id = _experiment(store, fake_llm, runner="server")  # created through the API of a server that went down
-    _plant(store, experiment_id, host="elsewhere", pid=4242, age=0)  # a live runner elsewhere; it stops renewing now
-    app = create_app(store)
-    with TestClient(app) as client:
-        runs = app.state.runs
+    _plant(store, experiment_id, host="elsewhere", pid=4242, age=0, claim=4)  # a live runner elsewhere; it stops renewing now
+    with TestClient(create_app(store)) as client:
         deadline = time.monotonic() + 30
-        while runs.deferred() != [experiment_id]:
+        while fake_llm.request_count < 36:  # run alongside: every item the other one does not hold
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        assert fake_llm.request_count == 0  # skipped, not run alongside
         while not client.get(f"/v1/experiments/{experiment_id}").json()["completed_at"]:
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -222,7 +223,7 @@ def test_delete_refuses_while_a_live_runner_holds_the_lease(store, fake_llm, run
     assert rows(store, "SELECT count(*) FROM item WHERE experiment_id = ?", experiment_id) == [(40,)]
     _plant(store, experiment_id, host="elsewhere", pid=4242, age=60)  # that runner died: its stale lease goes too
     assert run_cli("delete", experiment_id).exit_code == 0
-    assert rows(store, "SELECT count(*) FROM experiment") == [(0,)] and rows(store, "SELECT count(*) FROM run_lease") == [(0,)]
+    assert rows(store, "SELECT count(*) FROM experiment") == [(0,)] and rows(store, "SELECT count(*) FROM worker") == [(0,)]
 
 
 def test_delete_during_a_cli_run_is_refused_and_the_run_finishes(run_cli, fake_llm, db_path) -> None:

@@ -15,5 +15,7 @@ the typed object with its JSON columns decoded.
 - `runs`: what the engine reads to plan work and what its single writer writes;
 - `results`: the reads behind export, metrics, compare and gold scoring;
 - `cache`: the response cache (look-up, upsert, hits, stats, clear, an experiment's cached calls);
-- `batches`: provider batch jobs and their request-to-item mapping.
+- `batches`: provider batch jobs and their request-to-item mapping;
+- `claims`: worker rows and item claims (register, heartbeat, reap, claim a page, the write fence); its
+  row-lock suffixes are the one PostgreSQL branch.
 """

@@ -51,6 +51,8 @@ _SERVER_RESUMABLE = text(
 
 _START_RUN = text("UPDATE experiment SET runner = :runner, stop_reason = NULL, stop_detail = NULL, stopped_at = NULL WHERE id = :experiment")
 
+_CLEAR_STOP = text("UPDATE experiment SET stop_reason = NULL, stop_detail = NULL, stopped_at = NULL WHERE id = :experiment")
+
 _STOP_RUN = text(
     """
     UPDATE experiment SET stop_reason = :reason, stop_detail = :detail, stopped_at = :stamp
@@ -156,6 +158,11 @@ def server_resumable_ids(conn: Connection) -> list[str]:
 def start_run(conn: Connection, experiment_id: str, runner: str) -> None:
     """Record who runs the experiment now (`cli` or `server`) and clear the previous run's stop."""
     conn.execute(_START_RUN, {"experiment": experiment_id, "runner": runner})
+
+
+def clear_stop(conn: Connection, experiment_id: str) -> None:
+    """Clear the previous run's stop, keeping who runs it (a resume that joins other workers)."""
+    conn.execute(_CLEAR_STOP, {"experiment": experiment_id})
 
 
 def stop_run(conn: Connection, experiment_id: str, reason: str, detail: str, stamp: str) -> None:

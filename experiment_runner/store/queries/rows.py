@@ -128,9 +128,12 @@ class RequestOutcome(TypedDict):
     status: str  # done | failed | resubmitted
 
 
-class LeaseRow(TypedDict):
-    owner: str
+class WorkerRow(TypedDict):
+    """A `worker` row as `claims.register` inserts it."""
+
+    id: str
+    experiment: str
     host: str
     pid: int
-    acquired_at: str
+    started_at: str
     heartbeat: float

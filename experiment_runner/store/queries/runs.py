@@ -68,10 +68,6 @@ _INSERT_ANNOTATION = text(
     """
 )
 
-_REOPEN_ITEMS = text(
-    "UPDATE item SET status = 'pending', updated_at = :stamp WHERE experiment_id = :experiment AND status = 'in_progress'"
-)
-
 _FINISH_EXPERIMENT = text(
     """
     UPDATE experiment SET completed_at = CASE WHEN EXISTS
@@ -129,11 +125,6 @@ def insert_annotations(conn: Connection, rows: list[AnnotationRow]) -> None:
     """Insert annotations (every column of `_INSERT_ANNOTATION`) in one executemany."""
     if rows:
         conn.execute(_INSERT_ANNOTATION, rows)
-
-
-def reopen_items(conn: Connection, experiment_id: str, stamp: str) -> None:
-    """Put the experiment's items in progress back to `pending` (a run stopped: nobody works on them now)."""
-    conn.execute(_REOPEN_ITEMS, {"experiment": experiment_id, "stamp": stamp})
 
 
 def finish_experiment(conn: Connection, experiment_id: str, stamp: str) -> None:

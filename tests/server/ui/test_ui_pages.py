@@ -266,7 +266,7 @@ def test_delete_while_another_process_runs_it_answers_409_naming_the_runner(clie
         client.get(f"/ui/experiments/{experiment_id}/delete").text)
     with store.write() as session:  # the lease a live `run` in another terminal holds
         session.connection().exec_driver_sql(
-            "INSERT INTO run_lease VALUES (?, 'other', 'elsewhere', 4242, '2026-01-01T00:00:00.000000Z', ?)", (experiment_id, time.time())
+            "INSERT INTO worker VALUES ('other', ?, 'elsewhere', 4242, '2026-01-01T00:00:00.000000Z', ?, 0)", (experiment_id, time.time())
         )
     confirm = text(client.get(f"/ui/experiments/{experiment_id}/delete").text)
     assert "Another process is running it now" in confirm and "stop that run first; until then deleting is refused" in confirm

@@ -1,0 +1,171 @@
+"""Several worker processes on one run (issue 23): the c2 table next to the peers, the scale run, kill -9.
+
+Modes:
+
+    python benchmarks/bench_workers.py c2 --peerbench ../shared/peerbench [--reps 2]
+        400 items, a target and a judge call each, K=50, 200 ms: `experiment-runner run` with --workers 1, 2 and
+        the default, next to the openai SDK loop, the bare litellm loop and promptfoo, in one run of peerbench's
+        bench.py (whole processes, medians; its peers must be set up: `bash setup.sh` there).
+    python benchmarks/bench_workers.py scale [--db URL] [--reps 1]
+        120 items, no judge, our fake server at 500 ms, K=4 per process: 1, 2 and 4 worker processes
+        (`worker --experiment ID --concurrency 4`, started together), timed at the server from the first request
+        to the last reply.
+    python benchmarks/bench_workers.py kill [--db URL]
+        the scale run with 4 workers, one of them killed (-9) a third of the way: every item completes, how many
+        prompts were sent twice (at most that worker's K), none three times, how long until its items were taken.
+
+`--db` is where the store lives (default: a fresh SQLite file per run; a `postgresql://` URL once the store
+takes one: each run then imports into it and runs exactly its own conversations).
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _table import print_grid  # noqa: E402
+
+from experiment_runner.fixtures.fakellm import FakeLLM  # noqa: E402
+
+CLI = [sys.executable, "-m", "experiment_runner"]
+
+
+def c2(args: argparse.Namespace) -> None:
+    """Run peerbench's bench.py with three extra scenarios (the project with --workers 1, 2, default)."""
+    sys.path.insert(0, str(Path(args.peerbench).resolve()))
+    import bench  # type: ignore[import-not-found]  # peerbench's, given by path: nothing here ships it
+
+    def with_workers(build: Callable[..., Any], workers: str | None) -> Callable[..., Any]:
+        def wrapped(port: int, rundir: str, a: Any) -> Any:
+            cmd, env, cwd = build(port, rundir, a)
+            return (cmd + ["--workers", workers] if workers else cmd), env, cwd
+        return wrapped
+
+    for label, workers in (("w1", "1"), ("w2", "2"), ("default", None)):
+        bench.SCENARIOS[f"project-{label}-c2"] = (2, with_workers(bench.sc_project(2), workers))
+    os.environ.setdefault("PEER_PROJECT_BIN", str(Path(sys.executable).with_name("experiment-runner")))
+    names = ["project-w1-c2", "project-w2-c2", "project-default-c2", "openai-c2", "litellm-c2", "promptfoo-c2"]
+    out = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    sys.argv = ["bench.py", "--reps", str(args.reps), "--only", ",".join(names), "--no-startup", "--no-fixed", "--out", str(out)]
+    bench.main()
+    summary = json.loads((out / "summary.json").read_text())["summary"]
+    peers = [summary[n]["wall_median_s"] for n in ("openai-c2", "litellm-c2", "promptfoo-c2") if n in summary]
+    rows = []
+    for name in names:
+        s = summary.get(name, {})
+        wall = s.get("wall_median_s")
+        ratio = f"{wall / min(peers):.2f}x" if wall and peers else "-"
+        rows.append([name, f"{wall:.2f}" if wall else "-", ratio, str(s.get("cpu_median_s", "-"))])
+    print_grid(["system", "c2 wall s (median)", "/ fastest peer", "CPU s"], rows)
+    print(f"ideal 3.2 s; load average {os.getloadavg()[0]:.1f}; raw runs in {out}")
+
+
+def _conversations(folder: Path, count: int, tag: str) -> Path:
+    path = folder / f"scale-{tag}.jsonl"
+    path.write_text("".join(json.dumps({"id": f"{tag}-{i}", "messages": [
+        {"role": "user", "content": f"[{tag}] item {i}: say something about the number {i}."},
+        {"role": "assistant", "content": "placeholder"}]}) + "\n" for i in range(count)))
+    return path
+
+
+def _db(args: argparse.Namespace, folder: Path) -> str:
+    return args.db or str(folder / "store.db")
+
+
+def _start_workers(db: str, data: Path, fake: FakeLLM, workers: int, per_process: int) -> list[subprocess.Popen[str]]:
+    """Import `data` and create its experiment (in this process), then start `workers` `worker` processes at once."""
+    from experiment_runner.engine.experiments import create_experiment
+    from experiment_runner.engine.spec import ExperimentSpec
+    from experiment_runner.ingest.importing import import_files
+    from experiment_runner.store import open_store
+
+    store = open_store(db)
+    try:
+        ids = import_files(store, [str(data)]).ids
+        experiment_id = create_experiment(store, ExperimentSpec(name=f"scale-{workers}", model="openai/target", conversation_ids=ids, api_base=fake.api_base))
+    finally:
+        store.close()
+    env = {**os.environ, "EXPERIMENT_RUNNER_NO_CACHE": "1", "EXPERIMENT_RUNNER_DB": db}
+    return [subprocess.Popen([*CLI, "worker", "--experiment", experiment_id, "--concurrency", str(per_process)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+
+
+def _finish(procs: list[subprocess.Popen[str]]) -> list[int]:
+    for proc in procs:
+        proc.communicate(timeout=600)
+    return [proc.returncode for proc in procs]
+
+
+def _server_span(fake: FakeLLM) -> float:
+    timeline = fake.timeline()
+    return max(t[2] or t[1] for t in timeline) - min(t[1] for t in timeline)
+
+
+def scale(args: argparse.Namespace) -> None:
+    """1, 2 and 4 worker processes, interleaved per repetition; medians of the server-side span."""
+    spans: dict[int, list[float]] = {p: [] for p in (1, 2, 4)}
+    for rep in range(args.reps):
+        for processes in spans:
+            with tempfile.TemporaryDirectory() as tmp, FakeLLM(latency_ms=args.latency_ms) as fake:
+                data = _conversations(Path(tmp), args.items, f"p{processes}r{rep}{time.time_ns()}")
+                codes = _finish(_start_workers(_db(args, Path(tmp)), data, fake, processes, args.k))
+                assert codes == [0] * processes and fake.request_count == args.items, codes
+                spans[processes].append(_server_span(fake))
+    one = statistics.median(spans[1])
+    ideal = args.items / args.k * args.latency_ms / 1000
+    rows = [[str(p), f"{statistics.median(s):.2f}", ", ".join(f"{x:.2f}" for x in s), f"{one / statistics.median(s):.2f}x",
+             f"{ideal / p:.1f}"] for p, s in spans.items()]
+    print_grid(["worker processes", "first request to last reply, s", "runs", "speed-up vs 1", "ideal s"], rows)
+    print(f"{args.items} items, no judge, {args.latency_ms:g} ms, K={args.k} per process, store {args.db or 'SQLite (a fresh file per run)'}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+
+
+def kill(args: argparse.Namespace) -> None:
+    """4 workers, one killed -9 a third of the way through."""
+    with tempfile.TemporaryDirectory() as tmp, FakeLLM(latency_ms=args.latency_ms) as fake:
+        db = _db(args, Path(tmp))
+        data = _conversations(Path(tmp), args.items, f"kill{time.time_ns()}")
+        procs = _start_workers(db, data, fake, 4, args.k)
+        while fake.request_count < args.items // 3:
+            time.sleep(0.02)
+        procs[0].send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        codes = _finish(procs)
+        timeline = fake.timeline()
+    asked = Counter(prompt for prompt, _, _ in timeline)
+    again = [arrived for prompt, arrived, _ in timeline if asked[prompt] > 1 and arrived > killed_at]
+    taken = f"{min(again) - killed_at:.2f} s" if again else "-"
+    rows = [["exit statuses", " ".join(map(str, codes))], ["items", str(len(asked))], ["prompts sent twice", str(sum(n == 2 for n in asked.values()))],
+            ["prompts sent three times or more", str(sum(n > 2 for n in asked.values()))],
+            ["kill to first retaken request", taken]]
+    print_grid(["kill -9 of 1 of 4 workers", "measured"], rows)
+    print(f"{args.items} items, {args.latency_ms:g} ms, K={args.k} per process; the killed worker ran on this host, so its pid "
+          f"was seen dead at the next claim (a worker elsewhere is taken over after EXPERIMENT_RUNNER_LEASE_TIMEOUT)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("mode", choices=("c2", "scale", "kill"))
+    parser.add_argument("--peerbench", default="../shared/peerbench", help="c2: the folder of peerbench's bench.py")
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--db", help="scale/kill: the store (default: a fresh SQLite file per run)")
+    parser.add_argument("--items", type=int, default=120)
+    parser.add_argument("--latency-ms", type=float, default=500)
+    parser.add_argument("--k", type=int, default=4, help="scale/kill: concurrency per process")
+    args = parser.parse_args()
+    {"c2": c2, "scale": scale, "kill": kill}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
