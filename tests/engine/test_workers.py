@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES
+from sqlalchemy import text
+from conftest import FIXTURES, store_exists
 from conftest import query as rows
 
 from experiment_runner.engine import writer as w
@@ -24,6 +25,7 @@ from experiment_runner.errors import LeaseLostError
 from experiment_runner.fixtures.fakellm import FakeLLM
 from experiment_runner.ingest.importing import import_files
 from experiment_runner.store import Store
+from experiment_runner.store.queries import claims
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
 FAST = {"EXPERIMENT_RUNNER_LEASE_HEARTBEAT": "0.2", "EXPERIMENT_RUNNER_LEASE_TIMEOUT": "2", "EXPERIMENT_RUNNER_NO_CACHE": "1"}
@@ -38,7 +40,7 @@ def _many(tmp_path: Path, count: int) -> Path:
     return path
 
 
-def _cli(db: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+def _cli(db: Path | str, *args: str, **env: str) -> subprocess.Popen[str]:
     full = {**os.environ, **FAST, **env, "EXPERIMENT_RUNNER_DB": str(db), "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.Popen([sys.executable, "-m", "experiment_runner", *args], env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -54,11 +56,11 @@ def _asked(fake_llm: FakeLLM, model: str = "target") -> Counter[str]:
     return Counter(b["messages"][-1]["content"] for b in fake_llm.requests() if b["model"] == model)
 
 
-def _wait(db: Path, sql: str, at_least: int, proc: subprocess.Popen[str] | None = None, seconds: float = 60) -> None:
+def _wait(db: Path | str, sql: str, at_least: int, proc: subprocess.Popen[str] | None = None, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            if db.exists() and rows(db, sql)[0][0] >= at_least:
+            if store_exists(db) and rows(db, sql)[0][0] >= at_least:
                 return
         except Exception:  # the file exists before its tables do
             pass
@@ -157,9 +159,9 @@ def test_stale_claims_of_a_worker_elsewhere_are_taken_over_after_the_timeout(sto
     experiment_id = _experiment(store, fake_llm)
     with store.write() as session:  # a worker on another machine claimed 4 items, then went silent
         conn = session.connection()
-        conn.exec_driver_sql("INSERT INTO worker VALUES ('far', ?, 'elsewhere', 4242, '2026-01-01T00:00:00.000000Z', ?, 0)",
-                             (experiment_id, time.time()))
-        conn.exec_driver_sql("UPDATE item SET claimed_by = 'far' WHERE id IN (SELECT id FROM item ORDER BY position LIMIT 4)")
+        claims.register(conn, {"id": "far", "experiment": experiment_id, "host": "elsewhere", "pid": 4242,
+                               "started_at": "2026-01-01T00:00:00.000000Z", "heartbeat": time.time()})
+        conn.execute(text("UPDATE item SET claimed_by = 'far' WHERE id IN (SELECT id FROM item ORDER BY position LIMIT 4)"))
     proc = _cli(db_path, "worker", "--experiment", experiment_id, "--concurrency", "4")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err

@@ -162,8 +162,8 @@ def test_a_batch_mode_table_rebuild_inside_a_migration_keeps_the_rows_that_refer
         from alembic import op
 
         with op.batch_alter_table("item", recreate="always") as batch:
-            batch.add_column(Column("claimed_by", String()))
+            batch.add_column(Column("rebuild_probe", String()))
     store.close()
     assert rows(path, "SELECT count(*) FROM evaluation") == [(1,)] and rows(path, "SELECT count(*) FROM annotation") == [(1,)]
-    assert rows(path, "SELECT id, claimed_by FROM item ORDER BY position") == [("it-1", None), ("it-2", None)]
+    assert rows(path, "SELECT id, rebuild_probe FROM item ORDER BY position") == [("it-1", None), ("it-2", None)]
     assert rows(path, "PRAGMA foreign_key_check") == []

@@ -100,8 +100,9 @@ def test_store_from_migration_3_gets_leases_and_result_owners(db_path: Path) -> 
     open_store(db_path).close()
     plain = sqlite3.connect(db_path)
     assert plain.execute("SELECT id, experiment_id FROM conversation ORDER BY id").fetchall() == [("c1", None), ("r1", "e1")]
-    assert plain.execute("SELECT count(*) FROM run_lease").fetchall() == [(0,)]
+    assert plain.execute("SELECT count(*) FROM worker").fetchall() == [(0,)]  # revision 0008: workers replace the run lease
     plain.close()
+    assert "run_lease" not in columns(db_path)
 
 
 def test_store_from_migration_4_gets_run_state_and_keeps_its_data(db_path: Path) -> None:
@@ -126,6 +127,6 @@ def test_store_from_migration_4_gets_run_state_and_keeps_its_data(db_path: Path)
     row = plain.execute("SELECT name, api_base, stop_reason, stop_detail, stopped_at, runner, max_cost_usd, setting_changes FROM experiment").fetchone()
     assert row == ("old run", "http://127.0.0.1:9/v1", None, None, None, None, None, None)
     assert plain.execute("SELECT id, status FROM item ORDER BY position").fetchall() == [("i1", "completed"), ("i2", "in_progress")]
-    assert plain.execute("SELECT count(*) FROM run_lease").fetchall() == [(1,)]
     plain.close()
+    assert "run_lease" not in columns(db_path)  # an old runner's lease goes with its table (revision 0008)
     assert server_resumable(new) == []  # nobody knows who ran it: a server leaves it to `resume`

@@ -128,7 +128,7 @@ def reopen_unclaimed(conn: Connection, experiment_id: str, stamp: str) -> None:
 def lock_experiment(conn: Connection, experiment_id: str, lock: bool = True) -> str | None:
     """The experiment's `stop_reason`, read with the experiment row locked until the transaction ends (PostgreSQL;
     on SQLite the write transaction already excludes every other writer); `lock=False` only reads it."""
-    row = conn.execute(text(_STOP_REASON + (_locking(conn, "FOR UPDATE") if lock else "")), {"experiment": experiment_id}).first()
+    row = conn.execute(text(_STOP_REASON + (_locking(conn, "FOR NO KEY UPDATE") if lock else "")), {"experiment": experiment_id}).first()
     return None if row is None else row.stop_reason
 
 
