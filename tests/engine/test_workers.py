@@ -1,4 +1,4 @@
-"""Item claims, `worker` and `run --workers N` (issue 23): real processes against the fake server, on SQLite."""
+"""Item claims, `worker` and `run --workers N` (issue 23): real processes against the fake server, on SQLite and PostgreSQL."""
 
 import json
 import os
@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 from conftest import FIXTURES, store_exists
 from conftest import query as rows
+from sqlalchemy import text
 
 from experiment_runner.engine import writer as w
 from experiment_runner.engine.experiments import create_experiment
