@@ -93,6 +93,12 @@ def with_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     return decorate
 
 
+# How a new experiment runs (run, reevaluate): processes and concurrency, the cache, batch jobs, the budget, dry run.
+running_options: list[Callable[[F], F]] = [
+    concurrency_option, workers_option, no_cache_option, batch_option, detach_option, *budget_options, *dry_run_options
+]
+
+
 @cli.command("run")
 @click.option("--name", required=True, help="Experiment name, 1 to 255 characters.")
 @click.option("--model", required=True, help="Target model, a litellm model string (openai/gpt-4o-mini, ollama/llama3, ...).")
@@ -108,12 +114,7 @@ def with_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
               envvar="EXPERIMENT_RUNNER_RESPONSE_FORMAT", help="Structured output for --output-schema: " + FORMAT_HELP)
 @click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model; without it replies are not evaluated.")
 @with_options(evaluator_options)
-@concurrency_option
-@workers_option
-@no_cache_option
-@batch_option
-@detach_option
-@with_options(budget_options + dry_run_options)
+@with_options(running_options)
 @click.pass_obj
 def run_command(obj: Context, /, **opts: Any) -> None:
     """Create an experiment over imported conversations and run it to the end.
@@ -273,12 +274,7 @@ def resume_field_names(experiment_id: str) -> Callable[[str], str]:
 @click.option("--evaluator-model", envvar="EXPERIMENT_RUNNER_EVALUATOR_MODEL", help="Evaluator model for the new evaluations (or --rules alone).")
 @with_options(evaluator_options)
 @click.option("--name", help="Name of the new experiment (default: the old name + ' (re-evaluated)').")
-@concurrency_option
-@workers_option
-@no_cache_option
-@batch_option
-@detach_option
-@with_options(budget_options + dry_run_options)
+@with_options(running_options)
 @click.pass_obj
 def reevaluate_command(obj: Context, /, experiment_id: str, name: str | None, concurrency: int, **opts: Any) -> None:
     """Evaluate an experiment's replies again, offline: a new experiment, no target calls, the old one untouched.

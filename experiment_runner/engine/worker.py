@@ -69,6 +69,10 @@ async def work(
 ) -> WorkerOutcome:
     """Work until no experiment has work left (or, with `wait`, until a signal); returns what was done."""
     outcome = WorkerOutcome()
+    if options.wait:  # import litellm (seconds) while there is nothing to do, not when the first experiment comes
+        from experiment_runner.engine.llm import litellm_module
+
+        await anyio.to_thread.run_sync(litellm_module)
     while not outcome.signalled:
         worked = False
         for experiment_id in await anyio.to_thread.run_sync(open_experiments, store, options.experiment_id):

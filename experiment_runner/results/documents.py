@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 from typing_extensions import TypedDict  # a generic TypedDict on Python 3.11
 
 from experiment_runner.conversation import Annotation, Conversation, ItemStatus, JSONObject
+from experiment_runner.engine.spec import HostedSettings
 from experiment_runner.store.queries.rows import EvaluationColumns
 
 T = TypeVar("T")
@@ -28,17 +29,11 @@ class Page(TypedDict, Generic[T]):
     items: list[T]
 
 
-class ExperimentObject(TypedDict):
-    """The export's `experiment`: settings, counts, status summary and metrics."""
+class ExperimentObject(HostedSettings):
+    """The export's `experiment`: its id, the hosted settings (`engine.spec.HostedSettings`), counts, status
+    summary and metrics (the export writes the keys in the schema's order, not this class's)."""
 
     id: str
-    name: str
-    model: str
-    pass_through: bool
-    conversation_ids: list[str]
-    reasoning_config: JSONObject | None
-    system_prompt_override: str | None
-    output_schema: list[JSONObject] | None
     created_by_user_id: str | None
     created_by_user_name: str | None
     created_by_service_account_id: str | None

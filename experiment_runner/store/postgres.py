@@ -70,7 +70,7 @@ def make_engine(url: URL, *, reader: bool, lock_timeout_s: float) -> Engine:
     try:
         import psycopg  # noqa: F401  (the driver: an optional dependency)
     except ImportError:
-        raise StoreError("a PostgreSQL store needs psycopg: pip install 'experiment-runner[postgres]'") from None
+        raise StoreError("a PostgreSQL store needs psycopg 3: pip install 'psycopg[binary]>=3.1' (the package's [postgres] extra)") from None
     engine = create_engine(
         url,
         isolation_level="REPEATABLE READ" if reader else "READ COMMITTED",

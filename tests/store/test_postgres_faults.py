@@ -66,4 +66,4 @@ def test_a_store_url_shows_without_its_password(pg_database: str) -> None:
 def test_without_psycopg_the_error_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the [postgres] extra were not installed
     _one_line(_cli("--db", "postgresql://me:secret@127.0.0.1:5432/runs", "list"), 2,
-              "a PostgreSQL store needs psycopg: pip install 'experiment-runner[postgres]'")
+              "a PostgreSQL store needs psycopg 3: pip install 'psycopg[binary]>=3.1' (the package's [postgres] extra)")
