@@ -8,7 +8,6 @@ worker processes (hidden): each then prints its progress as JSON lines on stdout
 import json
 import sys
 import time
-from typing import Any
 
 import anyio
 import click
@@ -16,7 +15,7 @@ import click
 from experiment_runner.cli import Context, cli, option_for
 from experiment_runner.cli.caching import no_cache_option
 from experiment_runner.engine.experiments import get_experiment
-from experiment_runner.engine.pool import combine, default_workers, report_of, run_in_processes
+from experiment_runner.engine.pool import ProgressReport, combine, default_workers, report_of, run_in_processes
 from experiment_runner.engine.progress import Progress, ProgressCallback, RunOptions
 from experiment_runner.engine.worker import WorkerOptions, work
 from experiment_runner.engine.workplan import count_left
@@ -94,7 +93,7 @@ class _Reporter:
 
     def __init__(self) -> None:
         self.last = 0.0
-        self.finished: list[dict[str, Any]] = []
+        self.finished: list[ProgressReport] = []
 
     def __call__(self, progress: Progress) -> None:
         if progress.stop_requested or time.monotonic() - self.last >= REPORT_SECONDS:

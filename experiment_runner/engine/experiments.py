@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from experiment_runner.conversation import JSONObject
 from experiment_runner.engine.lease import ensure_free
 from experiment_runner.engine.llm import check_model
 from experiment_runner.engine.spec import ExperimentSpec, ReevaluationSpec
@@ -25,11 +26,11 @@ from experiment_runner.store.tables import Experiment
 from experiment_runner.store.timeutil import now
 
 
-def reasoning_kwargs(config: dict[str, Any] | None) -> dict[str, Any]:
+def reasoning_kwargs(config: JSONObject | None) -> JSONObject:
     """litellm arguments for a reasoning config: `{"effort"}` -> reasoning_effort, `{"budget_tokens"}` -> thinking."""
     if not config:
         return {}
-    kwargs: dict[str, Any] = {}
+    kwargs: JSONObject = {}
     if "effort" in config:
         kwargs["reasoning_effort"] = config["effort"]
     if "budget_tokens" in config:

@@ -19,7 +19,7 @@ import sys
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TypedDict, cast
 
 from experiment_runner.engine.cache import CacheUsage
 from experiment_runner.engine.progress import Progress, ProgressCallback, RunOptions
@@ -35,6 +35,33 @@ log = logging.getLogger(__name__)
 
 MANY_CALLS = 200  # from this many model calls on, a second process can pay for its start-up (litellm's import)
 SUMMED = ("completed", "failed", "evaluations_failed", "spent_usd", "unpriced_calls", "retries", "in_flight", "claimed")
+
+
+class CacheReport(TypedDict):
+    hits: int
+    saved_usd: float
+    stored: int
+
+
+class ProgressReport(TypedDict, total=False):
+    """A worker process's progress as the JSON line it prints for the command (`report_of`, `combine`)."""
+
+    completed: int
+    failed: int
+    evaluations_failed: int
+    spent_usd: float
+    unpriced_calls: int
+    retries: int
+    in_flight: int
+    claimed: int
+    stopped_by: str | None
+    budget_reached: bool
+    interrupted: bool
+    stop_requested: bool
+    max_reserved_usd: float
+    response_formats: dict[str, str]
+    failure_reasons: dict[str, int]
+    cache: CacheReport
 
 
 def default_workers(experiment: Experiment, items: int) -> int:
@@ -64,34 +91,36 @@ def split(concurrency: int, workers: int) -> list[int]:
     return [concurrency // count + (i < concurrency % count) for i in range(count)]
 
 
-def report_of(progress: Progress) -> dict[str, Any]:
+def report_of(progress: Progress) -> ProgressReport:
     """A process's progress as the JSON object it reports to the command."""
     fields = {name: getattr(progress, name) for name in (*SUMMED, "stopped_by", "budget_reached", "interrupted",
                                                           "stop_requested", "max_reserved_usd", "response_formats")}
-    return fields | {"failure_reasons": dict(progress.failure_reasons), "cache": asdict(progress.cache)}
+    return cast(ProgressReport, fields | {"failure_reasons": dict(progress.failure_reasons), "cache": asdict(progress.cache)})
 
 
-def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
+def combine(reports: list[ProgressReport]) -> ProgressReport:
     """Several reports as one: counts added up, the first stop, any flag, the dearest reservation."""
     stopped_by = next((r["stopped_by"] for r in reports if r.get("stopped_by")), None)
     budget_reached = any(r.get("budget_reached") for r in reports)
-    return {name: sum(r.get(name, 0) for r in reports) for name in SUMMED} | {
+    summed = {name: sum(cast(float, r.get(name, 0)) for r in reports) for name in SUMMED}
+    return cast(ProgressReport, summed | {
         "stopped_by": stopped_by, "budget_reached": budget_reached,
         "interrupted": any(r.get("interrupted") for r in reports) and stopped_by is None and not budget_reached,
         "stop_requested": any(r.get("stop_requested") for r in reports),
         "max_reserved_usd": max([r.get("max_reserved_usd", 0.0) for r in reports] or [0.0]),
         "failure_reasons": dict(sum((Counter(r.get("failure_reasons", {})) for r in reports), Counter())),
-        "cache": {k: sum(r.get("cache", {}).get(k, 0) for r in reports) for k in asdict(CacheUsage())},
+        "cache": {k: sum(cast(dict[str, float], r.get("cache", {})).get(k, 0) for r in reports) for k in asdict(CacheUsage())},
         "response_formats": {k: v for r in reports for k, v in r.get("response_formats", {}).items()},
-    }
+    })
 
 
-def apply_report(progress: Progress, report: dict[str, Any]) -> None:
+def apply_report(progress: Progress, report: ProgressReport) -> None:
     """Set `progress` (the command's) from the combined report of its processes."""
+    values = cast(dict[str, object], report)
     for name in SUMMED:
-        setattr(progress, name, type(getattr(progress, name))(report[name]))
+        setattr(progress, name, type(getattr(progress, name))(values[name]))
     for name in ("stopped_by", "budget_reached", "interrupted", "max_reserved_usd", "response_formats"):
-        setattr(progress, name, report[name])
+        setattr(progress, name, values[name])
     progress.stop_requested = progress.stop_requested or report["stop_requested"]
     progress.failure_reasons = Counter(report["failure_reasons"])
     progress.cache = CacheUsage(**report["cache"])
@@ -102,7 +131,7 @@ class _Child:
     """One worker process, the last progress it reported and what it said on stderr."""
 
     process: subprocess.Popen[str]
-    latest: dict[str, Any] = field(default_factory=dict)
+    latest: ProgressReport = field(default_factory=lambda: ProgressReport())
     errors: list[str] = field(default_factory=list)
     readers: list[threading.Thread] = field(default_factory=list)
 

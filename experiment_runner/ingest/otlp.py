@@ -170,7 +170,7 @@ def _int64(value: Any, where: str, bad: Callable[[], str]) -> int:
         raise ValueError(bad()) from None
 
 
-def _nanos(raw: dict[str, Any], key: str, label: str) -> int | None:
+def _nanos(raw: JSONObject, key: str, label: str) -> int | None:
     value = raw.get(key)
     if value is None:
         return None
