@@ -155,15 +155,19 @@ def _no_redirect_session() -> Any:
     """An `httpx.AsyncClient` for `litellm.aclient_session` that follows no redirect, on any event loop.
 
     litellm and the OpenAI SDK keep clients across calls, and a connection pool belongs to the loop that
-    opened it, so `send` goes through one inner pool per running loop."""
+    opened it, so `send` goes through one inner pool per running loop. The pool's transport is the one litellm
+    gives its own clients (aiohttp, which follows no redirect either): httpx's own pool spent about half a
+    run's CPU matching queued requests to connections at K=50 (benchmarks/README.md)."""
     import httpx
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
     class NoRedirectClient(httpx.AsyncClient):
         async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
             pool = _pools.get(asyncio.get_running_loop())
             if pool is None:
-                limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-                pool = _pools[asyncio.get_running_loop()] = httpx.AsyncClient(follow_redirects=False, limits=limits)
+                limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)  # the httpx fallback's
+                transport = AsyncHTTPHandler.create_async_transport()
+                pool = _pools[asyncio.get_running_loop()] = httpx.AsyncClient(follow_redirects=False, limits=limits, transport=transport)
             return await pool.send(request, **{**kwargs, "follow_redirects": False})
 
     return NoRedirectClient(follow_redirects=False)

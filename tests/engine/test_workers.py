@@ -172,9 +172,10 @@ def test_stale_claims_of_a_worker_elsewhere_are_taken_over_after_the_timeout(sto
 
 def test_kill_9_of_one_worker_its_items_are_taken_over_and_no_prompt_is_sent_three_times(run_cli, fake_llm, db_path, tmp_path) -> None:
     run_cli("import", _many(tmp_path, 120))
-    fake_llm.configure(latency_ms=150)
+    fake_llm.configure(latency_ms=3000)  # slow until the second process has joined (else the command may do it all)
     proc = _cli(db_path, *_run_args(fake_llm, "--workers", "2", "--concurrency", "8", judge=False))
     _wait(db_path, "SELECT count(DISTINCT pid) FROM worker", 2, proc)
+    fake_llm.configure(latency_ms=150)
     _wait(db_path, "SELECT count(*) FROM item WHERE status = 'completed'", 20, proc)
     victim = rows(db_path, "SELECT pid FROM worker WHERE pid != ? LIMIT 1", proc.pid)[0][0]  # a worker process, not the command
     os.kill(victim, signal.SIGKILL)
