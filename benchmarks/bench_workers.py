@@ -10,9 +10,13 @@ Modes:
         120 items, no judge, our fake server at 500 ms, K=4 per process: 1, 2 and 4 worker processes
         (`worker --experiment ID --concurrency 4`, started together), timed at the server from the first request
         to the last reply.
-    python benchmarks/bench_workers.py kill [--db URL]
-        the scale run with 4 workers, one of them killed (-9) a third of the way: every item completes, how many
-        prompts were sent twice (at most that worker's K), none three times, how long until its items were taken.
+    python benchmarks/bench_workers.py kill [--db URL] [--remote]
+        the scale run with 4 workers, one of them killed (-9) a third of the way: every item completes (the store's
+        item statuses and the experiment's completed_at), how many prompts were sent twice (at most that worker's
+        K), none three times, how long until its items were taken. `--remote` starts the killed worker under
+        `unshare --uts` with another hostname (needs root), so the others cannot see its pid is gone and take its
+        items over only once its heartbeat is older than EXPERIMENT_RUNNER_LEASE_TIMEOUT, as for a worker that
+        ran on another machine.
 
 `--db` is where the store lives (default: a fresh SQLite file per run; a `postgresql://` URL once the store
 takes one: each run then imports into it and runs exactly its own conversations).
@@ -82,8 +86,11 @@ def _db(args: argparse.Namespace, folder: Path) -> str:
     return args.db or str(folder / "store.db")
 
 
-def _start_workers(db: str, data: Path, fake: FakeLLM, workers: int, per_process: int) -> list[subprocess.Popen[str]]:
-    """Import `data` and create its experiment (in this process), then start `workers` `worker` processes at once."""
+def _start_workers(db: str, data: Path, fake: FakeLLM, workers: int, per_process: int,
+                   remote_first: bool = False) -> tuple[str, list[subprocess.Popen[str]]]:
+    """Import `data` and create its experiment (in this process), then start `workers` `worker` processes at once.
+
+    `remote_first`: the first runs in its own UTS namespace named `bench-remote`, so it looks like another host."""
     from experiment_runner.engine.experiments import create_experiment
     from experiment_runner.engine.spec import ExperimentSpec
     from experiment_runner.ingest.importing import import_files
@@ -96,8 +103,10 @@ def _start_workers(db: str, data: Path, fake: FakeLLM, workers: int, per_process
     finally:
         store.close()
     env = {**os.environ, "EXPERIMENT_RUNNER_NO_CACHE": "1", "EXPERIMENT_RUNNER_DB": db}
-    return [subprocess.Popen([*CLI, "worker", "--experiment", experiment_id, "--concurrency", str(per_process)],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+    cmd = [*CLI, "worker", "--experiment", experiment_id, "--concurrency", str(per_process)]
+    remote = ["unshare", "--uts", "sh", "-c", 'hostname bench-remote && exec "$@"', "sh", *cmd]  # execs: the pid is the worker's
+    return experiment_id, [subprocess.Popen(remote if remote_first and i == 0 else cmd, env=env, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True) for i in range(workers)]
 
 
 def _finish(procs: list[subprocess.Popen[str]]) -> list[int]:
@@ -118,7 +127,7 @@ def scale(args: argparse.Namespace) -> None:
         for processes in spans:
             with tempfile.TemporaryDirectory() as tmp, FakeLLM(latency_ms=args.latency_ms) as fake:
                 data = _conversations(Path(tmp), args.items, f"p{processes}r{rep}{time.time_ns()}")
-                codes = _finish(_start_workers(_db(args, Path(tmp)), data, fake, processes, args.k))
+                codes = _finish(_start_workers(_db(args, Path(tmp)), data, fake, processes, args.k)[1])
                 assert codes == [0] * processes and fake.request_count == args.items, codes
                 spans[processes].append(_server_span(fake))
     one = statistics.median(spans[1])
@@ -130,27 +139,55 @@ def scale(args: argparse.Namespace) -> None:
           f"load average {os.getloadavg()[0]:.1f}")
 
 
+def _store_state(db: str, experiment_id: str) -> tuple[str, str]:
+    """The experiment's item statuses (`completed 120`) and its completed_at, read from the store."""
+    from sqlalchemy import text
+
+    from experiment_runner.store import open_store
+    from experiment_runner.store.queries import results
+
+    store = open_store(db)
+    try:
+        with store.read() as session:
+            conn = session.connection()
+            counts = results.status_counts(conn, experiment_id)
+            done = conn.execute(text("SELECT completed_at FROM experiment WHERE id = :id"), {"id": experiment_id}).scalar_one()
+    finally:
+        store.close()
+    return ", ".join(f"{row.status} {row.n}" for row in counts), str(done or "not completed")
+
+
 def kill(args: argparse.Namespace) -> None:
-    """4 workers, one killed -9 a third of the way through."""
+    """4 workers, one killed -9 a third of the way through; with `--remote` it looks like another host's."""
     with tempfile.TemporaryDirectory() as tmp, FakeLLM(latency_ms=args.latency_ms) as fake:
         db = _db(args, Path(tmp))
         data = _conversations(Path(tmp), args.items, f"kill{time.time_ns()}")
-        procs = _start_workers(db, data, fake, 4, args.k)
+        experiment_id, procs = _start_workers(db, data, fake, 4, args.k, remote_first=args.remote)
         while fake.request_count < args.items // 3:
             time.sleep(0.02)
         procs[0].send_signal(signal.SIGKILL)
         killed_at = time.time()
         codes = _finish(procs)
+        finished_at = time.time()
         timeline = fake.timeline()
+        statuses, completed_at = _store_state(db, experiment_id)
     asked = Counter(prompt for prompt, _, _ in timeline)
     again = [arrived for prompt, arrived, _ in timeline if asked[prompt] > 1 and arrived > killed_at]
     taken = f"{min(again) - killed_at:.2f} s" if again else "-"
-    rows = [["exit statuses", " ".join(map(str, codes))], ["items", str(len(asked))], ["prompts sent twice", str(sum(n == 2 for n in asked.values()))],
+    timeout = os.environ.get("EXPERIMENT_RUNNER_LEASE_TIMEOUT", "10 (default)")
+    rows = [["killed worker", "another host (own UTS namespace)" if args.remote else "this host"],
+            ["EXPERIMENT_RUNNER_LEASE_TIMEOUT s", timeout],
+            ["exit statuses", " ".join(map(str, codes))], ["item statuses in the store", statuses],
+            ["experiment completed_at", completed_at], ["distinct prompts at the server", str(len(asked))],
+            ["requests at the server", str(len(timeline))],
+            ["prompts sent twice", str(sum(n == 2 for n in asked.values()))],
             ["prompts sent three times or more", str(sum(n > 2 for n in asked.values()))],
-            ["kill to first retaken request", taken]]
+            ["kill to first retaken request", taken], ["kill to last worker exit", f"{finished_at - killed_at:.2f} s"]]
     print_grid(["kill -9 of 1 of 4 workers", "measured"], rows)
-    print(f"{args.items} items, {args.latency_ms:g} ms, K={args.k} per process; the killed worker ran on this host, so its pid "
-          f"was seen dead at the next claim (a worker elsewhere is taken over after EXPERIMENT_RUNNER_LEASE_TIMEOUT)")
+    how = ("it looked like another host's, so its items waited for its heartbeat to be older than EXPERIMENT_RUNNER_LEASE_TIMEOUT"
+           if args.remote else "it ran on this host, so its pid was seen gone at the next claim")
+    print(f"{args.items} items, {args.latency_ms:g} ms, K={args.k} per process, store {args.db or 'SQLite'}; {how}; "
+          f"load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
@@ -163,6 +200,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=120)
     parser.add_argument("--latency-ms", type=float, default=500)
     parser.add_argument("--k", type=int, default=4, help="scale/kill: concurrency per process")
+    parser.add_argument("--remote", action="store_true", help="kill: the killed worker looks like another host's (unshare --uts; root)")
     args = parser.parse_args()
     {"c2": c2, "scale": scale, "kill": kill}[args.mode](args)
 
