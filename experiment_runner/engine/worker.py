@@ -15,6 +15,7 @@ fleet leaves experiments runnable); the processes of `run --workers` (`as_run`) 
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -64,11 +65,29 @@ def open_experiments(store: Store, experiment_id: str | None = None) -> list[str
         return claims.open_experiments(session.connection(), experiment_id)
 
 
+@dataclass
+class _StopBetweenRuns:
+    """SIGTERM/SIGINT that come while no run is under way (a run and `wait_for_work` have their own handlers,
+    and give the signals back to the default when they end, so this is installed again after each): noted,
+    and the worker stops before its next step instead of dying there."""
+
+    requested: bool = False
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, self._note)
+
+    def _note(self, _signum: int, _frame: object) -> None:
+        self.requested = True
+
+
 async def work(
     store: Store, options: WorkerOptions, on_progress: ProgressCallback | None = None, on_done: ExperimentCallback | None = None
 ) -> WorkerOutcome:
     """Work until no experiment has work left (or, with `wait`, until a signal); returns what was done."""
-    outcome = WorkerOutcome()
+    outcome, stop = WorkerOutcome(), _StopBetweenRuns()
+    stop.install()
     if options.wait:  # import litellm (seconds) while there is nothing to do, not when the first experiment comes
         from experiment_runner.engine.llm import litellm_module
 
@@ -76,12 +95,16 @@ async def work(
     while not outcome.signalled:
         worked = False
         for experiment_id in await anyio.to_thread.run_sync(open_experiments, store, options.experiment_id):
+            if stop.requested:
+                break
             check_keys(store, experiment_id)  # a missing key: the one-line error, nothing claimed
             try:
                 progress = await run_experiment_async(store, experiment_id, _run_options(options), on_progress)
             except ExperimentStoppedError as exc:  # stopped between the listing and the claim
                 log.info("%s", exc)
                 continue
+            finally:
+                stop.install()
             worked = worked or progress.claimed > 0
             outcome.runs.append((experiment_id, progress))
             if on_done is not None:
@@ -89,13 +112,13 @@ async def work(
             if progress.stop_requested:
                 outcome.signalled = True
                 break
-        if outcome.signalled:
-            break
-        if worked:
+        outcome.signalled = outcome.signalled or stop.requested
+        if outcome.signalled or worked:
             continue
         if not options.wait:
             break
         outcome.signalled = await wait_for_work(options.poll_seconds)
+        stop.install()
     return outcome
 
 

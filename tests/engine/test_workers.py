@@ -270,3 +270,16 @@ def test_worker_wait_takes_new_experiments_until_sigterm(store, fake_llm, db_pat
     assert f"worker: experiment {experiment_id}: 40 completed, 0 failed here" in err
     assert err.strip().splitlines()[-1] == "worker: stopped; what it had claimed and not finished is back for other workers."
     assert _statuses(db_path) == {"completed": 40} and rows(db_path, "SELECT count(*) FROM worker") == [(0,)]
+
+
+def test_sigterm_while_a_waiting_worker_is_between_runs_stops_it_cleanly(store, db_path) -> None:
+    """A signal outside a run (here: while `--wait` loads litellm) is noted and honoured, not fatal (was -15)."""
+    import_files(store, [str(SAMPLE)])  # the store exists; there is no experiment to work on
+    proc = _cli(db_path, "worker", "--wait")
+    assert proc.stderr is not None
+    assert proc.stderr.readline().startswith("worker: working on unfinished experiments")
+    time.sleep(0.3)  # inside `work` now, importing litellm (seconds) or already waiting
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert err.strip().splitlines()[-1] == "worker: stopped; what it had claimed and not finished is back for other workers."
