@@ -4,6 +4,8 @@ Kept apart from the run loop (`run.py`) because the CLI's progress printer, the 
 runs and batch jobs read and build them without needing the loop itself.
 """
 
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -58,6 +60,21 @@ class Progress:
     cache: CacheUsage = field(default_factory=CacheUsage)  # calls the response cache answered, and what they saved
     claimed: int = 0  # items this process claimed
     others_done: int = 0  # items of `total` that other workers finished meanwhile (set at the end)
+
+    def note_later_signals(self, also: Callable[[], None] | None = None) -> None:
+        """Once a run's signal receiver has closed (asyncio then gives SIGINT/SIGTERM back to their default, which
+        for SIGTERM is death), a signal during the run's last writes is noted as a stop request instead, and
+        passed to `also` (`run --workers` forwards it to its worker processes, which may still be running)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def note(_signum: int, _frame: object) -> None:
+            self.stop_requested = True
+            if also is not None:
+                also()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, note)
 
     @property
     def done(self) -> int:

@@ -400,15 +400,18 @@ class _Run:
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         """First SIGINT/SIGTERM: take no new items and give calls under way a grace period. Second: stop now."""
-        with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-            async for _ in received:
-                if self.options.on_signal is not None:
-                    self.options.on_signal()
-                if self.stopping:
-                    self.work_scope.cancel()
-                    return
-                self.stopping = self.progress.stop_requested = True
-                log.info("experiment %s: stopping, %d item(s) under way", self.experiment.id, self.progress.in_flight)
-                self.work_scope.deadline = anyio.current_time() + self.options.grace_seconds
-                if self.on_progress:
-                    self.on_progress(self.progress)
+        try:
+            with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+                async for _ in received:
+                    if self.options.on_signal is not None:
+                        self.options.on_signal()
+                    if self.stopping:
+                        self.work_scope.cancel()
+                        return
+                    self.stopping = self.progress.stop_requested = True
+                    log.info("experiment %s: stopping, %d item(s) under way", self.experiment.id, self.progress.in_flight)
+                    self.work_scope.deadline = anyio.current_time() + self.options.grace_seconds
+                    if self.on_progress:
+                        self.on_progress(self.progress)
+        finally:
+            self.progress.note_later_signals(self.options.on_signal)  # the run still writes its end (claims back, completed_at)
