@@ -140,11 +140,16 @@ def fake_llm() -> Iterator[FakeLLM]:
         yield server
 
 
-@pytest.fixture
-def experiment_id(db_path: Path) -> str:
-    """A finished experiment built through the engine's writer, in the test's store (a module may define its own)."""
-    store = open_store(db_path)
+def finished(db: Path | str) -> str:
+    """A finished experiment built through the engine's writer in the store at `db`; its id."""
+    store = open_store(db)
     try:
         return build_finished(store)
     finally:
         store.close()
+
+
+@pytest.fixture
+def experiment_id(db_path: Path) -> str:
+    """A finished experiment in the test's store (a module may define its own)."""
+    return finished(db_path)

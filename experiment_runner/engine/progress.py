@@ -15,6 +15,15 @@ from experiment_runner.engine.cache import CacheUsage, cache_enabled
 from experiment_runner.engine.llm import RetryPolicy
 
 
+def on_signals(note: Callable[[], None]) -> None:
+    """Make SIGINT/SIGTERM call `note` (in the main thread; elsewhere nothing changes). For the moments between
+    anyio signal receivers: asyncio gives both signals back to their default when one closes, and SIGTERM's
+    default is death, so a process between runs or ending one would die instead of stopping cleanly."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda _signum, _frame: note())
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How to run: concurrency K, whether to redo failed items, retry policy, Ctrl-C handling, who runs it."""
@@ -62,19 +71,15 @@ class Progress:
     others_done: int = 0  # items of `total` that other workers finished meanwhile (set at the end)
 
     def note_later_signals(self, also: Callable[[], None] | None = None) -> None:
-        """Once a run's signal receiver has closed (asyncio then gives SIGINT/SIGTERM back to their default, which
-        for SIGTERM is death), a signal during the run's last writes is noted as a stop request instead, and
-        passed to `also` (`run --workers` forwards it to its worker processes, which may still be running)."""
-        if threading.current_thread() is not threading.main_thread():
-            return
+        """Once a run's signal receiver has closed, a signal during the run's last writes is noted as a stop
+        request instead, and passed to `also` (`run --workers` forwards it to its worker processes)."""
 
-        def note(_signum: int, _frame: object) -> None:
+        def note() -> None:
             self.stop_requested = True
             if also is not None:
                 also()
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, note)
+        on_signals(note)
 
     @property
     def done(self) -> int:

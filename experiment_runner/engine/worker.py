@@ -15,7 +15,6 @@ fleet leaves experiments runnable); the processes of `run --workers` (`as_run`) 
 
 import logging
 import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ import anyio
 
 from experiment_runner.engine.experiments import get_experiment, preflight
 from experiment_runner.engine.lease import LeaseTimings
-from experiment_runner.engine.progress import Progress, ProgressCallback, RunOptions
+from experiment_runner.engine.progress import Progress, ProgressCallback, RunOptions, on_signals
 from experiment_runner.engine.run import run_experiment_async
 from experiment_runner.engine.runstate import ExperimentStoppedError
 from experiment_runner.engine.spec import ExperimentSpec
@@ -67,18 +66,15 @@ def open_experiments(store: Store, experiment_id: str | None = None) -> list[str
 
 @dataclass
 class _StopBetweenRuns:
-    """SIGTERM/SIGINT that come while no run is under way (a run and `wait_for_work` have their own handlers,
-    and give the signals back to the default when they end, so this is installed again after each): noted,
-    and the worker stops before its next step instead of dying there."""
+    """SIGTERM/SIGINT that come while no run is under way (`progress.on_signals`, installed again after each run
+    and each wait, whose own handlers give the signals back to the default): the worker stops before its next step."""
 
     requested: bool = False
 
     def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, self._note)
+        on_signals(self._note)
 
-    def _note(self, _signum: int, _frame: object) -> None:
+    def _note(self) -> None:
         self.requested = True
 
 

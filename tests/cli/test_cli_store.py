@@ -15,11 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from conftest import dump, query
-from factories import RAGTRUTH, RAGTRUTH_GOLD, build_finished, wait_until_serving
+from conftest import dump, finished, query
+from factories import RAGTRUTH, RAGTRUTH_GOLD, wait_until_serving
 
 from experiment_runner.cli import cli
-from experiment_runner.store import open_store
 
 SAMPLE_LINES = RAGTRUTH.read_text(encoding="utf-8").splitlines()
 
@@ -28,14 +27,6 @@ def invoke(*args: object) -> tuple[int, str, str]:
     """The CLI with exactly these arguments (no `--db` added): exit code, stdout, stderr."""
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
-
-
-def finished(db: Path) -> str:
-    store = open_store(db)
-    try:
-        return build_finished(store)
-    finally:
-        store.close()
 
 
 def test_db_is_taken_after_the_command_as_well_as_before(tmp_path: Path) -> None:
