@@ -90,8 +90,8 @@ def c2(args: argparse.Namespace) -> None:
     print(f"target: default <= 0.70 x fastest peer = {0.7 * min(peers):.2f} s, or <= ideal + import litellm + 0.5 = "
           f"{ideal + imported + 0.5:.2f} s; default measured {default:.2f} s -> "
           f"{'met' if default <= max(0.7 * min(peers), ideal + imported + 0.5) else 'missed'}")
-    print(f"1-minute load average when each default run started: {loads.get('default')} (it picks 2 processes only "
-          f"when cores - load >= 1); load average start {result['meta']['loadavg_start']}, end {result['meta']['loadavg_end']}; "
+    print(f"1-minute load average when each default run started: {loads.get('default')} (where workers are forked "
+          f"it picks 2 on 2+ cores; else only when cores - load >= 1); load average start {result['meta']['loadavg_start']}, end {result['meta']['loadavg_end']}; "
           f"raw runs in {out}")
 
 

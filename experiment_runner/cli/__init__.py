@@ -8,11 +8,12 @@ error's exit status here, in one place; nothing the user can get wrong prints a 
 file, or the tables in an empty database); the others say `no store at PATH` (exit 2) and create nothing. The store is closed when the command ends, which checkpoints its WAL.
 """
 
+import gc
 import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -159,20 +160,21 @@ def cli(ctx: click.Context, db: str, verbose: bool) -> None:
     \b
         experiment-runner import conversations.jsonl
     """
+    gc.enable()  # off while the modules loaded (`experiment_runner.console`)
     logconfig.configure(verbose)
     ctx.obj = Context(db, may_create=ctx.invoked_subcommand in CREATES_STORE)
     ctx.call_on_close(ctx.obj.close)
 
 
-def main() -> None:
-    """Console-script entry point.
+def main(args: list[str] | None = None) -> NoReturn:
+    """Console-script entry point (`args`: the command line, else `sys.argv`; a forked worker of `run --workers`).
 
     Once the command has finished (every result committed, output flushed), the process ends with
     `os._exit`: tearing down an interpreter that has imported litellm takes about 2 s of CPU that no
     user waits for on purpose (module finalisers, thread-pool joins); nothing is left to clean up.
     """
     try:
-        cli(prog_name="experiment-runner")
+        cli(args=args, prog_name="experiment-runner")
         code = 0
     except SystemExit as exc:
         code = _exit_status(exc.code)

@@ -12,7 +12,7 @@ import time
 import anyio
 import click
 
-from experiment_runner.cli import Context, cli, option_for
+from experiment_runner.cli import Context, cli, main, option_for
 from experiment_runner.cli.caching import no_cache_option
 from experiment_runner.engine.experiments import get_experiment
 from experiment_runner.engine.pool import ProgressReport, combine, default_workers, report_of, run_in_processes
@@ -24,7 +24,7 @@ from experiment_runner.store import Store
 workers_option = click.option(
     "--workers", type=click.IntRange(1, 64), envvar="EXPERIMENT_RUNNER_WORKERS",
     help="Worker processes on this machine sharing the run, --concurrency split among them (default: 2 for runs of "
-         "200+ model calls when a core is idle, else 1; env EXPERIMENT_RUNNER_WORKERS).",
+         "200+ model calls on 2+ cores, else 1; env EXPERIMENT_RUNNER_WORKERS).",
 )
 REPORT_SECONDS = 0.25  # how often a worker of `run --workers` reports its progress to the command
 
@@ -115,4 +115,4 @@ def run_progress(obj: Context, experiment_id: str, options: RunOptions, workers:
         workers = default_workers(experiment, count_left(store, experiment, None))
     if min(workers, options.concurrency) <= 1:
         return run_experiment(store, experiment_id, options, on_progress)
-    return run_in_processes(store, obj.db, experiment_id, options, workers, on_progress)
+    return run_in_processes(store, obj.db, experiment_id, options, workers, on_progress, entry=main)  # what a forked worker runs

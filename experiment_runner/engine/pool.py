@@ -14,14 +14,13 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import TypedDict, cast
 
 from experiment_runner.engine.cache import CacheUsage
+from experiment_runner.engine.launch import Entry, WorkerProcess, can_fork, start_worker
 from experiment_runner.engine.progress import Progress, ProgressCallback, RunOptions
 from experiment_runner.engine.run import run_experiment
 from experiment_runner.engine.runstate import budget_left, prepare_run
@@ -64,16 +63,21 @@ class ProgressReport(TypedDict, total=False):
     cache: CacheReport
 
 
-def default_workers(experiment: Experiment, items: int) -> int:
+def default_workers(experiment: Experiment, items: int, forking: bool | None = None) -> int:
     """What is fastest here: a second process only for a CPU-bound run (at least `MANY_CALLS` model calls, not a
-    pass-through) on a machine with a core to spare (the 1-minute load average below cores - 1), else 1.
+    pass-through) on a machine with two cores or more; where it would be a new interpreter (no fork), also only
+    while a core is idle (the 1-minute load average below cores - 1). `forking`: whether workers would be forked
+    (default: `launch.can_fork()` now).
 
-    A run's CPU goes to litellm and the HTTP client, one core per process: a second process pays for its own
-    start-up (litellm's import, seconds) and gains only where a core is idle. On the shared 2-core machines
-    measured (load average about 4), 2 processes were slower than 1 (benchmarks/README.md)."""
+    A run's CPU goes to litellm and the HTTP client, one core per process. A forked process starts with litellm
+    loaded, so it pays for itself even on a busy machine (it gets its own share of the cores); a new interpreter
+    imports litellm first (seconds of CPU), and on the shared 2-core machines measured (load average about 4) 2
+    such processes were slower than 1 (benchmarks/README.md)."""
     calls = items * (1 + (experiment.evaluator_model is not None))
-    if experiment.pass_through and experiment.evaluator_model is None or calls < MANY_CALLS:
+    if experiment.pass_through and experiment.evaluator_model is None or calls < MANY_CALLS or _cores() < 2:
         return 1
+    if can_fork() if forking is None else forking:
+        return 2
     spare = _cores() - os.getloadavg()[0]
     return 2 if spare >= 1 else 1
 
@@ -130,7 +134,7 @@ def apply_report(progress: Progress, report: ProgressReport) -> None:
 class _Child:
     """One worker process, the last progress it reported and what it said on stderr."""
 
-    process: subprocess.Popen[str]
+    process: WorkerProcess
     latest: ProgressReport = field(default_factory=lambda: ProgressReport())
     errors: list[str] = field(default_factory=list)
     readers: list[threading.Thread] = field(default_factory=list)
@@ -148,18 +152,29 @@ class _Child:
         assert self.process.stderr is not None
         self.errors.extend(line.rstrip() for line in self.process.stderr)
 
+    def start_readers(self) -> None:
+        self.readers = [threading.Thread(target=reader, daemon=True) for reader in (self.read, self.read_errors)]
+        for thread in self.readers:
+            thread.start()
+
 
 def run_in_processes(
-    store: Store, db: str, experiment_id: str, options: RunOptions, workers: int, on_progress: ProgressCallback | None = None
+    store: Store, db: str, experiment_id: str, options: RunOptions, workers: int,
+    on_progress: ProgressCallback | None = None, entry: Entry | None = None,
 ) -> Progress:
-    """Run the experiment in `workers` processes on this machine, this one included (it has litellm loaded
-    already; the others import it while this one's calls are under way); the summed progress, as `run_experiment`."""
+    """Run the experiment in `workers` processes on this machine, this one included; the summed progress, as
+    `run_experiment`. The others are forked running `entry` (the CLI's `main`) where `launch.can_fork`: they have
+    litellm loaded already; else new interpreters, which import it while this one's calls are under way."""
     experiment = prepare_run(store, experiment_id, options.runner)
     retry_before = now() if options.retry_failed else None
     budget = budget_left(store, experiment)
     command = Progress(total=count_left(store, experiment, retry_before), budget_usd=budget.cap_usd, spent_before_usd=budget.spent_usd)
     shares = split(options.concurrency, workers)
-    children = [_start(db, experiment_id, k, retry_before, options.use_cache) for k in shares[1:]]
+    store.release_connections()  # a forked child must not share one
+    children = [_Child(start_worker(_worker_argv(db, experiment_id, k, retry_before, options.use_cache), entry))
+                for k in shares[1:]]
+    for child in children:  # only now: a fork must come before any thread starts
+        child.start_readers()
 
     def report(local: Progress) -> None:
         apply_report(command, combine([report_of(local), *(child.latest for child in children if child.latest)]))
@@ -187,24 +202,17 @@ def run_in_processes(
     left = count_left(store, experiment, retry_before)
     command.others_done = max(0, command.total - left - command.done)
     for child in children:  # one that died (kill -9) is fine when the others took its items over
-        if child.process.returncode not in (0, 130) and not (left == 0 and child.process.returncode < 0):
+        code = child.process.wait()  # reaped already
+        if code not in (0, 130) and not (left == 0 and code < 0):
             line = next((e for e in reversed(child.errors) if e.startswith("Error: ")), None)
             raise ExperimentRunnerError(line.removeprefix("Error: ") if line else
-                                        f"a worker process ended unexpectedly (exit status {child.process.returncode})")
+                                        f"a worker process ended unexpectedly (exit status {code})")
     return command
 
 
-def _start(db: str, experiment_id: str, concurrency: int, retry_before: str | None, use_cache: bool) -> _Child:
-    command = [sys.executable, "-m", "experiment_runner", "--db", db, "worker", "--experiment", experiment_id,
-               "--concurrency", str(concurrency), "--as-run"]
+def _worker_argv(db: str, experiment_id: str, concurrency: int, retry_before: str | None, use_cache: bool) -> list[str]:
+    """The command line of one worker process of `run --workers`."""
+    argv = ["--db", db, "worker", "--experiment", experiment_id, "--concurrency", str(concurrency), "--as-run"]
     if retry_before is not None:
-        command += ["--retry-failed-before", retry_before]
-    if not use_cache:
-        command.append("--no-cache")
-    # its own process group: a terminal's Ctrl-C reaches only the command, which passes each signal on once
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
-    child = _Child(process)
-    child.readers = [threading.Thread(target=reader, daemon=True) for reader in (child.read, child.read_errors)]
-    for thread in child.readers:
-        thread.start()
-    return child
+        argv += ["--retry-failed-before", retry_before]
+    return argv if use_cache else [*argv, "--no-cache"]

@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 Envelope = tuple[w.Event, anyio.Event | None]  # an event, and what the writer sets once it is committed
 PAGE_MAX = 50  # the most items one claim takes
-WAIT_SECONDS = 0.2  # how often a run with nothing to claim looks again while other workers hold the last items
+WAIT_SECONDS = 0.05  # how often a run with nothing to claim looks again while other workers hold the last items
 
 
 def run_experiment(

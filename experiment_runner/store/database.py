@@ -154,6 +154,10 @@ class Store:
     def close(self) -> None:
         """Release every connection; if this process wrote to a SQLite file, first checkpoint the WAL into it."""
         self.checkpoint_writes()
+        self.release_connections()
+
+    def release_connections(self) -> None:
+        """Close the pooled connections (the next query opens one): before a fork, so no child shares one."""
         self.reader.dispose()
         self.writer.dispose()
 

@@ -284,3 +284,17 @@ def test_ctrl_c_stops_cleanly_with_exit_130(run_cli, fake_llm, db_path) -> None:
     fake_llm.configure(latency_ms=0)
     assert run_cli("resume", experiment_id).exit_code == 0
     assert statuses(db_path, experiment_id) == {"completed": 40}
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_run_never_has_more_than_k_calls_at_the_server(run_cli, fake_llm: FakeLLM, tmp_path: Path, concurrency: int) -> None:
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(
+        f'{{"id": "c{i}", "messages": [{{"role": "user", "content": "q{i}"}}, {{"role": "assistant", "content": "a"}}]}}\n'
+        for i in range(24)))
+    run_cli("import", path)
+    fake_llm.configure(latency_ms=30)
+    result = run_cli("run", "--name", "k", "--model", "openai/t", "--api-base", fake_llm.api_base, "--all", "--no-cache",
+                     "--evaluator-model", "openai/j", "--evaluator-api-base", fake_llm.api_base, "--concurrency", str(concurrency))
+    assert result.exit_code == 0, result.stderr
+    assert fake_llm.stats()["peak_in_flight"] == concurrency and fake_llm.request_count == 48

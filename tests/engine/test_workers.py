@@ -86,13 +86,17 @@ def test_the_default_is_one_process_where_a_second_could_not_pay_for_its_start()
 
     assert default_workers(experiment(pass_through=True), 5000) == 1  # copies replies: no model call
     assert default_workers(experiment(), 150) == 1 and default_workers(experiment(evaluator_model="openai/j"), 90) == 1
+    if len(os.sched_getaffinity(0)) >= 2:  # a forked worker costs no import: 2, loaded machine or not
+        assert default_workers(experiment(evaluator_model="openai/j"), 400, forking=True) == 2
 
 
 def test_run_workers_2_on_400_items_sends_every_prompt_once(run_cli, fake_llm, db_path, tmp_path) -> None:
     run_cli("import", _many(tmp_path, 400))
-    proc = _cli(db_path, *_run_args(fake_llm, "--workers", "2", "--concurrency", "50"))
+    proc = _cli(db_path, "-v", *_run_args(fake_llm, "--workers", "2", "--concurrency", "50"))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
+    if sys.platform == "linux":  # the second worker was forked with litellm loaded, not a new interpreter
+        assert "experiment_runner.engine.launch: forked worker process " in err
     experiment_id = out.strip().splitlines()[-1]
     assert f"Experiment {experiment_id}: 400 items run: 400 completed, 0 failed." in err, err
     assert _statuses(db_path) == {"completed": 400} and rows(db_path, "SELECT count(*) FROM evaluation") == [(400,)]
@@ -283,3 +287,17 @@ def test_sigterm_while_a_waiting_worker_is_between_runs_stops_it_cleanly(store, 
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert err.strip().splitlines()[-1] == "worker: stopped; what it had claimed and not finished is back for other workers."
+
+
+def test_where_it_cannot_fork_run_workers_starts_new_interpreters(store, fake_llm, db_path, tmp_path) -> None:
+    from experiment_runner.engine.pool import run_in_processes
+    from experiment_runner.engine.progress import RunOptions
+
+    ids = import_files(store, [str(_many(tmp_path, 40))]).ids
+    spec = ExperimentSpec(name="spawned", model="openai/target", conversation_ids=ids, api_base=fake_llm.api_base)
+    experiment_id = create_experiment(store, spec)
+    fake_llm.configure(latency_ms=50)  # the command alone would not finish before its second process joins
+    progress = run_in_processes(store, str(db_path), experiment_id, RunOptions(concurrency=4, use_cache=False), 2)  # no `entry`
+    assert progress.completed == 40 and progress.failed == 0
+    assert _statuses(db_path) == {"completed": 40} and set(_asked(fake_llm).values()) == {1}
+    assert rows(db_path, "SELECT completed_at IS NOT NULL FROM experiment") == [(1,)]

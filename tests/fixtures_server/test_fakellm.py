@@ -99,8 +99,9 @@ def test_control_endpoints(fake_llm: FakeLLM) -> None:
     assert httpx.post(base + "/_control/config", json={"bogus": 1}).status_code == 400
     assert chat(fake_llm, "ping?").json()["choices"][0]["message"]["content"] == "pong"
     recorded = httpx.get(base + "/_control/requests").json()["requests"]
-    assert recorded == [{"body": {"model": "fake-target", "messages": [{"role": "user", "content": "ping?"}]},
-                         "status": 200}]
+    assert [{k: r[k] for k in ("body", "status")} for r in recorded] == [
+        {"body": {"model": "fake-target", "messages": [{"role": "user", "content": "ping?"}]}, "status": 200}]
+    assert 0 < recorded[0]["arrived"] <= recorded[0]["answered"]  # when it came and when it was answered (epoch s)
     assert httpx.post(base + "/_control/reset").status_code == 200
     assert httpx.get(base + "/_control/stats").json()["requests"] == 0
     assert fake_llm.request_count == 0 and fake_llm.requests() == []

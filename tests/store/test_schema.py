@@ -86,3 +86,16 @@ def test_three_processes_creating_one_store_at_once_build_it_once(db_path: Path 
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [migrations.head()]
         assert conn.execute(text("SELECT version FROM schema_migrations")).scalars().all() == [migrations.LEGACY_FENCE]
     store.close()
+
+
+def test_the_revision_files_are_alembic_s_revisions_and_a_store_at_head_opens_without_alembic(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    assert migrations.head() == migrations.script().get_current_head()
+    assert set(migrations.shipped()) == {found.revision for found in migrations.script().walk_revisions()}
+    open_store(tmp_path / "at-head.db").close()
+    probe = ("import sys; from experiment_runner.store.database import open_store; "
+             f"open_store({str(tmp_path / 'at-head.db')!r}).close(); print('alembic' in sys.modules)")
+    opened = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert opened.stdout.strip() == "False"  # about 0.1 s of every command's start
