@@ -41,6 +41,16 @@ class SpanSpec:
     parameter_name: str | None = None
 
 
+def many_conversations(tmp_path: Path, count: int) -> Path:
+    """A JSONL file of `count` conversations, each with a prompt of its own (so the fake server's log counts each
+    item's calls)."""
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"id": f"c{i}", "messages": [
+        {"role": "user", "content": f"Question number {i}: what is {i} plus one?"},
+        {"role": "assistant", "content": "An answer."}]}) + "\n" for i in range(count)))
+    return path
+
+
 def import_fixture(store: Store, path: Path = RAGTRUTH) -> list[str]:
     """Import a fixture file; its conversation ids in file order."""
     return import_files(store, [str(path)]).ids

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, dump, store_exists
 from conftest import query as rows
+from factories import many_conversations
 
 from experiment_runner.engine.experiments import create_experiment
 from experiment_runner.engine.progress import RunOptions
@@ -288,11 +289,7 @@ def test_ctrl_c_stops_cleanly_with_exit_130(run_cli, fake_llm, db_path) -> None:
 
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_a_run_never_has_more_than_k_calls_at_the_server(run_cli, fake_llm: FakeLLM, tmp_path: Path, concurrency: int) -> None:
-    path = tmp_path / "many.jsonl"
-    path.write_text("".join(
-        f'{{"id": "c{i}", "messages": [{{"role": "user", "content": "q{i}"}}, {{"role": "assistant", "content": "a"}}]}}\n'
-        for i in range(24)))
-    run_cli("import", path)
+    run_cli("import", many_conversations(tmp_path, 24))
     fake_llm.configure(latency_ms=30)
     result = run_cli("run", "--name", "k", "--model", "openai/t", "--api-base", fake_llm.api_base, "--all", "--no-cache",
                      "--evaluator-model", "openai/j", "--evaluator-api-base", fake_llm.api_base, "--concurrency", str(concurrency))

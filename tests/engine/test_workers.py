@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, store_exists
 from conftest import query as rows
+from factories import many_conversations
 from sqlalchemy import text
 
 from experiment_runner.engine import writer as w
@@ -29,15 +30,6 @@ from experiment_runner.store.queries import claims
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
 FAST = {"EXPERIMENT_RUNNER_LEASE_HEARTBEAT": "0.2", "EXPERIMENT_RUNNER_LEASE_TIMEOUT": "2", "EXPERIMENT_RUNNER_NO_CACHE": "1"}
-
-
-def _many(tmp_path: Path, count: int) -> Path:
-    """`count` conversations, each with a prompt of its own (so the fake server's log counts each item's calls)."""
-    path = tmp_path / "many.jsonl"
-    path.write_text("".join(json.dumps({"id": f"c{i}", "messages": [
-        {"role": "user", "content": f"Question number {i}: what is {i} plus one?"},
-        {"role": "assistant", "content": "An answer."}]}) + "\n" for i in range(count)))
-    return path
 
 
 def _cli(db: Path | str, *args: str, **env: str) -> subprocess.Popen[str]:
@@ -91,7 +83,7 @@ def test_the_default_is_one_process_where_a_second_could_not_pay_for_its_start()
 
 
 def test_run_workers_2_on_400_items_sends_every_prompt_once(run_cli, fake_llm, db_path, tmp_path) -> None:
-    run_cli("import", _many(tmp_path, 400))
+    run_cli("import", many_conversations(tmp_path, 400))
     proc = _cli(db_path, "-v", *_run_args(fake_llm, "--workers", "2", "--concurrency", "50"))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -108,7 +100,7 @@ def test_run_workers_2_on_400_items_sends_every_prompt_once(run_cli, fake_llm, d
 
 
 def test_a_second_resume_joins_the_running_one_as_a_worker(run_cli, fake_llm, db_path, tmp_path) -> None:
-    run_cli("import", _many(tmp_path, 40))
+    run_cli("import", many_conversations(tmp_path, 40))
     fake_llm.configure(latency_ms=300)
     first = _cli(db_path, *_run_args(fake_llm, "--concurrency", "1", judge=False))
     _wait(db_path, "SELECT count(*) FROM item WHERE status = 'completed'", 2, first)
@@ -175,7 +167,7 @@ def test_stale_claims_of_a_worker_elsewhere_are_taken_over_after_the_timeout(sto
 
 
 def test_kill_9_of_one_worker_its_items_are_taken_over_and_no_prompt_is_sent_three_times(run_cli, fake_llm, db_path, tmp_path) -> None:
-    run_cli("import", _many(tmp_path, 120))
+    run_cli("import", many_conversations(tmp_path, 120))
     fake_llm.configure(latency_ms=3000)  # slow until the second process has joined (else the command may do it all)
     proc = _cli(db_path, *_run_args(fake_llm, "--workers", "2", "--concurrency", "8", judge=False))
     _wait(db_path, "SELECT count(DISTINCT pid) FROM worker", 2, proc)
@@ -192,7 +184,7 @@ def test_kill_9_of_one_worker_its_items_are_taken_over_and_no_prompt_is_sent_thr
 
 
 def test_ctrl_c_drains_every_worker_and_resume_finishes(run_cli, fake_llm, db_path, tmp_path) -> None:
-    run_cli("import", _many(tmp_path, 120))
+    run_cli("import", many_conversations(tmp_path, 120))
     fake_llm.configure(latency_ms=200)
     proc = _cli(db_path, *_run_args(fake_llm, "--workers", "2", "--concurrency", "4", judge=False))
     _wait(db_path, "SELECT count(*) FROM item WHERE status = 'completed'", 8, proc)
@@ -216,7 +208,7 @@ def test_ctrl_c_drains_every_worker_and_resume_finishes(run_cli, fake_llm, db_pa
 
 
 def test_a_systematic_stop_in_one_worker_stops_the_run_and_resume_fixes_it(run_cli, fake_llm, db_path, tmp_path) -> None:
-    run_cli("import", _many(tmp_path, 60))
+    run_cli("import", many_conversations(tmp_path, 60))
     fake_llm.configure(scripts=[{"match": "", "model": "judge", "reply": {"status": 401}}])  # the judge's key is refused
     proc = _cli(db_path, *_run_args(fake_llm, "--workers", "2", "--concurrency", "4"))
     out, err = proc.communicate(timeout=120)
@@ -293,7 +285,7 @@ def test_where_it_cannot_fork_run_workers_starts_new_interpreters(store, fake_ll
     from experiment_runner.engine.pool import run_in_processes
     from experiment_runner.engine.progress import RunOptions
 
-    ids = import_files(store, [str(_many(tmp_path, 40))]).ids
+    ids = import_files(store, [str(many_conversations(tmp_path, 40))]).ids
     spec = ExperimentSpec(name="spawned", model="openai/target", conversation_ids=ids, api_base=fake_llm.api_base)
     experiment_id = create_experiment(store, spec)
     fake_llm.configure(latency_ms=50)  # the command alone would not finish before its second process joins
