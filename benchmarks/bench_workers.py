@@ -6,7 +6,9 @@ Modes:
         400 items, a target and a judge call each, K=50, 200 ms: `experiment-runner run` with --workers 1, 2 and
         the default, next to the openai SDK loop, the bare litellm loop and promptfoo, and `python -c "import
         litellm"` on the project's interpreter, in one run of peerbench's bench.py (whole processes, interleaved,
-        medians; its peers must be set up: `bash setup.sh` there).
+        medians; its peers must be set up: `bash setup.sh` there). Also `litellm_floor.py`: peerbench's bare
+        litellm loop forked into 2 processes after a collector-paused import, with no store: what a litellm-based
+        runner can reach here at best.
     python benchmarks/bench_workers.py scale [--db URL] [--reps 1]
         120 items, no judge, our fake server at 500 ms, K=4 per process: 1, 2 and 4 worker processes
         (`worker --experiment ID --concurrency 4`, started together), timed at the server from the first request
@@ -63,11 +65,18 @@ def c2(args: argparse.Namespace) -> None:
     def import_litellm(port: int, rundir: str, a: Any) -> Any:
         return [sys.executable, "-c", "import litellm"], bench.base_env(LITELLM_LOCAL_MODEL_COST_MAP="True"), rundir
 
+    def litellm_floor(port: int, rundir: str, a: Any) -> Any:
+        floor = Path(__file__).resolve().parent / "litellm_floor.py"
+        return ([sys.executable, str(floor), "--base-url", f"http://127.0.0.1:{port}/v1", "--prompts", os.path.join(a.data, "prompts.json"),
+                 "-n", str(a.n), "--calls", "2", "--concurrency", str(a.k), "--processes", "2"],
+                bench.base_env(LITELLM_LOCAL_MODEL_COST_MAP="True"), rundir)
+
     for label, workers in (("w1", "1"), ("w2", "2"), ("default", None)):
         bench.SCENARIOS[f"project-{label}-c2"] = (2, with_workers(bench.sc_project(2), label, workers))
     bench.SCENARIOS["import-litellm"] = (1, import_litellm)
+    bench.SCENARIOS["litellm-floor-2p-c2"] = (2, litellm_floor)
     os.environ.setdefault("PEER_PROJECT_BIN", str(Path(sys.executable).with_name("experiment-runner")))
-    names = ["project-w1-c2", "project-w2-c2", "project-default-c2", "openai-c2", "litellm-c2", "promptfoo-c2"]
+    names = ["project-w1-c2", "project-w2-c2", "project-default-c2", "openai-c2", "litellm-c2", "promptfoo-c2", "litellm-floor-2p-c2"]
     out = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     sys.argv = ["bench.py", "--reps", str(args.reps), "--only", ",".join([*names, "import-litellm"]), "--no-startup", "--no-fixed",
                 "--out", str(out)]

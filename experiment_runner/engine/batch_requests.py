@@ -86,7 +86,7 @@ class RequestBuilder:
             call_messages, kwargs = evaluator_call(self.evaluator, messages, mode)
         model, api_base = self.endpoint(role)
         key = self.cache.key(model, api_base, call_messages, kwargs)
-        hit = await self.cache.lookup(key)
+        hit = await self.cache.lookup(key, model)
         if hit is not None:
             return self.result(role, item_id, messages, hit, mode, None)
         return Prepared(f"{role}-{item_id}", item_id, mode, key, {"messages": call_messages, **kwargs})

@@ -7,6 +7,10 @@ successful reply to `remember`; a failed call raises before that, and a reply cu
 never kept. A hit makes no call: its generation keeps the original tokens and latency, costs $0 in this
 run (`cost_usd: 0`) and says what it saved (`cache_hit: true`, `cost_saved_usd`).
 
+A run asks the store once per model whether it holds any of that model's replies; for a model with none,
+lookups read only what this run stored itself (up to `TRACKED` keys), not the store: a first run of a model
+makes no query per call. Replies another process stores for that model meanwhile serve from the next run on.
+
 Writes during a run go through the run's single writer: `take_writes()` hands it the new entries, the hits
 to count and the entries to drop, which it commits in the same transaction as the events that follow the
 calls (a worker adds its entry before it sends its reply's event, so a stored reply never lacks its entry).
@@ -41,6 +45,7 @@ logger = logging.getLogger(__name__)
 # Arguments that do not change the reply: how the call is made, not what is asked.
 NOT_IN_KEY = frozenset({"api_key", "api_base", "timeout", "num_retries", "metadata", "extra_headers"})
 KEY_VERSION = 1
+TRACKED = 100_000  # keys a run remembers storing; past that, every lookup reads the store again
 
 
 def cache_enabled() -> bool:
@@ -112,18 +117,24 @@ class ResponseCache:
         self._pending = CacheWrites()
         self._unwritten: dict[str, Completion] = {}
         self._forgotten: set[str] = set()
+        self._stored: set[str] | None = set()  # keys this run stored (None: too many to track)
+        self._models: dict[str, bool] = {}  # whether the store held replies of the model when this run first asked
+        self._asking = anyio.Lock()
 
     def key(self, model: str, api_base: str | None, messages: list[OpenAIMessage], settings: JSONObject) -> str:
         return cache_key(model, api_base, messages, settings)
 
-    async def lookup(self, key: str) -> Completion | None:
-        """The stored reply for `key` as a hit, or None (also when reading is off or the key was forgotten)."""
+    async def lookup(self, key: str, model: str) -> Completion | None:
+        """The stored reply for `key` (a request to `model`) as a hit, or None (also when reading is off or the
+        key was forgotten)."""
         if not self.read or key in self._forgotten:
             return None
         unwritten = self._unwritten.get(key)
         if unwritten is not None:
             hit = as_hit(key, unwritten.parts, unwritten.generation, unwritten.duration_ms)
         else:
+            if not await self._may_hold(key, model):
+                return None
             row = await anyio.to_thread.run_sync(self._read, key)
             if row is None:
                 return None
@@ -132,6 +143,21 @@ class ResponseCache:
         self.usage.saved_usd += hit.generation["cost_saved_usd"] or 0.0
         self._pending.hits.append({"key": key, "stamp": now()})
         return hit
+
+    async def _may_hold(self, key: str, model: str) -> bool:
+        """Whether the store may hold `key`: the model had replies there when this run first asked, or this run
+        stored the key (or stored too many to remember)."""
+        if self._stored is None or key in self._stored:
+            return True
+        if model not in self._models:
+            async with self._asking:  # the first calls of a run come together: one query per model
+                if model not in self._models:
+                    self._models[model] = await anyio.to_thread.run_sync(self._has_entries, model)
+        return self._models[model]
+
+    def _has_entries(self, model: str) -> bool:
+        with self.store.read() as session:
+            return q.has_entries(session.connection(), model)
 
     def _read(self, key: str) -> Any:
         with self.store.read() as session:
@@ -166,6 +192,10 @@ class ResponseCache:
         writes, self._pending = self._pending, CacheWrites()
         for entry in writes.entries:
             self._unwritten.pop(entry["key"], None)
+        if self._stored is not None:
+            self._stored.update(entry["key"] for entry in writes.entries)
+            if len(self._stored) > TRACKED:
+                self._stored = None
         return writes
 
 

@@ -16,8 +16,8 @@ import os
 import random
 import time
 import weakref
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -79,19 +79,29 @@ class Completion:
 _litellm: Any = None
 
 
+@contextmanager
+def _loading() -> Iterator[None]:
+    """Pause the collector while modules load, then freeze what they made.
+
+    litellm's import makes ~1 million lasting objects: full collections on the way cost ~20% of it. Frozen,
+    later collections (and a forked worker's memory pages) leave them alone."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+        gc.freeze()
+
+
 def litellm_module() -> Any:
     """Import litellm on first use (it takes seconds) and make it quiet and offline-safe."""
     global _litellm
     if _litellm is None:
-        collecting = gc.isenabled()
-        gc.disable()  # its import makes ~1 million lasting objects: full collections on the way cost ~20% of it
-        try:
+        with _loading():
             import litellm
             import openai.resources  # noqa: F401  (else the first call imports it, ~0.3 s inside a timed call)
-        finally:
-            if collecting:
-                gc.enable()
-        gc.freeze()  # what is loaded stays: later collections (and a forked worker's pages) leave it alone
 
         import experiment_runner  # noqa: F401  (the offline environment variables, before import)
 
@@ -103,6 +113,20 @@ def litellm_module() -> Any:
         logger.propagate = False
         _litellm = litellm
     return _litellm
+
+
+def warm_call_path(api_base: str = "http://127.0.0.1:9/v1") -> None:
+    """Load what litellm imports on its first call (~0.1 s: its proxy types, among others) by one offline call,
+    litellm's documented `mock_response`, which sends nothing (and `api_base`, a closed local port, is where it
+    would go if it did). Worker processes are forked after this, so none pays for it in its first call. Outside an
+    event loop only; a failure here is the first real call's to report."""
+    litellm = litellm_module()
+    with _loading():
+        try:
+            asyncio.run(litellm.acompletion(model="openai/warm-up", messages=[{"role": "user", "content": "."}], api_base=api_base,
+                                            mock_response=".", api_key="sk-none", num_retries=0, timeout=5))
+        except Exception as exc:  # noqa: BLE001  (nothing depends on it)
+            log.debug("warming litellm's call path failed: %s", exc)
 
 
 def credentials(model: str, api_base: str | None) -> dict[str, str]:
@@ -226,7 +250,7 @@ async def complete(
     from it (no call, so it neither waits on the endpoint nor counts for its reachability), and a fresh
     reply is kept."""
     key = cache.key(model, api_base, messages, kwargs) if cache is not None else None
-    if cache is not None and key is not None and (hit := await cache.lookup(key)) is not None:
+    if cache is not None and key is not None and (hit := await cache.lookup(key, model)) is not None:
         return hit
     litellm = litellm_module()
     policy = policy or RetryPolicy()

@@ -21,6 +21,7 @@ from typing import TypedDict, cast
 
 from experiment_runner.engine.cache import CacheUsage
 from experiment_runner.engine.launch import Entry, WorkerProcess, can_fork, start_worker
+from experiment_runner.engine.llm import warm_call_path
 from experiment_runner.engine.progress import Progress, ProgressCallback, RunOptions
 from experiment_runner.engine.run import run_experiment
 from experiment_runner.engine.runstate import budget_left, prepare_run
@@ -170,6 +171,8 @@ def run_in_processes(
     budget = budget_left(store, experiment)
     command = Progress(total=count_left(store, experiment, retry_before), budget_usd=budget.cap_usd, spent_before_usd=budget.spent_usd)
     shares = split(options.concurrency, workers)
+    if entry is not None and can_fork():
+        warm_call_path()  # once, here, rather than in each forked worker's first call
     store.release_connections()  # a forked child must not share one
     children = [_Child(start_worker(_worker_argv(db, experiment_id, k, retry_before, options.use_cache), entry))
                 for k in shares[1:]]

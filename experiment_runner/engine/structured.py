@@ -7,8 +7,11 @@ tries the modes in this order and keeps the first one the server accepts, per en
 
     json_schema  ->  json_object (schema attached)  ->  json_object_plain  ->  prompt (no response_format)
 
-Only the first call probes, under a lock, so a run costs at most one rejected request per mode that
-does not work, however many workers it has. A user can pin a mode (`auto|json_schema|json_object|
+Until a mode is settled, the first calls go out together in `json_schema`, which most servers take, so
+no evaluation waits for another's probe (with a judge that takes seconds, every worker would otherwise
+wait out the first call). If the server rejects it, each of those calls (at most the run's concurrency)
+is rejected once, and the later modes are probed by one call at a time, under a lock: one rejected
+request per mode after the first. A user can pin a mode (`auto|json_schema|json_object|
 prompt`); a pinned mode is used as it is, with no fallback. In every mode but `json_schema` the JSON
 instructions and the schema also go into the prompt, and the reply is repaired and checked as before.
 """
@@ -73,20 +76,39 @@ class FormatLearner:
         self._lock = anyio.Lock()
 
     async def call(self, send: Callable[[str], Awaitable[T]]) -> T:
-        """`send(mode)` with the learned mode; while none is learned, probe the modes in order, one caller at a time."""
+        """`send(mode)` with the learned mode. While none is learned: the first mode, by every caller at once,
+        until the server rejects it; then the next modes in order, one caller at a time."""
         if self.settled:
             return await send(self.mode)
+        if not self.rejected:
+            mode = self.mode
+            try:
+                result = await send(mode)
+            except ModelCallError as exc:
+                if not exc.format_rejected or mode == FALLBACK[-1]:
+                    raise
+                self._reject(mode, exc)
+            else:
+                self.settled = self.settled or mode == self.mode
+                return result
         async with self._lock:
             while not self.settled:
+                mode = self.mode
                 try:
-                    result = await send(self.mode)
+                    result = await send(mode)
                 except ModelCallError as exc:
-                    if not exc.format_rejected or self.mode == FALLBACK[-1]:
+                    if not exc.format_rejected or mode == FALLBACK[-1]:
                         raise
-                    self.rejected.append(f"{self.mode}: {exc}")
-                    rejected, self.mode = self.mode, FALLBACK[FALLBACK.index(self.mode) + 1]
-                    log.info("structured output: the server rejected response format %s (%s); trying %s", rejected, exc, self.mode)
+                    self._reject(mode, exc)
                     continue
                 self.settled = True
                 return result
         return await send(self.mode)
+
+    def _reject(self, mode: str, exc: ModelCallError) -> None:
+        """The server refused `mode`: move on to the next one (once, however many calls were refused it)."""
+        if mode != self.mode or self.settled:
+            return
+        self.rejected.append(f"{mode}: {exc}")
+        self.mode = FALLBACK[FALLBACK.index(mode) + 1]
+        log.info("structured output: the server rejected response format %s (%s); trying %s", mode, exc, self.mode)

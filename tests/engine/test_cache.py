@@ -3,11 +3,15 @@
 import json
 from pathlib import Path
 
+import anyio
 from conftest import FIXTURES, store_exists
 from conftest import query as rows
+from sqlalchemy import event
 
-from experiment_runner.conversation import OpenAIMessage
-from experiment_runner.engine.cache import cache_key
+from experiment_runner.conversation import Generation, OpenAIMessage
+from experiment_runner.engine.cache import ResponseCache, cache_key
+from experiment_runner.engine.llm import Completion
+from experiment_runner.store import Store
 
 SAMPLE = FIXTURES / "ragtruth-sample.conversations.jsonl"
 TOOLS = FIXTURES / "handwritten.native.jsonl"
@@ -177,3 +181,65 @@ def test_the_key_covers_what_changes_the_reply_and_nothing_else() -> None:
         cache_key("openai/m", "http://h/v1", messages, {"max_tokens": 10, "response_format": {"type": "json_object"}}),
     ):
         assert other != base
+
+
+def _statements(store: Store) -> list[str]:
+    """Every SQL statement the store runs from now on (its engine's own event), to count the cache's reads."""
+    seen: list[str] = []
+    for engine in (store.reader, store.writer):
+        event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement))
+    return seen
+
+
+def _reply(text: str) -> Completion:
+    generation: Generation = {"model": "m", "provider": "openai", "input_tokens": 3, "output_tokens": 2, "cost_usd": 0.001,
+                              "latency_ms": 12.0, "finish_reasons": ["stop"]}
+    return Completion([{"type": "text", "content": text}], generation, 1, 12.0)
+
+
+def _store_writes(store: Store, cache: ResponseCache) -> None:
+    writes = cache.take_writes()
+    assert writes is not None
+    with store.write() as session:
+        writes.apply(session.connection())
+
+
+def test_a_model_without_cached_replies_is_asked_about_once_not_per_call(store: Store) -> None:
+    messages: list[OpenAIMessage] = [{"role": "user", "content": "hi"}]
+    earlier = ResponseCache(store)
+    known = earlier.key("openai/a", None, messages, {})
+    earlier.remember(known, _reply("from before"), "openai/a", None)
+    _store_writes(store, earlier)
+
+    async def lookups(cache: ResponseCache) -> list[Completion | None]:
+        found: list[Completion | None] = []
+
+        async def one(n: int) -> None:
+            found.append(await cache.lookup(cache.key("openai/b", None, [{"role": "user", "content": str(n)}], {}), "openai/b"))
+
+        async with anyio.create_task_group() as tg:  # the first calls of a run come together
+            for n in range(5):
+                tg.start_soon(one, n)
+        found.append(await cache.lookup(known, "openai/a"))
+        return found
+
+    statements = _statements(store)
+    found = anyio.run(lookups, ResponseCache(store))
+    assert found[:5] == [None] * 5 and found[5] is not None and found[5].text == "from before"
+    asked = [s for s in statements if "response_cache" in s]
+    assert len([s for s in asked if "WHERE model" in s]) == 2  # once for openai/b, once for openai/a
+    assert len([s for s in asked if "WHERE key" in s]) == 1  # only openai/a's call read its entry
+
+
+def test_a_reply_this_run_stored_is_found_again_for_a_model_that_had_none(store: Store) -> None:
+    cache = ResponseCache(store)
+    key = cache.key("openai/b", None, [{"role": "user", "content": "twice"}], {})
+
+    async def first_then_again() -> tuple[Completion | None, Completion | None]:
+        before = await cache.lookup(key, "openai/b")
+        cache.remember(key, _reply("asked once"), "openai/b", None)
+        _store_writes(store, cache)  # committed: no longer among the run's unwritten replies
+        return before, await cache.lookup(key, "openai/b")
+
+    before, again = anyio.run(first_then_again)
+    assert before is None and again is not None and again.text == "asked once" and again.generation["cache_hit"] is True

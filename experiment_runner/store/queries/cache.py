@@ -13,6 +13,8 @@ from experiment_runner.store.queries.rows import CacheEntryRow, CacheHitRow
 
 _GET = text("SELECT key, parts, generation, duration_ms, cost_usd FROM response_cache WHERE key = :key")
 
+_ANY_FOR_MODEL = text("SELECT 1 FROM response_cache WHERE model = :model LIMIT 1")
+
 _UPSERT = text(
     """
     INSERT INTO response_cache (key, model, api_base, parts, generation, duration_ms, cost_usd, created_at)
@@ -61,6 +63,11 @@ _EVALUATOR_USAGE = text(
 def get_entry(conn: Connection, key: str) -> Row[Any] | None:
     """The entry for `key` (`key, parts, generation, duration_ms, cost_usd`; JSON columns as text), or None."""
     return conn.execute(_GET, {"key": key}).first()
+
+
+def has_entries(conn: Connection, model: str) -> bool:
+    """Whether the cache holds any reply of `model` (at any endpoint)."""
+    return conn.execute(_ANY_FOR_MODEL, {"model": model}).first() is not None
 
 
 def put_entries(conn: Connection, rows: list[CacheEntryRow]) -> None:
