@@ -81,13 +81,15 @@ def can_fork() -> bool:
     return sys.platform == "linux" and threading.active_count() == 1
 
 
-def start_worker(argv: list[str], entry: Entry | None) -> WorkerProcess:
-    """Start `experiment-runner ARGV` as a worker process: forked running `entry` where `can_fork`, else spawned."""
+def start_worker(argv: list[str], entry: Entry | None, db: str) -> WorkerProcess:
+    """Start `experiment-runner --db DB ARGV` as a worker process: forked running `entry` where `can_fork`, else
+    spawned. A spawned worker gets the store in its environment (EXPERIMENT_RUNNER_DB), not on its command line,
+    where `ps` would show anyone on the machine a PostgreSQL URL's password."""
     if entry is not None and can_fork():
-        return fork(argv, entry)
+        return fork(["--db", db, *argv], entry)
     # its own process group: a terminal's Ctrl-C reaches only the command, which passes each signal on once
-    return subprocess.Popen([sys.executable, "-m", "experiment_runner", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, process_group=0)
+    return subprocess.Popen([sys.executable, "-m", "experiment_runner", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, process_group=0, env={**os.environ, "EXPERIMENT_RUNNER_DB": db})
 
 
 def _default_signals() -> None:

@@ -174,7 +174,7 @@ def run_in_processes(
     if entry is not None and can_fork():
         warm_call_path()  # once, here, rather than in each forked worker's first call
     store.release_connections()  # a forked child must not share one
-    children = [_Child(start_worker(_worker_argv(db, experiment_id, k, retry_before, options.use_cache), entry))
+    children = [_Child(start_worker(_worker_argv(experiment_id, k, retry_before, options.use_cache), entry, db))
                 for k in shares[1:]]
     for child in children:  # only now: a fork must come before any thread starts
         child.start_readers()
@@ -213,9 +213,9 @@ def run_in_processes(
     return command
 
 
-def _worker_argv(db: str, experiment_id: str, concurrency: int, retry_before: str | None, use_cache: bool) -> list[str]:
-    """The command line of one worker process of `run --workers`."""
-    argv = ["--db", db, "worker", "--experiment", experiment_id, "--concurrency", str(concurrency), "--as-run"]
+def _worker_argv(experiment_id: str, concurrency: int, retry_before: str | None, use_cache: bool) -> list[str]:
+    """The command line of one worker process of `run --workers` (the store is passed beside it: `start_worker`)."""
+    argv = ["worker", "--experiment", experiment_id, "--concurrency", str(concurrency), "--as-run"]
     if retry_before is not None:
         argv += ["--retry-failed-before", retry_before]
     return argv if use_cache else [*argv, "--no-cache"]

@@ -5,11 +5,13 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 from experiment_runner.engine.launch import ForkedProcess, can_fork, fork, start_worker
+from experiment_runner.store import open_store
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="workers are forked on Linux only")
 
@@ -77,11 +79,32 @@ def test_with_a_thread_running_or_without_an_entry_a_new_interpreter_is_started(
     thread.start()
     try:
         assert not can_fork()  # a fork now could copy a lock that thread holds
-        spawned = start_worker(["--version"], _echo)
+        spawned = start_worker(["--version"], _echo, "store.db")
     finally:
         stop.set()
         thread.join()
     assert not isinstance(spawned, ForkedProcess)
     assert spawned.stdout is not None and spawned.stdout.read().startswith("experiment-runner, version ")
     assert spawned.wait() == 0
-    assert not isinstance(start_worker(["--version"], None), ForkedProcess)
+    assert not isinstance(start_worker(["--version"], None, "store.db"), ForkedProcess)
+
+
+def _proc(pid: int, name: str) -> str:
+    return Path(f"/proc/{pid}/{name}").read_bytes().decode()
+
+
+def test_a_spawned_worker_gets_the_store_in_its_environment_not_on_its_command_line(tmp_path: Path) -> None:
+    secret = str(tmp_path / "s3cret-pw.db")  # as a PostgreSQL URL's password would be
+    open_store(secret).close()
+    spawned = start_worker(["worker", "--wait"], None, secret)  # waits for work until told to stop
+    try:
+        deadline = time.monotonic() + 10
+        while "worker" not in _proc(spawned.pid, "cmdline") or not _proc(spawned.pid, "environ"):  # /proc fills in as it starts
+            assert spawned.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        cmdline, environ = _proc(spawned.pid, "cmdline"), _proc(spawned.pid, "environ")
+    finally:
+        spawned.send_signal(signal.SIGKILL)  # (its exit is not what this test is about)
+        spawned.wait()
+    assert "s3cret-pw" not in cmdline and "--db" not in cmdline  # what `ps` shows everyone
+    assert f"EXPERIMENT_RUNNER_DB={secret}" in environ.split("\0")  # readable only by its owner and root
