@@ -64,6 +64,10 @@ def with_instructions(mode: str, messages: list[OpenAIMessage], schema: JSONObje
     return [*messages[:-1], last]
 
 
+class _Refused(Exception):
+    """The server refused the response format a call used (`FormatLearner` has moved on to the next)."""
+
+
 class FormatLearner:
     """The mode that works for one endpoint and model in this run: probed on first use, then reused."""
 
@@ -81,29 +85,30 @@ class FormatLearner:
         if self.settled:
             return await send(self.mode)
         if not self.rejected:
-            mode = self.mode
             try:
-                result = await send(mode)
-            except ModelCallError as exc:
-                if not exc.format_rejected or mode == FALLBACK[-1]:
-                    raise
-                self._reject(mode, exc)
-            else:
-                self.settled = self.settled or mode == self.mode
-                return result
+                return await self._attempt(send, self.mode)
+            except _Refused:
+                pass
         async with self._lock:
             while not self.settled:
-                mode = self.mode
                 try:
-                    result = await send(mode)
-                except ModelCallError as exc:
-                    if not exc.format_rejected or mode == FALLBACK[-1]:
-                        raise
-                    self._reject(mode, exc)
+                    return await self._attempt(send, self.mode)
+                except _Refused:
                     continue
-                self.settled = True
-                return result
         return await send(self.mode)
+
+    async def _attempt(self, send: Callable[[str], Awaitable[T]], mode: str) -> T:
+        """`send(mode)`, settling on `mode` when it answers; `_Refused` (having moved on) when the server
+        refused the format, unless `mode` was the last to try; any other error as it is."""
+        try:
+            result = await send(mode)
+        except ModelCallError as exc:
+            if not exc.format_rejected or mode == FALLBACK[-1]:
+                raise
+            self._reject(mode, exc)
+            raise _Refused from exc
+        self.settled = self.settled or mode == self.mode
+        return result
 
     def _reject(self, mode: str, exc: ModelCallError) -> None:
         """The server refused `mode`: move on to the next one (once, however many calls were refused it)."""
