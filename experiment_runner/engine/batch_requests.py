@@ -6,7 +6,6 @@ sends the mode the experiment learned before, the pinned one, or `json_schema` (
 """
 
 from dataclasses import dataclass
-from typing import Any
 
 from experiment_runner.conversation import Generation, JSONObject, Message, Part, ToolDefinition
 from experiment_runner.engine import writer as w
@@ -21,6 +20,7 @@ from experiment_runner.engine.structured import FALLBACK
 from experiment_runner.evaluation.rules import rules_of
 from experiment_runner.store.queries.common import encode_json
 from experiment_runner.store.queries.rows import BatchRequestRow
+from experiment_runner.store.tables import Experiment
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,20 @@ class Prepared:
 class RequestBuilder:
     """Builds an experiment's batch requests and turns answers into the writer's events."""
 
-    def __init__(self, experiment: Any, cache: ResponseCache):
+    def __init__(self, experiment: Experiment, cache: ResponseCache):
         self.experiment = experiment
         self.cache = cache
         self.evaluator = ExperimentSpec.from_row(experiment).evaluator()
-        self.rules = rules_of(experiment)  # rule evaluators: applied as answers arrive, no request of their own
+        self.rules = rules_of(experiment.labels)  # rule evaluators: applied as answers arrive, no request of their own
         self.evaluates = self.evaluator is not None or bool(self.rules)
         self.schema = to_json_schema(experiment.output_schema) if experiment.output_schema else None
         self.settings = reasoning_kwargs(experiment.reasoning_config)
 
     def endpoint(self, role: str) -> tuple[str, str | None]:
-        """(model, api_base) of a role."""
+        """(model, api_base) of a role (the evaluator's only exists, and is only asked for, with an evaluator model)."""
         if role == "target":
             return self.experiment.model, self.experiment.api_base
+        assert self.experiment.evaluator_model is not None, "an evaluator request without an evaluator model"
         return self.experiment.evaluator_model, self.experiment.evaluator_api_base
 
     def mode(self, role: str) -> str:

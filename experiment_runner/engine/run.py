@@ -128,7 +128,7 @@ class _Run:
         self.progress = progress
         self.on_progress = on_progress
         self.evaluator = ExperimentSpec.from_row(experiment).evaluator()
-        self.rules = rules_of(experiment)  # rule evaluators: no model call
+        self.rules = rules_of(experiment.labels)  # rule evaluators: no model call
         self.evaluates = self.evaluator is not None or bool(self.rules)
         self.limiter = anyio.CapacityLimiter(max(1, options.concurrency))
         self.stopping = False

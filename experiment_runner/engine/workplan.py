@@ -26,13 +26,19 @@ def plan_work(store: Store, experiment: Experiment, retry_failed: bool) -> list[
     """The units of work left: unfinished items, missing evaluations, and (if asked) failed ones again."""
     with store.read() as session:
         rows = runs.work_items(session.connection(), experiment.id)
-    return [unit for row in rows if (unit := unit_of(row, experiment, retry_failed)) is not None]
+    evaluated = evaluates(experiment)
+    return [unit for row in rows if (unit := unit_of(row, experiment, retry_failed, evaluated)) is not None]
 
 
-def unit_of(row: Any, experiment: Experiment, retry_failed: bool) -> WorkUnit | None:
-    """What is left to do for one item row (`id, status, source, result, evaluation`), or None."""
-    evaluates = experiment.evaluator_model is not None or bool(rules_of(experiment))
-    eval_missing = evaluates and (row.evaluation is None or (retry_failed and row.evaluation == "failed"))
+def evaluates(experiment: Experiment) -> bool:
+    """Whether the experiment's items are evaluated: by an evaluator model or by rules."""
+    return experiment.evaluator_model is not None or bool(rules_of(experiment.labels))
+
+
+def unit_of(row: Any, experiment: Experiment, retry_failed: bool, evaluated: bool) -> WorkUnit | None:
+    """What is left to do for one item row (`id, status, source, result, evaluation`), or None (`evaluated`:
+    `evaluates(experiment)`)."""
+    eval_missing = evaluated and (row.evaluation is None or (retry_failed and row.evaluation == "failed"))
     if row.status == "completed":
         return WorkUnit(row.id, row.result, needs_replay=False) if eval_missing and row.result else None
     if row.status == "failed":
@@ -50,32 +56,30 @@ def claim_work(store: Store, experiment: Experiment, lease: Lease, size: int, re
     """Claim the next page of up to `size` items for this worker, in one short write transaction (renewing its
     row, removing dead workers so their items can be taken); nothing once the experiment was stopped.
     `retry_before` (a stamp: `--retry-failed`) also takes items that failed before it, never ones failed since."""
-    evaluates = experiment.evaluator_model is not None or bool(rules_of(experiment))
+    evaluated = evaluates(experiment)
     with store.write() as session:
         conn = session.connection()
         lease.check(conn)
         if claims.lock_experiment(conn, experiment.id, lock=False) is not None:  # (no row lock: claims stay concurrent)
             return []
         reap_dead(conn, experiment.id, lease.timings)
-        rows = claims.claim_page(conn, experiment.id, lease.owner, size, evaluates=evaluates, retry_before=retry_before, stamp=now())
-    return [unit for row in rows if (unit := unit_of(row, experiment, retry_before is not None)) is not None]
+        rows = claims.claim_page(conn, experiment.id, lease.owner, size, evaluates=evaluated, retry_before=retry_before, stamp=now())
+    return [unit for row in rows if (unit := unit_of(row, experiment, retry_before is not None, evaluated)) is not None]
 
 
 def held_elsewhere(store: Store, experiment: Experiment, lease: Lease, retry_before: str | None) -> int:
     """How many items with work left other workers hold now (0 once the experiment was stopped)."""
-    evaluates = experiment.evaluator_model is not None or bool(rules_of(experiment))
     with store.read() as session:
         conn = session.connection()
         if claims.lock_experiment(conn, experiment.id, lock=False) is not None:
             return 0
-        return claims.held_elsewhere(conn, experiment.id, lease.owner, evaluates=evaluates, retry_before=retry_before)
+        return claims.held_elsewhere(conn, experiment.id, lease.owner, evaluates=evaluates(experiment), retry_before=retry_before)
 
 
 def count_left(store: Store, experiment: Experiment, retry_before: str | None) -> int:
     """How many items still have work by the claim rule, whoever holds them."""
-    evaluates = experiment.evaluator_model is not None or bool(rules_of(experiment))
     with store.read() as session:
-        return claims.count_to_do(session.connection(), experiment.id, evaluates=evaluates, retry_before=retry_before)
+        return claims.count_to_do(session.connection(), experiment.id, evaluates=evaluates(experiment), retry_before=retry_before)
 
 
 def work_left(store: Store, experiment: Experiment, retry_failed: bool) -> int:

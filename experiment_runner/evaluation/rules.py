@@ -17,7 +17,7 @@ explanation names its rule. Pure: no store, no model call.
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Required, TypedDict, cast
@@ -136,9 +136,9 @@ def parse_rules(stored: Sequence["RuleSpec"] | None) -> list[Rule]:
     return rules
 
 
-def rules_of(experiment: Any) -> list[Rule]:
-    """The rules stored with an experiment (in its `labels` settings, key `rules`)."""
-    return parse_rules((getattr(experiment, "labels", None) or {}).get("rules"))
+def rules_of(labels: Mapping[str, Any] | None) -> list[Rule]:
+    """The rules stored with an experiment: its `labels` settings (`experiment.labels`), key `rules`."""
+    return parse_rules((labels or {}).get("rules"))
 
 
 def _targets(parts: Sequence[Part]) -> Iterable[tuple[int, str, str | None, str | None]]:

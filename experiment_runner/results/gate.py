@@ -211,7 +211,7 @@ def label_set(store: Store, experiment_id: str, found: ItemLabels) -> set[str]:
         row = require_experiment(session, experiment_id)
         evaluator = ExperimentSpec.from_row(row).evaluator()
         names = {label["name"] for label in evaluator.labels} if evaluator else set()
-        names |= {rule.label for rule in rules_of(row)}
+        names |= {rule.label for rule in rules_of(row.labels)}
     return names | {label for spans in found.values() for label in spans or ()}
 
 
