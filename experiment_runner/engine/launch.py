@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import IO, Protocol
+from typing import IO, Protocol, TypeGuard
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,16 @@ def can_fork() -> bool:
     return sys.platform == "linux" and threading.active_count() == 1
 
 
+def forks(entry: Entry | None) -> TypeGuard[Entry]:
+    """Whether `start_worker` with this `entry` forks (else it starts a new interpreter)."""
+    return entry is not None and can_fork()
+
+
 def start_worker(argv: list[str], entry: Entry | None, db: str) -> WorkerProcess:
     """Start `experiment-runner --db DB ARGV` as a worker process: forked running `entry` where `can_fork`, else
     spawned. A spawned worker gets the store in its environment (EXPERIMENT_RUNNER_DB), not on its command line,
     where `ps` would show anyone on the machine a PostgreSQL URL's password."""
-    if entry is not None and can_fork():
+    if forks(entry):
         return fork(["--db", db, *argv], entry)
     # its own process group: a terminal's Ctrl-C reaches only the command, which passes each signal on once
     return subprocess.Popen([sys.executable, "-m", "experiment_runner", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TypedDict, cast
 
 from experiment_runner.engine.cache import CacheUsage
-from experiment_runner.engine.launch import Entry, WorkerProcess, can_fork, start_worker
+from experiment_runner.engine.launch import Entry, WorkerProcess, can_fork, forks, start_worker
 from experiment_runner.engine.llm import warm_call_path
 from experiment_runner.engine.progress import Progress, ProgressCallback, RunOptions
 from experiment_runner.engine.run import run_experiment
@@ -171,7 +171,7 @@ def run_in_processes(
     budget = budget_left(store, experiment)
     command = Progress(total=count_left(store, experiment, retry_before), budget_usd=budget.cap_usd, spent_before_usd=budget.spent_usd)
     shares = split(options.concurrency, workers)
-    if entry is not None and can_fork():
+    if forks(entry):
         warm_call_path()  # once, here, rather than in each forked worker's first call
     store.release_connections()  # a forked child must not share one
     children = [_Child(start_worker(_worker_argv(experiment_id, k, retry_before, options.use_cache), entry, db))
