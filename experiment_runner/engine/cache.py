@@ -7,9 +7,10 @@ successful reply to `remember`; a failed call raises before that, and a reply cu
 never kept. A hit makes no call: its generation keeps the original tokens and latency, costs $0 in this
 run (`cost_usd: 0`) and says what it saved (`cache_hit: true`, `cost_saved_usd`).
 
-A run asks the store once per model whether it holds any of that model's replies; for a model with none,
-lookups read only what this run stored itself (up to `TRACKED` keys), not the store: a first run of a model
-makes no query per call. Replies another process stores for that model meanwhile serve from the next run on.
+A run asks the store whether it holds any of a model's replies; while it holds none, lookups read only what
+this run stored itself (up to `TRACKED` keys), and the question is asked again at most every `RECHECK_SECONDS`,
+so a reply another process stores (another worker of the same run, say) serves within that time: a model's
+first run in one process makes no query per call, and a duplicate request is still asked once.
 
 Writes during a run go through the run's single writer: `take_writes()` hands it the new entries, the hits
 to count and the entries to drop, which it commits in the same transaction as the events that follow the
@@ -23,7 +24,9 @@ read) is `forget`-ten: dropped from the cache, and not served again in this run,
 import hashlib
 import json
 import logging
+import math
 import os
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
@@ -46,6 +49,7 @@ logger = logging.getLogger(__name__)
 NOT_IN_KEY = frozenset({"api_key", "api_base", "timeout", "num_retries", "metadata", "extra_headers"})
 KEY_VERSION = 1
 TRACKED = 100_000  # keys a run remembers storing; past that, every lookup reads the store again
+RECHECK_SECONDS = 0.5  # how old "the store holds no reply of this model" may be before it is asked again
 
 
 def cache_enabled() -> bool:
@@ -118,7 +122,8 @@ class ResponseCache:
         self._unwritten: dict[str, Completion] = {}
         self._forgotten: set[str] = set()
         self._stored: set[str] | None = set()  # keys this run stored (None: too many to track)
-        self._models: dict[str, bool] = {}  # whether the store held replies of the model when this run first asked
+        self._empty_since: dict[str, float] = {}  # models the store held no reply of, when it last said so
+        self._holding: set[str] = set()  # models the store holds replies of
         self._asking = anyio.Lock()
 
     def key(self, model: str, api_base: str | None, messages: list[OpenAIMessage], settings: JSONObject) -> str:
@@ -145,15 +150,24 @@ class ResponseCache:
         return hit
 
     async def _may_hold(self, key: str, model: str) -> bool:
-        """Whether the store may hold `key`: the model had replies there when this run first asked, or this run
-        stored the key (or stored too many to remember)."""
-        if self._stored is None or key in self._stored:
+        """Whether the store may hold `key`: it holds replies of the model (it did not, less than `RECHECK_SECONDS`
+        ago), or this run stored the key (or stored too many to remember)."""
+        if self._stored is None or key in self._stored or model in self._holding:
             return True
-        if model not in self._models:
-            async with self._asking:  # the first calls of a run come together: one query per model
-                if model not in self._models:
-                    self._models[model] = await anyio.to_thread.run_sync(self._has_entries, model)
-        return self._models[model]
+        if not self._stale(model):
+            return False
+        async with self._asking:  # the first calls of a run come together: one query per model
+            if model not in self._holding and self._stale(model):
+                asked = time.monotonic()
+                if await anyio.to_thread.run_sync(self._has_entries, model):
+                    self._holding.add(model)
+                else:
+                    self._empty_since[model] = asked
+        return model in self._holding
+
+    def _stale(self, model: str) -> bool:
+        """Whether "the store holds no reply of `model`" is unknown or older than `RECHECK_SECONDS`."""
+        return time.monotonic() - self._empty_since.get(model, -math.inf) > RECHECK_SECONDS
 
     def _has_entries(self, model: str) -> bool:
         with self.store.read() as session:

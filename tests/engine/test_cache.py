@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import anyio
+import pytest
 from conftest import FIXTURES, store_exists
 from conftest import query as rows
 from sqlalchemy import event
 
 from experiment_runner.conversation import Generation, OpenAIMessage
+from experiment_runner.engine import cache as cache_module
 from experiment_runner.engine.cache import ResponseCache, cache_key
 from experiment_runner.engine.llm import Completion
 from experiment_runner.store import Store
@@ -204,7 +206,8 @@ def _store_writes(store: Store, cache: ResponseCache) -> None:
         writes.apply(session.connection())
 
 
-def test_a_model_without_cached_replies_is_asked_about_once_not_per_call(store: Store) -> None:
+def test_a_model_without_cached_replies_is_asked_about_once_not_per_call(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_module, "RECHECK_SECONDS", 3600.0)  # no recheck within the test, however slow the machine
     messages: list[OpenAIMessage] = [{"role": "user", "content": "hi"}]
     earlier = ResponseCache(store)
     known = earlier.key("openai/a", None, messages, {})
@@ -243,3 +246,20 @@ def test_a_reply_this_run_stored_is_found_again_for_a_model_that_had_none(store:
 
     before, again = anyio.run(first_then_again)
     assert before is None and again is not None and again.text == "asked once" and again.generation["cache_hit"] is True
+
+
+def test_a_reply_another_worker_stores_serves_once_the_answer_no_reply_is_rechecked(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = cache_key("openai/b", None, [{"role": "user", "content": "asked in two processes"}], {})
+    mine, other = ResponseCache(store), ResponseCache(store)  # two worker processes of one run
+
+    async def lookup() -> Completion | None:
+        return await mine.lookup(key, "openai/b")
+
+    monkeypatch.setattr(cache_module, "RECHECK_SECONDS", 3600.0)
+    assert anyio.run(lookup) is None  # the store holds no reply of openai/b (so far)
+    other.remember(key, _reply("the other worker's"), "openai/b", None)
+    _store_writes(store, other)
+    assert anyio.run(lookup) is None  # not asked again yet: no query per call
+    monkeypatch.setattr(cache_module, "RECHECK_SECONDS", 0.0)  # the answer is now old enough to be asked again
+    found = anyio.run(lookup)
+    assert found is not None and found.text == "the other worker's"
